@@ -1,0 +1,5 @@
+"""Allow `python -m wmco`."""
+
+from wmco import cli
+
+cli.main()

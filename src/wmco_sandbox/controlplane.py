@@ -280,7 +280,8 @@ class ControlPlane:
                 f"--root-ca-file={ca_file}",
                 f"--cluster-signing-cert-file={ca_file}",
                 f"--cluster-signing-key-file={ca_key}",
-                "--controllers=*,bootstrapsigner,tokencleaner",
+                # No automatic approval of any CSR: the operator is the only approver of kubelet CSRs.
+                "--controllers=*,bootstrapsigner,tokencleaner,-csrapproving",
                 f"--cluster-cidr={CLUSTER_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--node-monitor-grace-period=20s",

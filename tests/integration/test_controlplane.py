@@ -52,9 +52,10 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
     CertificateSigningRequestApproval,
 )
-from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, Secret
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, NodeStatus, Pod, Secret
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+from lightkube.types import PatchType
 
 from wmco_sandbox.controlplane import ControlPlane
 
@@ -175,15 +176,21 @@ async def test_custom_resource_with_status_subresource(kube: AsyncClient, namesp
         )
         assert created.spec == {"size": 3}
         # The status subresource: a status in a main-resource update is ignored ...
-        await kube.patch(widget_kind, "w1", {"status": {"phase": "Ignored"}}, namespace=namespace)
-        assert (await kube.get(widget_kind, "w1", namespace=namespace)).status in (None, {})
-        # ... and only the /status endpoint sets it.
         await kube.patch(
             widget_kind,
             "w1",
+            {"status": {"phase": "Ignored"}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        assert (await kube.get(widget_kind, "w1", namespace=namespace)).status in (None, {})
+        # ... and only the /status endpoint sets it.
+        await kube.patch(
+            widget_kind.Status,
+            "w1",
             {"status": {"phase": "Ready"}},
             namespace=namespace,
-            subresource="status",
+            patch_type=PatchType.MERGE,
         )
         got = await kube.get(widget_kind, "w1", namespace=namespace)
         assert got.status == {"phase": "Ready"}
@@ -199,7 +206,7 @@ async def test_rbac_refuses_then_allows_after_rolebinding(
     config = KubeConfig.from_file(control_plane.kubeconfig_for(user))
     async with AsyncClient(config=config) as as_user:
         with pytest.raises(ApiError) as refused:
-            await as_user.list(ConfigMap, namespace=namespace).__anext__()
+            _ = [c async for c in as_user.list(ConfigMap, namespace=namespace)]
         assert refused.value.status.code == 403
 
         await kube.create(
@@ -280,7 +287,7 @@ async def test_kubelet_csr_stays_pending_until_approved_then_is_signed(kube: Asy
                 )
             ]
         )
-        await kube.replace(got, name=name, subresource_cls=CertificateSigningRequestApproval)  # type: ignore[call-arg]
+        await kube.replace(CertificateSigningRequestApproval.from_dict(got.to_dict()), name)
 
         issued: dict[str, bytes] = {}
 
@@ -351,9 +358,9 @@ async def test_runtimeclass_steers_pods_to_the_windows_node(
             spec=NodeSpec(taints=[taint]),
         )
     )
-    node = await kube.get(Node, node_name)
-    node.status = _ready_status()
-    await kube.replace(node, name=node_name, subresource="status")  # type: ignore[call-arg]
+    await kube.patch(
+        NodeStatus, node_name, {"status": _ready_status().to_dict()}, patch_type=PatchType.MERGE
+    )
     rc_name = f"windows-{secrets.token_hex(3)}"
     await kube.create(
         RuntimeClass(
@@ -441,15 +448,17 @@ def test_controlplane_cli_leaves_nothing_running(tmp_path: Path, how: str) -> No
     import sys
 
     state = tmp_path / "cp"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wmco", "controlplane", "up", "--state-dir", str(state)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    output = tmp_path / "cli.log"
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wmco", "controlplane", "up", "--state-dir", str(state)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while not (state / "ready").exists():
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, output.read_text()
             assert time.monotonic() < deadline, "control plane CLI never wrote ready"
             time.sleep(0.2)
         assert (state / "kubeconfig").exists()

@@ -48,3 +48,54 @@ def main() -> None:
 def version() -> None:
     """Print the operator's version."""
     click.echo(f"wmco {wmco.__version__} (Python {platform.python_version()})")
+
+
+@main.command()
+@click.option(
+    "--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubeconfig (default: in-cluster)."
+)
+@click.option("--namespace", help="Operator namespace [WMCO_NAMESPACE, WATCH_NAMESPACE].")
+@click.option("--machine-api-namespace", help="Namespace of Machines [WMCO_MACHINE_API_NAMESPACE].")
+@click.option("--ssh-port", type=int, help="sshd port on Windows hosts [WMCO_SSH_PORT].")
+@click.option("--concurrency", type=int, help="Hosts configured at once [WMCO_CONCURRENCY].")
+@click.option(
+    "--payload-dir", type=click.Path(file_okay=False), help="Payload folder [WMCO_PAYLOAD_DIR]."
+)
+@click.option("--api-server-url", help="API server URL for kubelets [WMCO_API_SERVER_URL].")
+@click.option("--probe-bind-address", help="host:port of /healthz, /readyz, /metrics.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="[WMCO_LOG_FORMAT]")
+@click.option("--leader-elect/--no-leader-elect", default=None, help="[WMCO_LEADER_ELECTION]")
+def run(kubeconfig: str | None, **flags: object) -> None:
+    """Run the operator. Flags override WMCO_* environment variables, which override defaults."""
+    import asyncio
+    import dataclasses
+    import pathlib
+
+    from wmco import logs
+    from wmco import operator as operator_mod
+    from wmco import settings as settings_mod
+    from wmco.runtime import leader
+
+    try:
+        settings = settings_mod.Settings.from_env()
+        overrides = {
+            ("leader_election" if key == "leader_elect" else key): value
+            for key, value in flags.items()
+            if value is not None
+        }
+        if "payload_dir" in overrides:
+            overrides["payload_dir"] = pathlib.Path(str(overrides["payload_dir"]))
+        if "log_format" in overrides:
+            overrides["log_format"] = settings_mod.LogFormat(str(overrides["log_format"]))
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    except settings_mod.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(operator_mod.run(settings, kubeconfig=kubeconfig))
+    except operator_mod.StartupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except leader.LeadershipLost:
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass

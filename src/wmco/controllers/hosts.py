@@ -1,0 +1,107 @@
+"""What the Machine and the listed-instance controllers share: configuring hosts, bounded.
+
+Both controllers turn "this instance should be a node" into a call of
+:func:`wmco.nodeconfig.configure.configure` and "this instance is gone" into
+:func:`wmco.nodeconfig.deconfigure.deconfigure`. This module owns the parts that are the same for
+both: reading the private key, the shared bound on hosts worked on at once (``settings.concurrency``
+across both controllers), the fast path that skips SSH for a node already configured by this
+version with the current key, and turning outcomes into log lines and Kubernetes Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+
+from lightkube.resources.core_v1 import Node, Secret
+
+from wmco import kube, names, userdata
+from wmco.nodeconfig import configure, deconfigure
+from wmco.payload import manifest as payload_manifest
+from wmco.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Hosts:
+    """Shared state of the host-configuring controllers."""
+
+    client: kube.Client
+    settings: Settings
+    recorder: kube.EventRecorder
+    payload: payload_manifest.Manifest
+    version: str
+    slots: asyncio.Semaphore = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.settings.concurrency)
+
+    async def inputs(self) -> configure.Inputs | None:
+        """The inputs of the flow, or ``None`` while the private key is missing or unusable.
+
+        The user-data controller reports a bad key in an Event; here it only means "not yet".
+        """
+        secret = await kube.get(
+            self.client, Secret, names.PRIVATE_KEY_SECRET, namespace=self.settings.namespace
+        )
+        raw = ((secret.data if secret else None) or {}).get(names.PRIVATE_KEY_SECRET_KEY)
+        if not raw:
+            return None
+        pem = base64.b64decode(raw)
+        try:
+            userdata.load_private_key(pem)
+        except userdata.PrivateKeyError:
+            return None
+        return configure.Inputs(
+            settings=self.settings, private_key_pem=pem, payload=self.payload, version=self.version
+        )
+
+    async def up_to_date(self, instance: configure.Instance, inputs: configure.Inputs) -> bool:
+        """Whether the instance's node is Ready and was configured by us with the current key."""
+        node = await configure.find_node(self.client, instance)
+        return configure.is_up_to_date(
+            node, inputs.version, inputs.pub_key_hash
+        ) and configure.node_is_ready(node)
+
+    async def configure_instance(
+        self, instance: configure.Instance, inputs: configure.Inputs
+    ) -> configure.Outcome:
+        """Configure one instance, waiting for a free slot first."""
+
+        async def progress(step: configure.Step, detail: str) -> None:
+            log.info("instance %s: %s: %s", instance.address, step, detail)
+
+        async with self.slots:
+            return await configure.configure(self.client, instance, inputs, progress=progress)
+
+    async def deconfigure_instance(
+        self,
+        instance: configure.Instance,
+        inputs: configure.Inputs,
+        *,
+        clean_host: bool = True,
+    ) -> deconfigure.Teardown:
+        """Deconfigure one instance and delete its node, waiting for a free slot first."""
+        async with self.slots:
+            return await deconfigure.deconfigure(
+                self.client, instance, inputs, delete_node=True, clean_host=clean_host
+            )
+
+
+def instance_of_node(
+    node: Node, origin: configure.Origin, default_username: str
+) -> configure.Instance | None:
+    """Rebuild the :class:`Instance` a configured node came from (for teardown)."""
+    annotations = (node.metadata.annotations if node.metadata else None) or {}
+    address = annotations.get(names.INSTANCE_ADDRESS_ANNOTATION)
+    if not address:
+        return None
+    return configure.Instance(
+        address=address,
+        username=annotations.get(names.USERNAME_ANNOTATION) or default_username,
+        origin=origin,
+        machine=annotations.get(names.MACHINE_ANNOTATION),
+    )

@@ -1,0 +1,204 @@
+"""Listed instances ("bring your own host"): ConfigMap ``windows-instances`` → configured nodes.
+
+Each entry ``<address>: username=<user>`` is its own unit of work: the work queue is keyed by the
+instance address, not by the ConfigMap, so hosts are configured in parallel (bounded by the
+shared slots of :mod:`wmco.controllers.hosts`), one broken host never holds up another, and a
+failed host is retried with its own backoff. A special key validates the whole ConfigMap and
+reports each bad entry in an Event on the ConfigMap, naming the entry and why.
+
+Removing an entry, or deleting the ConfigMap, deconfigures the host and deletes its Node: the
+Node's ``instance-address`` annotation says which entry it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from lightkube.resources.core_v1 import ConfigMap, Node
+
+from wmco import instances, kube, names
+from wmco.controllers import hosts as hosts_mod
+from wmco.nodeconfig import configure, drain
+from wmco.runtime import controller as controller_mod
+from wmco.runtime import informer as informer_mod
+from wmco.runtime import manager as manager_mod
+
+log = logging.getLogger(__name__)
+
+VALIDATE_KEY = "@validate"
+"""Queue key that validates the whole ConfigMap (no address contains ``@``)."""
+
+
+def _is_byoh(node: Node) -> bool:
+    labels = (node.metadata.labels if node.metadata else None) or {}
+    return labels.get(names.BYOH_LABEL) == names.TRUE
+
+
+class InstancesReconciler:
+    """Reconciles one listed instance (by address), or validates the ConfigMap."""
+
+    def __init__(
+        self,
+        hosts: hosts_mod.Hosts,
+        configmaps: informer_mod.Informer[ConfigMap],
+        nodes: informer_mod.Informer[Node],
+    ) -> None:
+        self.hosts = hosts
+        self.configmaps = configmaps
+        self.nodes = nodes
+
+    @property
+    def _namespace(self) -> str:
+        return self.hosts.settings.namespace
+
+    def _configmap(self) -> ConfigMap | None:
+        return self.configmaps.store.get_by_name(names.INSTANCES_CONFIGMAP, self._namespace)
+
+    def parsed(self) -> instances.ParsedInstances:
+        """The ConfigMap's entries; a missing ConfigMap lists no instance."""
+        configmap = self._configmap()
+        return instances.parse_instances(configmap.data if configmap else None)
+
+    def keys_for_configmap(self, obj: Any) -> Iterable[str]:
+        """Every listed address, every BYOH node's address, and the validation key."""
+        keys = {VALIDATE_KEY}
+        keys.update(i.address for i in self.parsed().instances)
+        keys.update(self._byoh_addresses())
+        return sorted(keys)
+
+    def _byoh_addresses(self) -> set[str]:
+        result = set()
+        for node in self.nodes.store.objects():
+            annotations = (node.metadata.annotations if node.metadata else None) or {}
+            if _is_byoh(node) and annotations.get(names.INSTANCE_ADDRESS_ANNOTATION):
+                result.add(annotations[names.INSTANCE_ADDRESS_ANNOTATION])
+        return result
+
+    @staticmethod
+    def keys_for_node(obj: Any) -> Iterable[str]:
+        """A BYOH node maps to its instance address."""
+        node: Node = obj
+        annotations = (node.metadata.annotations if node.metadata else None) or {}
+        address = annotations.get(names.INSTANCE_ADDRESS_ANNOTATION)
+        return (address,) if address and _is_byoh(node) else ()
+
+    async def reconcile(self, key: str) -> controller_mod.Result | None:
+        """Validate the ConfigMap, or move one instance one step towards its desired state."""
+        if key == VALIDATE_KEY:
+            await self._report_invalid_entries()
+            return None
+        inputs = await self.hosts.inputs()
+        if inputs is None:
+            log.info("instance %s: waiting for a usable private key Secret", key)
+            return controller_mod.Result(requeue_after=10.0)
+        listed = self.parsed().by_address(key)
+        if listed is not None:
+            return await self._configure(listed, inputs)
+        return await self._teardown(key, inputs)
+
+    async def _report_invalid_entries(self) -> None:
+        configmap = self._configmap()
+        if configmap is None:
+            return
+        for error in self.parsed().errors:
+            log.warning("ConfigMap %s: %s", names.INSTANCES_CONFIGMAP, error)
+            await self.hosts.recorder.emit_event(
+                kube.ref_of(configmap),
+                "Warning",
+                names.EventReason.INVALID_INSTANCE,
+                f"entry {error.entry!r} ignored: {error.reason}",
+            )
+
+    async def _configure(
+        self, listed: instances.Instance, inputs: configure.Inputs
+    ) -> controller_mod.Result | None:
+        instance = configure.Instance(
+            address=listed.address, username=listed.username, origin=configure.Origin.BYOH
+        )
+        if await self.hosts.up_to_date(instance, inputs):
+            return None
+        configmap = self._configmap()
+        try:
+            outcome = await self.hosts.configure_instance(instance, inputs)
+        except configure.ConfigurationError as exc:
+            log.warning("%s", exc)
+            if configmap is not None:
+                reason = (
+                    names.EventReason.HOST_KEY_MISMATCH
+                    if isinstance(exc, configure.HostKeyChangedError)
+                    else names.EventReason.INSTANCE_SETUP_FAILURE
+                )
+                await self.hosts.recorder.emit_event(
+                    kube.ref_of(configmap), "Warning", reason, str(exc)
+                )
+            return controller_mod.Result(requeue=True)
+        message = (
+            f"instance {listed.address} configured as node {outcome.node_name} in "
+            f"{outcome.seconds:.1f}s ({outcome.files_copied} files copied, "
+            f"{outcome.files_skipped} unchanged)"
+        )
+        log.info("%s", message)
+        if configmap is not None:
+            await self.hosts.recorder.emit_event(
+                kube.ref_of(configmap), "Normal", names.EventReason.INSTANCE_SETUP, message
+            )
+        return None
+
+    async def _teardown(
+        self, address: str, inputs: configure.Inputs
+    ) -> controller_mod.Result | None:
+        node = next(
+            (n for n in self.nodes.store.objects() if address in self.keys_for_node(n)), None
+        )
+        if node is None:
+            return None
+        instance = hosts_mod.instance_of_node(
+            node, configure.Origin.BYOH, self.hosts.settings.default_username
+        )
+        if instance is None:
+            return None
+        try:
+            teardown = await self.hosts.deconfigure_instance(instance, inputs)
+        except drain.DrainTimeoutError as exc:
+            log.warning("instance %s: %s", address, exc)
+            await self.hosts.recorder.emit_event(
+                kube.ref_of(node), "Warning", names.EventReason.INSTANCE_TEARDOWN_FAILURE, str(exc)
+            )
+            return controller_mod.Result(requeue=True)
+        message = f"instance {address} removed: node {teardown.node_name} drained ({teardown.pods_evicted} pods evicted) and deleted"
+        if teardown.host_problem:
+            message += f"; the host itself was not cleaned: {teardown.host_problem}"
+        log.info("%s", message)
+        configmap = self._configmap()
+        target = kube.ref_of(configmap) if configmap is not None else kube.ref_of(node)
+        await self.hosts.recorder.emit_event(
+            target,
+            "Warning" if teardown.host_problem else "Normal",
+            names.EventReason.INSTANCE_TEARDOWN,
+            message,
+        )
+        return None
+
+
+def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mod.Controller:
+    """Register the listed-instances controller and its watches on ``manager``."""
+    settings = hosts.settings
+    configmaps = manager.informer(ConfigMap, namespace=settings.namespace)
+    nodes = manager.informer(Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
+    reconciler = InstancesReconciler(hosts, configmaps, nodes)
+    controller = manager.controller(
+        "instances",
+        reconciler.reconcile,
+        workers=settings.concurrency,
+        backoff_base=1.0,
+        backoff_max=settings.retry_max,
+    )
+
+    def is_instances_configmap(event: informer_mod.Event[Any]) -> bool:
+        return bool(event.obj.metadata and event.obj.metadata.name == names.INSTANCES_CONFIGMAP)
+
+    controller.watch(configmaps, reconciler.keys_for_configmap, is_instances_configmap)
+    controller.watch(nodes, reconciler.keys_for_node)
+    return controller

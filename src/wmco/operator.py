@@ -1,0 +1,136 @@
+"""Assemble and run the operator: one manager, its informers, controllers, probes and metrics.
+
+``wmco run`` calls :func:`run`. Everything the operator does is a controller registered here:
+
+* ``userdata``: Secret ``cloud-private-key`` → Secret ``windows-user-data``;
+* ``csr``: strict approval of the kubelet CSRs of instances the operator configures;
+* ``instances``: ConfigMap ``windows-instances`` → configured (or removed) nodes;
+* ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+import wmco
+from wmco import kube, names
+from wmco.controllers import csr as csr_controller
+from wmco.controllers import hosts as hosts_mod
+from wmco.controllers import instances as instances_controller
+from wmco.controllers import machines as machines_controller
+from wmco.controllers import userdata as userdata_controller
+from wmco.payload import manifest as payload_manifest
+from wmco.runtime import leader
+from wmco.runtime import manager as manager_mod
+from wmco.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The operator cannot start (the message says what to fix)."""
+
+
+async def machine_api_served(client: kube.Client, namespace: str) -> bool:
+    """Whether the cluster serves ``machine.openshift.io/v1beta1`` Machines."""
+    try:
+        await kube.list_objects(client, machines_controller.Machine, namespace=namespace)
+    except kube.NotFound:
+        return False
+    except kube.KubeError as exc:
+        log.warning("cannot tell whether the Machine API is served (%s); assuming it is not", exc)
+        return False
+    return True
+
+
+def _identity() -> str:
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def build_manager(
+    client: kube.Client,
+    settings: Settings,
+    payload: payload_manifest.Manifest,
+    *,
+    machine_api: bool,
+    port: int | None = None,
+) -> manager_mod.Manager:
+    """Create the manager with every controller registered (nothing runs yet)."""
+    host, _, bind_port = settings.probe_bind_address.rpartition(":")
+    election = (
+        leader.LeaderElectionConfig(
+            namespace=settings.namespace, name=names.LEADER_ELECTION_LEASE, identity=_identity()
+        )
+        if settings.leader_election
+        else None
+    )
+    manager = manager_mod.Manager(
+        client,
+        host=host or "0.0.0.0",
+        port=int(bind_port) if port is None else port,
+        leader_election=election,
+        resync_period=300.0,
+        workers=settings.concurrency,
+    )
+    recorder = kube.EventRecorder(client, component="windows-machine-config-operator")
+    hosts = hosts_mod.Hosts(
+        client=client,
+        settings=settings,
+        recorder=recorder,
+        payload=payload,
+        version=wmco.__version__,
+    )
+    userdata_controller.setup(manager, settings, recorder)
+    csr_controller.setup(manager, settings, recorder)
+    instances_controller.setup(manager, hosts)
+    if machine_api:
+        machines_controller.setup(manager, hosts)
+    else:
+        log.info(
+            "the Machine API is not served: only listed instances (windows-instances) are managed"
+        )
+    return manager
+
+
+def load_payload(settings: Settings) -> payload_manifest.Manifest:
+    """Load and verify the payload the operator copies to hosts.
+
+    Raises:
+        StartupError: The payload folder is missing or does not match its manifest.
+    """
+    try:
+        return payload_manifest.load_and_verify(settings.payload_dir)
+    except payload_manifest.PayloadError as exc:
+        raise StartupError(f"payload {settings.payload_dir}: {exc}") from exc
+
+
+async def run(settings: Settings, *, kubeconfig: str | None = None) -> None:
+    """Run the operator until cancelled.
+
+    Raises:
+        StartupError: The payload or the cluster connection is unusable.
+        leader.LeadershipLost: Another replica took over; exit so the pod restarts.
+    """
+    payload = load_payload(settings)
+    try:
+        client = kube.make_client(kubeconfig, namespace=settings.namespace)
+    except kube.KubeError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        machine_api = await machine_api_served(client, settings.machine_api_namespace)
+        manager = build_manager(client, settings, payload, machine_api=machine_api)
+        log.info(
+            "wmco %s starting: namespace %s, %d hosts at once, payload %s (%d files)",
+            wmco.__version__,
+            settings.namespace,
+            settings.concurrency,
+            payload.version,
+            len(payload.files),
+        )
+        await manager.run()
+    finally:
+        await asyncio.shield(client.close())

@@ -1,0 +1,354 @@
+"""Strict approval decisions for kubelet CertificateSigningRequests. Pure: no API calls here.
+
+The reference operator approved a CSR when the requested node name was a *substring* of some
+instance's DNS name or host name. We tie approval to what the operator itself issued:
+
+- a **client** CSR (``kubernetes.io/kube-apiserver-client-kubelet``) is approved only when it comes
+  from ``system:bootstrap:<id>`` of a bootstrap token this operator minted for one host, and asks
+  for exactly ``CN=system:node:<the name that host reported>``; or when a managed node renews its
+  own client certificate (``system:node:<name>`` asking for the same name);
+- a **serving** CSR (``kubernetes.io/kubelet-serving``) is approved only when a managed node asks
+  for its own name, and every DNS/IP SAN is that name or one of the node's known addresses.
+
+Both require ``O=[system:nodes]``, exact usages (``key encipherment`` only with an RSA key), a valid
+signature and no CA bit. A CSR that is not ours (another signer, another requester, a token we did
+not issue) is **ignored**: it belongs to someone else. A CSR that is ours but wrong is **refused**
+(the controller denies it) with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from wmco import names
+
+DIGITAL_SIGNATURE: Final = "digital signature"
+KEY_ENCIPHERMENT: Final = "key encipherment"
+CLIENT_AUTH: Final = "client auth"
+SERVER_AUTH: Final = "server auth"
+
+
+class Verdict(enum.StrEnum):
+    """What to do with a CSR."""
+
+    APPROVE = "approve"
+    IGNORE = "ignore"
+    REFUSE = "refuse"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict and the reason a person reads (in an Event or a Denied condition)."""
+
+    verdict: Verdict
+    reason: str
+
+    @classmethod
+    def approve(cls, reason: str) -> Decision:
+        """Approve: the CSR is ours and valid."""
+        return cls(Verdict.APPROVE, reason)
+
+    @classmethod
+    def ignore(cls, reason: str) -> Decision:
+        """Leave the CSR untouched: it is not ours (or not yet decidable)."""
+        return cls(Verdict.IGNORE, reason)
+
+    @classmethod
+    def refuse(cls, reason: str) -> Decision:
+        """Deny: it claims to be ours but breaks a rule."""
+        return cls(Verdict.REFUSE, reason)
+
+
+class CsrKind(enum.StrEnum):
+    """The two kubelet certificate kinds."""
+
+    CLIENT = "client"
+    SERVING = "serving"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CsrRequest:
+    """The fields of a CertificateSigningRequest the decision needs.
+
+    Attributes:
+        name: ``metadata.name``.
+        request_pem: Decoded ``spec.request`` (PEM ``CERTIFICATE REQUEST``); empty if undecodable.
+        username: ``spec.username`` (set by the API server from the requester).
+        groups: ``spec.groups``.
+        usages: ``spec.usages``.
+        signer_name: ``spec.signerName``.
+        decided: Whether ``status.conditions`` already has Approved, Denied or Failed.
+    """
+
+    name: str
+    request_pem: bytes
+    username: str
+    groups: tuple[str, ...]
+    usages: tuple[str, ...]
+    signer_name: str
+    decided: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A bootstrap token the operator minted for one host.
+
+    Attributes:
+        token_id: The token's public id (the ``<id>`` of ``system:bootstrap:<id>``).
+        address: The host's address (for messages).
+        node_name: The name the host reported (lower-cased host name or override); ``None`` until
+            known, in which case CSRs made with this token are not decided yet.
+    """
+
+    token_id: str
+    address: str
+    node_name: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManagedNode:
+    """A node the operator manages, with every address it knows for it (IPs and DNS names)."""
+
+    name: str
+    addresses: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Knowledge:
+    """What the operator knows when it decides: its tokens (by id) and its nodes (by name)."""
+
+    tokens: Mapping[str, IssuedToken] = dataclasses.field(default_factory=dict)
+    nodes: Mapping[str, ManagedNode] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, tokens: Iterable[IssuedToken] = (), nodes: Iterable[ManagedNode] = ()
+    ) -> Knowledge:
+        """Index tokens by id and nodes by name."""
+        return cls(
+            tokens={token.token_id: token for token in tokens},
+            nodes={node.name: node for node in nodes},
+        )
+
+
+def csr_request_from_object(obj: Mapping[str, Any]) -> CsrRequest:
+    """Extract a :class:`CsrRequest` from a CSR as a JSON dict (e.g. a lightkube model's dict).
+
+    An undecodable ``spec.request`` yields an empty ``request_pem`` (refused if the CSR is ours).
+    """
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    raw = spec.get("request") or b""
+    pem: bytes
+    if isinstance(raw, bytes):
+        pem = raw if raw.startswith(b"-----BEGIN") else _b64(raw)
+    else:
+        pem = _b64(str(raw).encode("ascii", errors="replace"))
+    conditions = status.get("conditions") or []
+    decided = any(
+        condition.get("type") in ("Approved", "Denied", "Failed") for condition in conditions
+    )
+    return CsrRequest(
+        name=str(metadata.get("name", "")),
+        request_pem=pem,
+        username=str(spec.get("username", "")),
+        groups=tuple(str(group) for group in spec.get("groups") or ()),
+        usages=tuple(str(usage) for usage in spec.get("usages") or ()),
+        signer_name=str(spec.get("signerName", "")),
+        decided=decided,
+    )
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def decide(request: CsrRequest, knowledge: Knowledge) -> Decision:
+    """Decide what to do with one CSR.
+
+    Args:
+        request: The CSR.
+        knowledge: The operator's tokens and managed nodes.
+
+    Returns:
+        Approve, Ignore (not ours / not decidable yet) or Refuse (ours but invalid), with a reason.
+    """
+    if request.decided:
+        return Decision.ignore("already approved or denied")
+    if request.signer_name == names.CSR_SIGNER_KUBELET_CLIENT:
+        return _decide_client(request, knowledge)
+    if request.signer_name == names.CSR_SIGNER_KUBELET_SERVING:
+        return _decide_serving(request, knowledge)
+    return Decision.ignore(f"signer {request.signer_name!r} is not a kubelet signer")
+
+
+def _decide_client(request: CsrRequest, knowledge: Knowledge) -> Decision:
+    username = request.username
+    if username.startswith(names.BOOTSTRAP_USER_PREFIX):
+        token_id = username.removeprefix(names.BOOTSTRAP_USER_PREFIX)
+        token = knowledge.tokens.get(token_id)
+        if token is None:
+            return Decision.ignore(f"bootstrap token {token_id!r} was not issued by this operator")
+        if token.node_name is None:
+            return Decision.ignore(
+                f"the node name of host {token.address} is not known yet; decide later"
+            )
+        if names.BOOTSTRAPPERS_GROUP not in request.groups:
+            return Decision.refuse(
+                f"requester {username} is not in group {names.BOOTSTRAPPERS_GROUP}"
+            )
+        node_name = token.node_name
+        origin = f"bootstrap token of host {token.address}"
+    elif username.startswith(names.NODE_USER_PREFIX):
+        node_name = username.removeprefix(names.NODE_USER_PREFIX)
+        if node_name not in knowledge.nodes:
+            return Decision.ignore(f"node {node_name!r} is not managed by this operator")
+        if names.NODES_GROUP not in request.groups:
+            return Decision.refuse(f"requester {username} is not in group {names.NODES_GROUP}")
+        origin = f"renewal by node {node_name}"
+    else:
+        return Decision.ignore(f"requester {username!r} is neither a bootstrap token nor a node")
+    parsed = _parse(request)
+    if isinstance(parsed, Decision):
+        return parsed
+    problem = _check_subject(parsed, node_name) or _check_usages(request, parsed, CsrKind.CLIENT)
+    if problem:
+        return Decision.refuse(problem)
+    if _sans(parsed):
+        return Decision.refuse("a kubelet client certificate must not have subject alt names")
+    return Decision.approve(f"client certificate for node {node_name} ({origin})")
+
+
+def _decide_serving(request: CsrRequest, knowledge: Knowledge) -> Decision:
+    username = request.username
+    if not username.startswith(names.NODE_USER_PREFIX):
+        return Decision.ignore(f"requester {username!r} is not a node")
+    node_name = username.removeprefix(names.NODE_USER_PREFIX)
+    node = knowledge.nodes.get(node_name)
+    if node is None:
+        return Decision.ignore(f"node {node_name!r} is not managed by this operator")
+    if names.NODES_GROUP not in request.groups:
+        return Decision.refuse(f"requester {username} is not in group {names.NODES_GROUP}")
+    parsed = _parse(request)
+    if isinstance(parsed, Decision):
+        return parsed
+    problem = _check_subject(parsed, node_name) or _check_usages(request, parsed, CsrKind.SERVING)
+    if problem:
+        return Decision.refuse(problem)
+    sans = _sans(parsed)
+    if not sans:
+        return Decision.refuse("a kubelet serving certificate needs at least one DNS or IP SAN")
+    allowed_dns, allowed_ips = _allowed_names(node)
+    for kind, value in sans:
+        if kind == "dns":
+            if value.lower() not in allowed_dns:
+                return Decision.refuse(
+                    f"DNS name {value!r} is neither node {node_name} nor one of its addresses"
+                )
+        elif kind == "ip":
+            if ipaddress.ip_address(value) not in allowed_ips:
+                return Decision.refuse(f"IP {value} is not an address of node {node_name}")
+        else:
+            return Decision.refuse(f"SAN of type {kind} is not allowed in a serving certificate")
+    return Decision.approve(f"serving certificate for node {node_name}")
+
+
+def _allowed_names(
+    node: ManagedNode,
+) -> tuple[set[str], set[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    dns = {node.name.lower()}
+    ips: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for address in node.addresses:
+        try:
+            ips.add(ipaddress.ip_address(address))
+        except ValueError:
+            dns.add(address.lower().rstrip("."))
+    return dns, ips
+
+
+def _parse(request: CsrRequest) -> x509.CertificateSigningRequest | Decision:
+    if not request.request_pem:
+        return Decision.refuse("spec.request is empty or not base64")
+    try:
+        parsed = x509.load_pem_x509_csr(request.request_pem)
+    except ValueError:
+        return Decision.refuse("spec.request is not a PEM certificate request")
+    try:
+        if not parsed.is_signature_valid:
+            return Decision.refuse("the certificate request's signature is invalid")
+    except Exception:  # unsupported algorithm and the like: not something we can vouch for
+        return Decision.refuse("the certificate request's signature cannot be checked")
+    return parsed
+
+
+def _check_subject(parsed: x509.CertificateSigningRequest, node_name: str) -> str | None:
+    expected_cn = names.NODE_USER_PREFIX + node_name
+    common_names = [
+        str(a.value) for a in parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    organizations = [
+        str(a.value) for a in parsed.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    ]
+    if common_names != [expected_cn]:
+        shown = common_names[0] if len(common_names) == 1 else common_names
+        return f"subject CN is {shown!r}, expected {expected_cn!r}"
+    if organizations != [names.NODES_GROUP]:
+        return f"subject O is {organizations!r}, expected [{names.NODES_GROUP!r}]"
+    for attribute in parsed.subject:
+        if attribute.oid not in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
+            return f"subject has an unexpected attribute {attribute.oid.dotted_string}"
+    try:
+        constraints = parsed.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return None
+    if constraints.value.ca:
+        return "a kubelet certificate must not be a CA"
+    return None
+
+
+def _check_usages(
+    request: CsrRequest, parsed: x509.CertificateSigningRequest, kind: CsrKind
+) -> str | None:
+    purpose = CLIENT_AUTH if kind is CsrKind.CLIENT else SERVER_AUTH
+    allowed = [{DIGITAL_SIGNATURE, purpose}]
+    if isinstance(parsed.public_key(), rsa.RSAPublicKey):
+        allowed.append({DIGITAL_SIGNATURE, KEY_ENCIPHERMENT, purpose})
+    usages = set(request.usages)
+    if len(usages) != len(request.usages) or usages not in allowed:
+        expected = " or ".join(str(sorted(option)) for option in allowed)
+        return f"usages {sorted(request.usages)} are not {expected}"
+    return None
+
+
+def _sans(parsed: x509.CertificateSigningRequest) -> list[tuple[str, str]]:
+    try:
+        extension = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    result: list[tuple[str, str]] = []
+    for general_name in extension.value:
+        if isinstance(general_name, x509.DNSName):
+            result.append(("dns", general_name.value))
+        elif isinstance(general_name, x509.IPAddress):
+            result.append(("ip", str(general_name.value)))
+        elif isinstance(general_name, x509.RFC822Name):
+            result.append(("email", general_name.value))
+        elif isinstance(general_name, x509.UniformResourceIdentifier):
+            result.append(("uri", general_name.value))
+        else:
+            result.append((type(general_name).__name__, ""))
+    return result

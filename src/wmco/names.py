@@ -1,0 +1,199 @@
+"""Every name the operator shares with the cluster: namespaces, secrets, labels, annotations.
+
+The defaults are the reference operator's (openshift/windows-machine-config-operator), so its
+documentation and the habits of its users keep working. No other module spells one of these strings
+literally; they import this module (``from wmco import names``) and say
+``names.PUB_KEY_HASH_ANNOTATION``.
+
+The exact meaning of each annotation and label is described in
+``shared/reference/wmco-anchor.md`` §1.9 and §2; the short comments here say who writes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+# --- Namespaces -------------------------------------------------------------------------------
+
+OPERATOR_NAMESPACE: Final = "openshift-windows-machine-config-operator"
+"""Default namespace of the operator (in-cluster: the pod's own, see ``settings``)."""
+
+MACHINE_API_NAMESPACE: Final = "openshift-machine-api"
+"""Namespace of Machines, MachineSets and the user-data Secret."""
+
+CLUSTER_API_NAMESPACE: Final = "openshift-cluster-api"
+"""Optional namespace that receives a copy of the user-data Secret when it exists."""
+
+KUBE_SYSTEM_NAMESPACE: Final = "kube-system"
+KUBE_PUBLIC_NAMESPACE: Final = "kube-public"
+NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
+
+# --- Secrets and ConfigMaps -------------------------------------------------------------------
+
+PRIVATE_KEY_SECRET: Final = "cloud-private-key"
+"""Secret (operator namespace) the user creates with the SSH private key."""
+
+PRIVATE_KEY_SECRET_KEY: Final = "private-key.pem"
+"""Data key of :data:`PRIVATE_KEY_SECRET`."""
+
+USER_DATA_SECRET: Final = "windows-user-data"
+"""Secret (Machine API namespace) the Windows MachineSets reference; written by the operator."""
+
+USER_DATA_SECRET_KEY: Final = "userData"
+"""Data key of :data:`USER_DATA_SECRET`."""
+
+INSTANCES_CONFIGMAP: Final = "windows-instances"
+"""ConfigMap (operator namespace) of bring-your-own-host instances: ``<address>: username=<u>``."""
+
+INSTANCES_USERNAME_KEY: Final = "username"
+"""The only key accepted in a ``windows-instances`` entry value."""
+
+SSH_HOST_KEYS_CONFIGMAP: Final = "windows-ssh-host-keys"
+"""ConfigMap of pinned SSH host keys of instances without a Node yet (address -> base64 key)."""
+
+CLUSTER_INFO_CONFIGMAP: Final = "cluster-info"
+"""``kube-public/cluster-info``: API server URL and CA for plain Kubernetes."""
+
+BOOTSTRAP_TOKEN_SECRET_PREFIX: Final = "bootstrap-token-"
+"""Prefix of bootstrap token Secrets in ``kube-system`` (``bootstrap-token-<id>``)."""
+
+BOOTSTRAP_TOKEN_SECRET_TYPE: Final = "bootstrap.kubernetes.io/token"
+
+LEADER_ELECTION_LEASE: Final = "windows-machine-config-operator-lock"
+"""Lease used for leader election (same name as the reference's lock)."""
+
+# --- Machine API ------------------------------------------------------------------------------
+
+MACHINE_OS_ID_LABEL: Final = "machine.openshift.io/os-id"
+"""Machine label that marks a Windows Machine (value :data:`MACHINE_OS_ID_WINDOWS`)."""
+
+MACHINE_OS_ID_WINDOWS: Final = "Windows"
+
+IGNORE_LABEL: Final = "windowsmachineconfig.openshift.io/ignore"
+"""Machine label opting out of management when ``"true"``."""
+
+# --- Node labels ------------------------------------------------------------------------------
+
+_WMCO_PREFIX: Final = "windowsmachineconfig.openshift.io/"
+
+BYOH_LABEL: Final = _WMCO_PREFIX + "byoh"
+"""``"true"`` on Nodes of bring-your-own-host instances."""
+
+UPGRADING_LABEL: Final = _WMCO_PREFIX + "upgrading"
+"""``"true"`` while a Node is being deconfigured and configured again."""
+
+NODE_OS_ID_LABEL: Final = "node.openshift.io/os_id"
+"""Label the kubelet sets through ``--node-labels`` (value :data:`NODE_OS_ID_WINDOWS`)."""
+
+NODE_OS_ID_WINDOWS: Final = "Windows"
+
+WORKER_ROLE_LABEL: Final = "node-role.kubernetes.io/worker"
+OS_LABEL: Final = "kubernetes.io/os"
+OS_LABEL_WINDOWS: Final = "windows"
+ARCH_LABEL: Final = "kubernetes.io/arch"
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+WINDOWS_BUILD_LABEL: Final = "node.kubernetes.io/windows-build"
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "windows-machine-config-operator"
+
+TRUE: Final = "true"
+"""Label/annotation value used for boolean flags."""
+
+# --- Node annotations -------------------------------------------------------------------------
+
+VERSION_ANNOTATION: Final = _WMCO_PREFIX + "version"
+"""Operator version the Node was configured with; set when configuration is complete."""
+
+DESIRED_VERSION_ANNOTATION: Final = _WMCO_PREFIX + "desired-version"
+"""Operator version the Node is being configured to."""
+
+PUB_KEY_HASH_ANNOTATION: Final = _WMCO_PREFIX + "pub-key-hash"
+"""sha256 hex of the authorized_keys form of the public key in use; ``""`` requests replacement."""
+
+USERNAME_ANNOTATION: Final = _WMCO_PREFIX + "username"
+"""User name for SSH (encrypted with the private key in the reference operator)."""
+
+REBOOT_REQUIRED_ANNOTATION: Final = _WMCO_PREFIX + "reboot-required"
+"""Present when the host must be rebooted safely (cordon, drain, reboot, uncordon)."""
+
+SSH_HOST_KEY_ANNOTATION: Final = _WMCO_PREFIX + "ssh-host-key"
+"""Base64 of the SSH wire format of the pinned host key."""
+
+SSH_HOST_KEY_TYPE_ANNOTATION: Final = _WMCO_PREFIX + "ssh-host-key-type"
+"""Algorithm name of the pinned host key, e.g. ``ssh-ed25519``."""
+
+# --- Bootstrap tokens the operator mints (one per instance) -------------------------------------
+
+INSTANCE_ADDRESS_ANNOTATION: Final = _WMCO_PREFIX + "instance-address"
+"""On a bootstrap token Secret: the address of the instance the token was minted for."""
+
+INSTANCE_NODE_NAME_ANNOTATION: Final = _WMCO_PREFIX + "node-name"
+"""On a bootstrap token Secret: the node name that instance reported (``hostname``)."""
+
+BOOTSTRAP_TOKEN_GROUP: Final = "system:bootstrappers:wmco"
+"""Extra group of the operator's bootstrap tokens (``auth-extra-groups``)."""
+
+MACHINE_ANNOTATION: Final = "machine.openshift.io/machine"
+"""On a Node: ``<namespace>/<name>`` of its Machine (what OpenShift's nodelink controller sets)."""
+
+# --- Taints -----------------------------------------------------------------------------------
+
+WINDOWS_TAINT_KEY: Final = "os"
+WINDOWS_TAINT_VALUE: Final = "Windows"
+WINDOWS_TAINT_EFFECT: Final = "NoSchedule"
+"""Together: the taint ``os=Windows:NoSchedule`` every Windows Node registers with."""
+
+# --- CSRs -------------------------------------------------------------------------------------
+
+CSR_SIGNER_KUBELET_CLIENT: Final = "kubernetes.io/kube-apiserver-client-kubelet"
+CSR_SIGNER_KUBELET_SERVING: Final = "kubernetes.io/kubelet-serving"
+NODE_USER_PREFIX: Final = "system:node:"
+NODES_GROUP: Final = "system:nodes"
+BOOTSTRAP_USER_PREFIX: Final = "system:bootstrap:"
+BOOTSTRAPPERS_GROUP: Final = "system:bootstrappers"
+AUTHENTICATED_GROUP: Final = "system:authenticated"
+CSR_APPROVAL_REASON: Final = "WMCOApprove"
+CSR_APPROVAL_MESSAGE: Final = "This CSR was approved by the WMCO certificate Approver."
+CSR_DENIAL_REASON: Final = "WMCODeny"
+
+# --- Windows services -------------------------------------------------------------------------
+
+SERVICE_DESCRIPTION_PREFIX: Final = "wmco managed"
+"""Description of every Windows service the operator manages: ``wmco managed <name>``."""
+
+
+class EventReason(enum.StrEnum):
+    """Reasons of the Kubernetes Events the operator emits (reference-compatible spellings)."""
+
+    MACHINE_SETUP = "MachineSetup"
+    MACHINE_SETUP_FAILURE = "MachineSetupFailure"
+    MACHINE_DELETION_RESTRICTED = "MachineDeletionRestricted"
+    INSTANCE_SETUP = "InstanceSetup"
+    INSTANCE_SETUP_FAILURE = "InstanceSetupFailure"
+    INSTANCE_TEARDOWN = "InstanceTeardown"
+    INSTANCE_TEARDOWN_FAILURE = "InstanceTeardownFailure"
+    INVALID_INSTANCE = "InvalidInstance"
+    NODE_NAME_VALIDATION_FAILED = "NodeNameValidationFailed"
+    CSR_APPROVED = "CSRApproved"
+    CSR_DENIED = "CSRDenied"
+    HOST_KEY_MISMATCH = "HostKeyMismatch"
+    NODE_REBOOT = "NodeReboot"
+    NODE_UPGRADE = "NodeUpgrade"
+    USER_DATA_UPDATED = "UserDataUpdated"
+    PRIVATE_KEY_INVALID = "PrivateKeyInvalid"
+    MONITORING_ENABLED = "monitoringEnabled"
+    MONITORING_DISABLED = "monitoringDisabled"
+
+
+def service_description(service_name: str) -> str:
+    """Return the description that marks a Windows service as managed by the operator.
+
+    Args:
+        service_name: The Windows service name, e.g. ``kubelet``.
+
+    Returns:
+        ``wmco managed <service_name>``.
+    """
+    return f"{SERVICE_DESCRIPTION_PREFIX} {service_name}"

@@ -1,0 +1,248 @@
+"""Every tunable of the operator in one frozen record, read once at start-up.
+
+``Settings.from_env()`` reads ``WMCO_*`` environment variables (and ``WATCH_NAMESPACE``, the
+reference operator's variable for its namespace); the CLI builds a ``Settings`` from its flags with
+``dataclasses.replace``. Everything below ``cli`` receives the record; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import os
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from wmco import names
+
+ENV_PREFIX = "WMCO_"
+
+_T = TypeVar("_T")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the operator cannot use; the message names the variable."""
+
+
+class LogFormat(enum.StrEnum):
+    """How the operator writes its log lines."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class NetworkProfile(enum.StrEnum):
+    """Which node networking pieces are installed next to kubelet and kube-proxy.
+
+    ``none`` installs no CNI daemon (the CNI configuration is provided some other way, e.g. in the
+    sandbox); ``hybrid-overlay`` adds OVN-Kubernetes' ``hybrid-overlay-node`` (the reference
+    operator's only network).
+    """
+
+    NONE = "none"
+    HYBRID_OVERLAY = "hybrid-overlay"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """All operator tunables. Defaults match the reference operator where one exists.
+
+    Attributes:
+        namespace: Namespace the operator runs in and watches (Secrets, ConfigMaps, Leases).
+        machine_api_namespace: Namespace of Machines and of the user-data Secret.
+        ssh_port: TCP port of sshd on Windows hosts.
+        ssh_connect_timeout: Seconds allowed for one TCP connect + SSH handshake attempt.
+        ssh_command_timeout: Default seconds allowed for one remote command.
+        ssh_boot_deadline: Seconds to keep retrying a host that does not answer yet (booting).
+        ssh_auth_grace: Seconds to keep retrying authentication failures (user data still running).
+        ssh_retry_interval: Seconds between connection attempts.
+        ssh_channels_per_host: Concurrent SSH channels (commands, SFTP) per host.
+        concurrency: Hosts configured in parallel.
+        max_unavailable: Nodes that may be unavailable at once during a roll-out.
+        api_server_url: API server URL written into the kubelet's bootstrap kubeconfig; ``None``
+            means discover it (``kube-public/cluster-info`` or the OpenShift infrastructure).
+        log_format: Log line format.
+        log_level: Python logging level name.
+        payload_dir: Folder with ``manifest.json`` and the files to copy to hosts.
+        cluster_dns: Cluster DNS service IP; ``None`` means the 10th address of ``service_cidr``.
+        cluster_domain: Cluster DNS domain.
+        service_cidr: Service network (first one).
+        network_profile: Networking pieces installed on each host.
+        debug: Verbose logging on hosts (kubelet ``--v=4``) and in the operator.
+        metrics_bind_address: ``host:port`` of the operator's /metrics.
+        probe_bind_address: ``host:port`` of the operator's /healthz and /readyz.
+        leader_election: Whether to take the leader Lease before reconciling.
+        bootstrap_token_ttl: Seconds a per-instance bootstrap token stays valid.
+        default_username: SSH user for Machine-backed hosts.
+        node_ready_timeout: Seconds to wait for a configured instance's Node to become Ready.
+        drain_timeout: Seconds a drain may take before deconfiguration gives up (and retries).
+        retry_max: Cap of the retry delay after a failed host, in seconds.
+    """
+
+    namespace: str = names.OPERATOR_NAMESPACE
+    machine_api_namespace: str = names.MACHINE_API_NAMESPACE
+    ssh_port: int = 22
+    ssh_connect_timeout: float = 30.0
+    ssh_command_timeout: float = 300.0
+    ssh_boot_deadline: float = 600.0
+    ssh_auth_grace: float = 300.0
+    ssh_retry_interval: float = 5.0
+    ssh_channels_per_host: int = 4
+    concurrency: int = 10
+    max_unavailable: int = 1
+    api_server_url: str | None = None
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = "INFO"
+    payload_dir: pathlib.Path = pathlib.Path("/payload")
+    cluster_dns: str | None = None
+    cluster_domain: str = "cluster.local"
+    service_cidr: str = "172.30.0.0/16"
+    network_profile: NetworkProfile = NetworkProfile.NONE
+    debug: bool = False
+    metrics_bind_address: str = "0.0.0.0:9182"
+    probe_bind_address: str = "0.0.0.0:8081"
+    leader_election: bool = True
+    bootstrap_token_ttl: float = 3600.0
+    default_username: str = "Administrator"
+    node_ready_timeout: float = 600.0
+    drain_timeout: float = 300.0
+    retry_max: float = 300.0
+
+    def __post_init__(self) -> None:
+        """Check cross-field rules once, so every consumer can trust the record."""
+        if not 0 < self.ssh_port < 65536:
+            raise SettingsError(f"ssh_port must be 1..65535, got {self.ssh_port}")
+        for name in ("concurrency", "ssh_channels_per_host", "max_unavailable"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in (
+            "ssh_connect_timeout",
+            "ssh_command_timeout",
+            "ssh_boot_deadline",
+            "ssh_auth_grace",
+            "ssh_retry_interval",
+            "bootstrap_token_ttl",
+            "node_ready_timeout",
+            "drain_timeout",
+            "retry_max",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        try:
+            network = ipaddress.ip_network(self.service_cidr, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"service_cidr {self.service_cidr!r} is not a network (e.g. 172.30.0.0/16)"
+            ) from None
+        if network.num_addresses < 16:
+            raise SettingsError(f"service_cidr {self.service_cidr!r} is too small")
+        if self.cluster_dns is not None:
+            try:
+                ipaddress.ip_address(self.cluster_dns)
+            except ValueError:
+                raise SettingsError(
+                    f"cluster_dns {self.cluster_dns!r} is not an IP address"
+                ) from None
+
+    @property
+    def cluster_dns_address(self) -> str:
+        """The cluster DNS IP: the override, else the 10th address of the service CIDR.
+
+        ``172.30.0.0/16`` gives ``172.30.0.10`` (the reference operator's ``cluster.GetDNS``).
+        """
+        if self.cluster_dns is not None:
+            return self.cluster_dns
+        network = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(network.network_address + 10)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``WMCO_*`` environment variables; unset ones keep their default.
+
+        The variable for a field is ``WMCO_`` + the upper-case field name (``WMCO_SSH_PORT``).
+        ``WATCH_NAMESPACE`` is honoured for ``namespace`` when ``WMCO_NAMESPACE`` is unset.
+
+        Args:
+            environ: The environment to read; ``os.environ`` when omitted.
+
+        Returns:
+            The settings.
+
+        Raises:
+            SettingsError: A variable has a value of the wrong shape (the message names it).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        watch_namespace = env.get("WATCH_NAMESPACE", "").strip()
+        if watch_namespace and "," not in watch_namespace:
+            values["namespace"] = watch_namespace
+        for field in dataclasses.fields(cls):
+            variable = ENV_PREFIX + field.name.upper()
+            raw = env.get(variable)
+            if raw is None:
+                continue
+            raw = raw.strip()
+            values[field.name] = _convert(variable, field.name, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _convert(variable: str, field_name: str, raw: str) -> object:
+    converter = _CONVERTERS.get(field_name, _string)
+    try:
+        return converter(raw)
+    except (ValueError, KeyError):
+        raise SettingsError(f"{variable}={raw!r} is not valid for {field_name}") from None
+
+
+def _string(raw: str) -> str:
+    if not raw:
+        raise ValueError("empty")
+    return raw
+
+
+def _optional_string(raw: str) -> str | None:
+    return raw or None
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _enum(enum_type: Callable[[str], _T]) -> Callable[[str], _T]:
+    def convert(raw: str) -> _T:
+        return enum_type(raw.lower())
+
+    return convert
+
+
+_CONVERTERS: dict[str, Callable[[str], object]] = {
+    "ssh_port": int,
+    "ssh_connect_timeout": float,
+    "ssh_command_timeout": float,
+    "ssh_boot_deadline": float,
+    "ssh_auth_grace": float,
+    "ssh_retry_interval": float,
+    "ssh_channels_per_host": int,
+    "concurrency": int,
+    "max_unavailable": int,
+    "api_server_url": _optional_string,
+    "log_format": _enum(LogFormat),
+    "log_level": lambda raw: _string(raw).upper(),
+    "payload_dir": lambda raw: pathlib.Path(_string(raw)),
+    "cluster_dns": _optional_string,
+    "network_profile": _enum(NetworkProfile),
+    "debug": _boolean,
+    "leader_election": _boolean,
+    "bootstrap_token_ttl": float,
+    "node_ready_timeout": float,
+    "drain_timeout": float,
+    "retry_max": float,
+}

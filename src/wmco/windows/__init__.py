@@ -1,0 +1,9 @@
+"""The Windows host as seen over SSH.
+
+``quoting`` and ``commands`` build every command string (the contract in
+``docs/windows-surface.md``) and parse every answer; ``services`` declares the Windows services of a
+node and plans the sc.exe steps that reconcile them; ``ssh`` is the connection (host-key pinning,
+retries, timeouts, SFTP); ``transfer`` copies files only when their hash differs.
+
+This package imports only :mod:`wmco.names` and :mod:`wmco.settings` from the rest of the operator.
+"""

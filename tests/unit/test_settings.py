@@ -1,0 +1,71 @@
+"""Settings: defaults, environment parsing, validation, derived cluster DNS."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from wmco import names, settings
+
+
+def test_defaults_are_reference_compatible() -> None:
+    s = settings.Settings()
+    assert s.namespace == names.OPERATOR_NAMESPACE
+    assert s.machine_api_namespace == "openshift-machine-api"
+    assert s.ssh_port == 22
+    assert s.concurrency == 10
+    assert s.cluster_dns_address == "172.30.0.10"
+
+
+def test_from_env_reads_prefixed_variables() -> None:
+    s = settings.Settings.from_env(
+        {
+            "WATCH_NAMESPACE": "wmco",
+            "WMCO_SSH_PORT": "2222",
+            "WMCO_CONCURRENCY": "3",
+            "WMCO_LOG_FORMAT": "JSON",
+            "WMCO_NETWORK_PROFILE": "hybrid-overlay",
+            "WMCO_PAYLOAD_DIR": "/tmp/payload",
+            "WMCO_SERVICE_CIDR": "10.96.0.0/12",
+            "WMCO_DEBUG": "yes",
+            "WMCO_API_SERVER_URL": "https://127.0.0.1:6443",
+            "UNRELATED": "x",
+        }
+    )
+    assert s.namespace == "wmco"
+    assert s.ssh_port == 2222
+    assert s.concurrency == 3
+    assert s.log_format is settings.LogFormat.JSON
+    assert s.network_profile is settings.NetworkProfile.HYBRID_OVERLAY
+    assert s.payload_dir == pathlib.Path("/tmp/payload")
+    assert s.cluster_dns_address == "10.96.0.10"
+    assert s.debug is True
+    assert s.api_server_url == "https://127.0.0.1:6443"
+
+
+def test_explicit_namespace_wins_over_watch_namespace() -> None:
+    s = settings.Settings.from_env({"WATCH_NAMESPACE": "a", "WMCO_NAMESPACE": "b"})
+    assert s.namespace == "b"
+
+
+def test_cluster_dns_override() -> None:
+    assert settings.Settings(cluster_dns="10.0.0.53").cluster_dns_address == "10.0.0.53"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"WMCO_SSH_PORT": "ssh"}, "WMCO_SSH_PORT"),
+        ({"WMCO_SSH_PORT": "70000"}, "ssh_port"),
+        ({"WMCO_CONCURRENCY": "0"}, "concurrency"),
+        ({"WMCO_DEBUG": "maybe"}, "WMCO_DEBUG"),
+        ({"WMCO_NETWORK_PROFILE": "calico"}, "WMCO_NETWORK_PROFILE"),
+        ({"WMCO_SERVICE_CIDR": "nope"}, "service_cidr"),
+        ({"WMCO_CLUSTER_DNS": "dns"}, "cluster_dns"),
+        ({"WMCO_SSH_COMMAND_TIMEOUT": "-1"}, "ssh_command_timeout"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(settings.SettingsError, match=fragment):
+        settings.Settings.from_env(env)

@@ -39,10 +39,31 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import asyncssh
+from asyncssh.packet import SSHPacket
 
 from wmco import settings as settings_module
 
 LOG: Final = logging.getLogger(__name__)
+
+
+def _process_full_exit_status(self: asyncssh.SSHClientChannel[bytes], packet: SSHPacket) -> bool:
+    """The exit-status handler of asyncssh, minus its POSIX ``& 0xff``.
+
+    asyncssh masks the exit status to 8 bits, as a POSIX shell would. Windows sends the full
+    32-bit exit code (``sc.exe qc nosuch`` exits with 1060, which the mask turns into 36), and the
+    operator decides on those codes, so the client channel keeps all 32 bits.
+    """
+    status = packet.get_uint32()
+    packet.check_end()
+    if self._exit_status is not None or self._exit_signal is not None:
+        raise asyncssh.ProtocolError("Multiple exit results not allowed")
+    self.logger.info("Received exit status %d", status)
+    self._exit_status = status
+    self._session.exit_status_received(status)
+    return True
+
+
+asyncssh.SSHClientChannel._process_exit_status_request = _process_full_exit_status  # type: ignore[method-assign,assignment]
 
 # asyncssh trusts keys listed here before asking the client object; empty lists make every key
 # go through validate_host_public_key, where pinning is decided.

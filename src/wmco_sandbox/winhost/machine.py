@@ -1,0 +1,252 @@
+"""The state of one simulated Windows Server machine, without any SSH.
+
+Disk, registry, service control manager, Windows features and capabilities, firewall rules and
+identity. The shells (:mod:`powershell`, :mod:`cmd`) act on a :class:`Machine`; the SSH layer
+(:mod:`sshserver`) and the life cycle (:mod:`host`) sit on top of it. Keeping this free of SSH
+lets the interpreters be tested directly and keeps each concern small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .disk import VirtualDisk
+from .faults import Faults
+from .kubelet_api import HostFacts, KubeletEnvironment, KubeletFactory
+from .scm import ServiceControlManager
+
+__all__ = ["IMAGES", "FirewallRule", "Machine", "NativeProgram", "WindowsImage"]
+
+OPENSSH_KEY = "hklm:\\software\\openssh"
+CURRENT_VERSION_KEY = "hklm:\\software\\microsoft\\windows nt\\currentversion"
+SSHD_EXE = "C:\\Windows\\System32\\OpenSSH\\sshd.exe"
+POWERSHELL_EXE = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsImage:
+    """A Windows Server release as the simulator models it.
+
+    Attributes:
+        year: ``"2019"``, ``"2022"`` or ``"2025"``.
+        build: Build number (``"20348"``).
+        ubr: Patch level (update build revision).
+        display_version: ``DisplayVersion`` registry value (None on 2019).
+        release_id: ``ReleaseId`` registry value.
+        openssh_installed: OpenSSH Server ships installed (2025).
+        openssh_version: ``sshd`` banner version.
+    """
+
+    year: str
+    build: str
+    ubr: int
+    display_version: str | None
+    release_id: str
+    openssh_installed: bool
+    openssh_version: str
+
+    @property
+    def product_name(self) -> str:
+        """``Windows Server 2022 Datacenter``."""
+        return f"Windows Server {self.year} Datacenter"
+
+
+IMAGES = {
+    "2019": WindowsImage("2019", "17763", 6893, None, "1809", False, "OpenSSH_for_Windows_7.7"),
+    "2022": WindowsImage("2022", "20348", 2527, "21H2", "2009", False, "OpenSSH_for_Windows_8.1"),
+    "2025": WindowsImage("2025", "26100", 1742, "24H2", "2009", True, "OpenSSH_for_Windows_9.5"),
+}
+
+
+@dataclass
+class FirewallRule:
+    """An inbound firewall rule created by ``New-NetFirewallRule``."""
+
+    name: str
+    display_name: str
+    direction: str = "Inbound"
+    action: str = "Allow"
+    protocol: str = "TCP"
+    local_port: str = "Any"
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NativeResult:
+    """Outcome of a native program: exit code and the two streams."""
+
+    code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+NativeProgram = Callable[["Machine", list[str]], NativeResult]
+"""A pluggable program: gets the machine and argv, returns its result (e.g. WICD)."""
+
+
+@dataclass
+class Machine:
+    r"""Everything a shell command can observe or change on one host.
+
+    Attributes:
+        facts: Identity (host name, address, build...).
+        image: The Windows release.
+        faults: Live faults.
+        disk: The C: drive.
+        registry: Key (lower-case ``hklm:\\...``) -> value name (lower) -> (name, value, type).
+        features: Windows feature name (lower) -> state (``Enabled``, ``Disabled``,
+            ``EnablePending``).
+        capabilities: Installed Windows capabilities (lower-case names).
+        firewall: Firewall rules.
+        programs: Extra native programs by lower-case base name (``foo.exe``).
+        log_lines: Host log (service failures, reboots, user data).
+        kubelet_log: Lines the kubelet logged.
+        reboot_requested: Set by ``Restart-Computer``.
+        computer_name: What ``hostname`` prints (default: the host name upper-cased).
+        pending_computer_name: Set by ``Rename-Computer``; applied at the next boot.
+        mac_address: The adapter's MAC address.
+    """
+
+    facts: HostFacts
+    image: WindowsImage
+    faults: Faults
+    disk: VirtualDisk
+    kubelet_factory: KubeletFactory | None = None
+    registry: dict[str, dict[str, tuple[str, object, str]]] = field(default_factory=dict)
+    features: dict[str, str] = field(default_factory=dict)
+    capabilities: set[str] = field(default_factory=set)
+    firewall: list[FirewallRule] = field(default_factory=list)
+    programs: dict[str, NativeProgram] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+    kubelet_log: list[str] = field(default_factory=list)
+    reboot_requested: bool = False
+    computer_name: str = ""
+    pending_computer_name: str | None = None
+    mac_address: str = "02-00-00-00-00-01"
+    scm: ServiceControlManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.computer_name:
+            self.computer_name = self.facts.hostname.upper()
+        octets = [int(x) for x in self.facts.address.split(".")] if self.facts.address else []
+        if len(octets) == 4:
+            self.mac_address = "02-00-" + "-".join(f"{o:02X}" for o in octets)
+        self.scm = ServiceControlManager(
+            self.disk, self.faults, self._kubelet_env, self.kubelet_factory, self.log
+        )
+        self._install_base()
+
+    # -- set up -------------------------------------------------------------------------------
+    def _install_base(self) -> None:
+        for d in (
+            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0",
+            "C:\\Users\\Administrator",
+            "C:\\ProgramData",
+            "C:\\Program Files",
+        ):
+            self.disk.mkdir(d)
+        for exe in ("cmd.exe", "sc.exe", "tar.exe", "hostname.exe", "ipconfig.exe", "icacls.exe"):
+            self.disk.write_file(f"C:\\Windows\\System32\\{exe}", b"MZ")
+        self.disk.write_file(POWERSHELL_EXE, b"MZ")
+        img = self.image
+        values: dict[str, object] = {
+            "CurrentBuildNumber": img.build,
+            "CurrentBuild": img.build,
+            "UBR": img.ubr,
+            "ProductName": img.product_name,
+            "ReleaseId": img.release_id,
+            "EditionID": "ServerDatacenter",
+            "InstallationType": "Server",
+            "CurrentMajorVersionNumber": 10,
+            "CurrentMinorVersionNumber": 0,
+            "CurrentVersion": "6.3",
+        }
+        if img.display_version:
+            values["DisplayVersion"] = img.display_version
+        self.registry[CURRENT_VERSION_KEY] = {
+            k.lower(): (k, v, "DWord" if isinstance(v, int) else "String")
+            for k, v in values.items()
+        }
+        self.features["containers"] = "Disabled"
+        if img.openssh_installed:
+            self.install_openssh()
+
+    def install_openssh(self) -> bool:
+        """Install the OpenSSH Server capability; False if it was already installed."""
+        if "openssh.server~~~~0.0.1.0" in self.capabilities:
+            return False
+        self.capabilities.add("openssh.server~~~~0.0.1.0")
+        self.disk.mkdir("C:\\Windows\\System32\\OpenSSH")
+        self.disk.write_file(SSHD_EXE, b"MZ")
+        self.registry.setdefault(OPENSSH_KEY, {})
+        self.scm.create("sshd", SSHD_EXE, display_name="OpenSSH SSH Server")
+        self.scm.create(
+            "ssh-agent",
+            "C:\\Windows\\System32\\OpenSSH\\ssh-agent.exe",
+            display_name="OpenSSH Authentication Agent",
+            start_type="disabled",
+        )
+        self.firewall.append(
+            FirewallRule("OpenSSH-Server-In-TCP", "OpenSSH SSH Server (sshd)", local_port="22")
+        )
+        return True
+
+    # -- queries ------------------------------------------------------------------------------
+    def log(self, line: str) -> None:
+        """Append to the host log."""
+        self.log_lines.append(line)
+
+    def default_shell(self) -> str:
+        """``powershell``, ``cmd`` or ``other``, by sshd's rules on ``DefaultShell``."""
+        entry = self.registry.get(OPENSSH_KEY, {}).get("defaultshell")
+        value = str(entry[1]) if entry else ""
+        if not value:
+            return "cmd"
+        path = value.replace("/", "\\").lower()
+        if "system32\\cmd" in path:
+            return "cmd"
+        if "powershell" in path:
+            return "powershell"
+        return "other"
+
+    def firewall_allows(self, port: int) -> bool:
+        """Whether an enabled inbound allow rule covers TCP ``port``."""
+        for rule in self.firewall:
+            if not (rule.enabled and rule.direction.lower() == "inbound"):
+                continue
+            if rule.action.lower() != "allow" or rule.protocol.upper() not in ("TCP", "ANY"):
+                continue
+            ports = [p.strip() for p in rule.local_port.split(",")]
+            if "Any" in ports or str(port) in ports:
+                return True
+        return False
+
+    def _kubelet_env(self, service: str) -> KubeletEnvironment:
+        return _KubeletEnv(self, service)
+
+
+class _KubeletEnv:
+    """The :class:`KubeletEnvironment` a machine offers to the kubelet of one service."""
+
+    def __init__(self, machine: Machine, service: str) -> None:
+        self.machine = machine
+        self.service = service
+        self.facts = machine.facts
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.machine.disk.read_file(path)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        parts = self.machine.disk.parse(path)
+        self.machine.disk.mkdir(self.machine.disk.format(parts[:-1]))
+        self.machine.disk.write_file(path, data)
+
+    def service_running(self, name: str) -> bool:
+        return self.machine.scm.running(name)
+
+    def log(self, line: str) -> None:
+        self.machine.kubelet_log.append(line)
+
+    def exited(self, code: int, reason: str) -> None:
+        self.machine.scm.process_exited(self.service, code, reason)

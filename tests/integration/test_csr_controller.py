@@ -1,0 +1,438 @@
+"""The strict CSR approver against the REAL API server.
+
+Covers: a kubelet client CSR made with the operator's bootstrap token for the node name that token
+names is approved and then signed by the controller-manager; CSRs made with that token for another
+name, with extra SANs or with wrong usages are denied with a Warning Event; a CSR made with a token
+the operator did not mint is left pending with no Event; a token whose node name is not known yet
+holds its CSR until the name is known; serving CSRs of a managed node are approved for its name and
+address and denied with an extra SAN; a serving CSR of a node we do not manage is left alone; and
+token secrets never reach logs or Events.
+
+CSRs are created AS the requester: with the bootstrap token (bearer ``<id>.<secret>``) or with a
+``system:node:<name>`` client certificate, so ``spec.username`` and ``spec.groups`` are set by the
+API server exactly as for a real kubelet. Nothing else approves CSRs on this control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from lightkube import AsyncClient, KubeConfig
+from lightkube.models.certificates_v1 import CertificateSigningRequestSpec
+from lightkube.models.core_v1 import NodeAddress, NodeStatus
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.certificates_v1 import CertificateSigningRequest
+from lightkube.resources.core_v1 import Event, Node, Secret
+
+from wmco import kube as kapi
+from wmco import names
+from wmco.controllers import csr as csr_controller
+from wmco.runtime import manager as manager_mod
+from wmco.settings import Settings
+from wmco_sandbox.controlplane import ControlPlane
+
+pytestmark = pytest.mark.integration
+
+DEADLINE = 20.0
+CLIENT_USAGES = ["digital signature", "client auth"]
+SERVING_USAGES = ["digital signature", "server auth"]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE
+) -> None:
+    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def csr_pem(cn: str, dns: Sequence[str] = (), ips: Sequence[str] = ()) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, names.NODES_GROUP),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    request = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return base64.b64encode(request).decode()
+
+
+async def submit(
+    client: AsyncClient, request: str, signer: str, usages: Sequence[str], prefix: str
+) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await client.create(
+        CertificateSigningRequest(
+            metadata=ObjectMeta(name=name),
+            spec=CertificateSigningRequestSpec(
+                request=request, signerName=signer, usages=list(usages)
+            ),
+        )
+    )
+    return name
+
+
+@dataclass
+class Cluster:
+    """The admin client, the control plane, and everything a test created (deleted at the end)."""
+
+    kube: AsyncClient
+    plane: ControlPlane
+    csrs: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    clients: list[AsyncClient] = field(default_factory=list)
+
+    async def token(
+        self, *, ours: bool = True, node_name: str | None = None, address: str = "127.0.9.9"
+    ) -> tuple[str, str]:
+        """Create a bootstrap token Secret as the operator would; return (id, secret)."""
+        token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
+        annotations = {names.INSTANCE_ADDRESS_ANNOTATION: address}
+        if node_name is not None:
+            annotations[names.INSTANCE_NODE_NAME_ANNOTATION] = node_name
+        name = f"{names.BOOTSTRAP_TOKEN_SECRET_PREFIX}{token_id}"
+        await self.kube.create(
+            Secret(
+                metadata=ObjectMeta(
+                    name=name,
+                    namespace=names.KUBE_SYSTEM_NAMESPACE,
+                    labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE} if ours else None,
+                    annotations=annotations,
+                ),
+                type=names.BOOTSTRAP_TOKEN_SECRET_TYPE,
+                stringData={
+                    "token-id": token_id,
+                    "token-secret": token_secret,
+                    "usage-bootstrap-authentication": "true",
+                    "auth-extra-groups": names.BOOTSTRAP_TOKEN_GROUP,
+                },
+            )
+        )
+        self.tokens.append(name)
+        return token_id, token_secret
+
+    def as_token(self, token_id: str, token_secret: str) -> AsyncClient:
+        config = KubeConfig.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "sandbox",
+                        "cluster": {
+                            "server": self.plane.server,
+                            "certificate-authority-data": base64.b64encode(
+                                self.plane.ca_pem
+                            ).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "bootstrap", "user": {"token": f"{token_id}.{token_secret}"}}],
+                "contexts": [
+                    {"name": "bootstrap", "context": {"cluster": "sandbox", "user": "bootstrap"}}
+                ],
+                "current-context": "bootstrap",
+            }
+        )
+        client = AsyncClient(config=config)
+        self.clients.append(client)
+        return client
+
+    def as_node(self, node: str) -> AsyncClient:
+        path = self.plane.kubeconfig_for(f"{names.NODE_USER_PREFIX}{node}", [names.NODES_GROUP])
+        client = AsyncClient(config=KubeConfig.from_file(path))
+        self.clients.append(client)
+        return client
+
+    async def node(self, name: str, address: str) -> None:
+        await self.kube.create(
+            Node(
+                metadata=ObjectMeta(
+                    name=name,
+                    labels={names.OS_LABEL: names.OS_LABEL_WINDOWS},
+                    annotations={names.INSTANCE_ADDRESS_ANNOTATION: address},
+                )
+            )
+        )
+        self.nodes.append(name)
+
+    async def submit(
+        self,
+        client: AsyncClient,
+        request: str,
+        *,
+        signer: str = names.CSR_SIGNER_KUBELET_CLIENT,
+        usages: Sequence[str] = CLIENT_USAGES,
+    ) -> str:
+        name = await submit(client, request, signer, usages, "csr-test")
+        self.csrs.append(name)
+        return name
+
+    async def conditions(self, name: str) -> dict[str, str]:
+        """Condition type -> reason of a CSR."""
+        got = await self.kube.get(CertificateSigningRequest, name)
+        return {
+            c.type: c.reason or "" for c in (got.status.conditions if got.status else None) or []
+        }
+
+    async def wait_condition(self, name: str, kind: str) -> None:
+        async def check() -> bool:
+            return kind in await self.conditions(name)
+
+        await eventually(check, f"CSR {name} to be {kind}")
+
+    async def events(self, csr_name: str) -> list[Event]:
+        return [
+            event
+            async for event in self.kube.list(Event, namespace="default")
+            if event.involvedObject.name == csr_name
+        ]
+
+
+@pytest.fixture
+async def cluster(
+    control_plane: ControlPlane, kube: AsyncClient, namespace: str
+) -> AsyncIterator[Cluster]:
+    client = kapi.make_client(control_plane.kubeconfig)
+    manager = manager_mod.Manager(client, port=0)
+    settings = Settings(namespace=namespace, machine_api_namespace=namespace, leader_election=False)
+    csr_controller.setup(manager, settings, kapi.EventRecorder(client))
+    task = asyncio.create_task(manager.run())
+    state = Cluster(kube, control_plane)
+    try:
+        yield state
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+        for other in state.clients:
+            await other.close()
+        for name in state.csrs:
+            await kapi.delete(kube, CertificateSigningRequest, name)
+        for name in state.tokens:
+            await kapi.delete(kube, Secret, name, namespace=names.KUBE_SYSTEM_NAMESPACE)
+        for name in state.nodes:
+            await kapi.delete(kube, Node, name)
+
+
+async def stays_pending(cluster: Cluster, *csrs: str, seconds: float = 1.0) -> None:
+    """Assert the CSRs keep no Approved/Denied condition and got no Event for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name in csrs:
+            assert await cluster.conditions(name) == {}, f"CSR {name} was decided"
+        await asyncio.sleep(0.2)
+    for name in csrs:
+        assert await cluster.events(name) == [], f"CSR {name} got an Event"
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+async def test_client_csr_of_our_token_is_approved_then_signed(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    bootstrap = cluster.as_token(*await cluster.token(node_name=node))
+    name = await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))
+
+    await cluster.wait_condition(name, "Approved")
+    assert await cluster.conditions(name) == {"Approved": names.CSR_APPROVAL_REASON}
+
+    async def signed() -> bool:
+        got = await cluster.kube.get(CertificateSigningRequest, name)
+        return bool(got.status and got.status.certificate)
+
+    await eventually(signed, "the controller-manager to sign the approved CSR")
+    got = await cluster.kube.get(CertificateSigningRequest, name)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(got.status.certificate))  # type: ignore[union-attr, arg-type]
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        f"system:node:{node}"
+    )
+    [event] = await cluster.events(name)
+    assert (event.type, event.reason) == ("Normal", "CSRApproved")
+
+
+async def test_client_csrs_breaking_a_rule_are_denied_with_an_event(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    bootstrap = cluster.as_token(*await cluster.token(node_name=node))
+    other_name = await cluster.submit(bootstrap, csr_pem("system:node:someone-else"))
+    extra_san = await cluster.submit(
+        bootstrap, csr_pem(f"system:node:{node}", dns=[node], ips=["127.0.9.9"])
+    )
+    wrong_usages = await cluster.submit(
+        bootstrap,
+        csr_pem(f"system:node:{node}"),
+        usages=["digital signature", "client auth", "server auth"],
+    )
+    expected = {
+        other_name: "expected 'system:node:",
+        extra_san: "subject alt names",
+        wrong_usages: "usages",
+    }
+    for name, words in expected.items():
+        await cluster.wait_condition(name, "Denied")
+        assert await cluster.conditions(name) == {"Denied": names.CSR_DENIAL_REASON}
+        [event] = await cluster.events(name)
+        assert (event.type, event.reason) == ("Warning", "CSRDenied")
+        assert words in (event.message or ""), event.message
+        got = await cluster.kube.get(CertificateSigningRequest, name)
+        assert not (got.status and got.status.certificate)
+
+
+async def test_csr_of_a_token_we_did_not_mint_is_left_alone(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    foreign = cluster.as_token(*await cluster.token(ours=False, node_name=node))
+    ignored = await cluster.submit(foreign, csr_pem(f"system:node:{node}"))
+    # A CSR created after it, that the controller does approve, shows it has looked.
+    ours_node = f"win-{secrets.token_hex(3)}"
+    ours = cluster.as_token(*await cluster.token(node_name=ours_node))
+    approved = await cluster.submit(ours, csr_pem(f"system:node:{ours_node}"))
+    await cluster.wait_condition(approved, "Approved")
+    await stays_pending(cluster, ignored)
+
+
+async def test_csr_waits_for_the_node_name_of_its_token(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    token_id, token_secret = await cluster.token(node_name=None)
+    name = await cluster.submit(
+        cluster.as_token(token_id, token_secret), csr_pem(f"system:node:{node}")
+    )
+    await stays_pending(cluster, name, seconds=0.5)
+
+    await cluster.kube.patch(
+        Secret,
+        f"{names.BOOTSTRAP_TOKEN_SECRET_PREFIX}{token_id}",
+        {"metadata": {"annotations": {names.INSTANCE_NODE_NAME_ANNOTATION: node}}},
+        namespace=names.KUBE_SYSTEM_NAMESPACE,
+    )
+    await cluster.wait_condition(name, "Approved")
+
+
+async def test_serving_csrs_of_a_managed_node(cluster: Cluster) -> None:
+    node, address = f"win-{secrets.token_hex(3)}", "127.0.7.7"
+    await cluster.node(node, address)
+    as_node = cluster.as_node(node)
+    good = await cluster.submit(
+        as_node,
+        csr_pem(f"system:node:{node}", dns=[node], ips=[address]),
+        signer=names.CSR_SIGNER_KUBELET_SERVING,
+        usages=SERVING_USAGES,
+    )
+    extra = await cluster.submit(
+        as_node,
+        csr_pem(f"system:node:{node}", dns=[node, "evil.example.com"], ips=[address]),
+        signer=names.CSR_SIGNER_KUBELET_SERVING,
+        usages=SERVING_USAGES,
+    )
+    # A node the operator does not manage (a Linux node, say): not ours to decide.
+    linux = f"linux-{secrets.token_hex(3)}"
+    unmanaged = await cluster.submit(
+        cluster.as_node(linux),
+        csr_pem(f"system:node:{linux}", dns=[linux]),
+        signer=names.CSR_SIGNER_KUBELET_SERVING,
+        usages=SERVING_USAGES,
+    )
+
+    await cluster.wait_condition(good, "Approved")
+    await cluster.wait_condition(extra, "Denied")
+    [event] = await cluster.events(extra)
+    assert (event.type, event.reason) == ("Warning", "CSRDenied")
+    assert "evil.example.com" in (event.message or "")
+    await stays_pending(cluster, unmanaged)
+
+
+async def test_token_secrets_never_reach_logs_or_events(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    node = f"win-{secrets.token_hex(3)}"
+    token_id, token_secret = await cluster.token(node_name=node)
+    bootstrap = cluster.as_token(token_id, token_secret)
+    approved = await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))
+    denied = await cluster.submit(bootstrap, csr_pem("system:node:intruder"))
+    await cluster.wait_condition(approved, "Approved")
+    await cluster.wait_condition(denied, "Denied")
+
+    async def both_events() -> bool:
+        return bool(await cluster.events(approved)) and bool(await cluster.events(denied))
+
+    await eventually(both_events, "Events for both CSRs")
+    messages = "\n".join(
+        [
+            event.message or ""
+            async for event in cluster.kube.list(Event, namespace="default")
+            if event.involvedObject.name in (approved, denied)
+        ]
+    )
+    assert caplog.text and messages
+    assert token_id in caplog.text  # the public id is named, so the check below means something
+    for text in (caplog.text, messages):
+        assert token_secret not in text
+        assert f"{token_id}.{token_secret}" not in text
+
+
+# --- what the operator knows (pure, no API) -----------------------------------------------------
+
+
+def test_knowledge_names_our_tokens_and_the_nodes_we_manage() -> None:
+    def token_secret(token_id: str | None, **annotations: str) -> Secret:
+        data = {"token-id": base64.b64encode(token_id.encode()).decode()} if token_id else {}
+        return Secret(
+            metadata=ObjectMeta(name=f"bootstrap-token-{token_id}", annotations=annotations),
+            data=data,
+        )
+
+    def node(name: str, annotations: dict[str, str] | None = None, *ips: str) -> Node:
+        return Node(
+            metadata=ObjectMeta(name=name, annotations=annotations),
+            status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address=ip) for ip in ips]),
+        )
+
+    address_key, name_key = names.INSTANCE_ADDRESS_ANNOTATION, names.INSTANCE_NODE_NAME_ANNOTATION
+    knowledge = csr_controller.knowledge_from(
+        [
+            token_secret("aaaaaa", **{address_key: "10.0.0.1", name_key: "win-a"}),
+            token_secret("bbbbbb", **{address_key: "10.0.0.2"}),
+            token_secret(None, **{address_key: "10.0.0.3", name_key: "win-c"}),
+        ],
+        [
+            node("win-a", None, "192.168.1.1"),
+            node("win-b", {address_key: "10.0.0.9"}),
+            node("win-c"),  # named only by a token without an id: not ours
+            node("linux-1", None, "192.168.1.2"),
+        ],
+    )
+    assert set(knowledge.tokens) == {"aaaaaa", "bbbbbb"}
+    assert knowledge.tokens["bbbbbb"].node_name is None
+    assert set(knowledge.nodes) == {"win-a", "win-b"}
+    # Only addresses the operator recorded count; what the kubelet reports in status does not.
+    assert knowledge.nodes["win-a"].addresses == {"10.0.0.1"}
+    assert knowledge.nodes["win-b"].addresses == {"10.0.0.9"}

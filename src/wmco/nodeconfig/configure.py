@@ -223,9 +223,8 @@ async def _connect(
         on_first_use=on_first_use,
         port=instance.ssh_port,
     )
-    deadline = time.monotonic() + settings.ssh_boot_deadline
     try:
-        await host.connect(deadline=deadline)
+        await host.connect(within=settings.ssh_boot_deadline)
     except ssh.HostKeyMismatchError as exc:
         raise HostKeyChangedError(
             instance.address,
@@ -248,7 +247,7 @@ async def _reboot(runner: _Runner, settings: Settings) -> None:
         )
     await runner.host.close()
     try:
-        await runner.host.reconnect(deadline=time.monotonic() + settings.ssh_boot_deadline)
+        await runner.host.reconnect(within=settings.ssh_boot_deadline)
     except ssh.SshError as exc:
         raise ConfigurationError(
             runner.address, runner.step, f"host did not come back after reboot: {exc}"

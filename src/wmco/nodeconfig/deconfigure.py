@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 from lightkube.resources.core_v1 import Node
 
@@ -47,7 +46,7 @@ async def _clean_host(
         pinned_host_key=pinned,
         port=instance.ssh_port,
     )
-    await host.connect(deadline=time.monotonic() + settings.ssh_connect_timeout)
+    await host.connect(within=settings.ssh_connect_timeout)
     runner = configure._Runner(host, instance.address)
     runner.step = configure.Step.SERVICES
     try:

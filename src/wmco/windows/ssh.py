@@ -356,11 +356,11 @@ class WindowsHost:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def connect(self, *, deadline: float | None = None) -> HostKey:
+    async def connect(self, *, within: float | None = None) -> HostKey:
         """Open the connection, retrying while the host boots.
 
         Args:
-            deadline: Seconds to keep trying unreachable hosts; ``settings.ssh_boot_deadline``
+            within: Seconds to keep trying unreachable hosts; ``settings.ssh_boot_deadline``
                 when omitted. Authentication failures are retried for ``settings.ssh_auth_grace``.
 
         Returns:
@@ -375,10 +375,10 @@ class WindowsHost:
             if self.connected:
                 assert self._pinned is not None
                 return self._pinned
-            return await self._connect_with_retries(deadline)
+            return await self._connect_with_retries(within)
 
-    async def _connect_with_retries(self, deadline: float | None) -> HostKey:
-        limit = self._settings.ssh_boot_deadline if deadline is None else deadline
+    async def _connect_with_retries(self, within: float | None) -> HostKey:
+        limit = self._settings.ssh_boot_deadline if within is None else within
         started = self._clock()
         attempt = 0
         while True:
@@ -466,10 +466,10 @@ class WindowsHost:
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
                 await asyncio.wait_for(conn.wait_closed(), timeout=5)
 
-    async def reconnect(self, *, deadline: float | None = None) -> HostKey:
+    async def reconnect(self, *, within: float | None = None) -> HostKey:
         """Close and connect again (after a reboot or a network reset)."""
         await self.close()
-        return await self.connect(deadline=deadline)
+        return await self.connect(within=within)
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         if not self.connected:

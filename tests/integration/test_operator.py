@@ -1,0 +1,392 @@
+"""The operator end to end: real control plane, real SSH to strict simulated Windows hosts.
+
+The operator runs in-process (its manager with every controller) so that its logs can be captured
+and scanned for secrets; the sandbox's e2e tests run it as its own process with its own
+ServiceAccount instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret
+from lightkube.types import PatchType
+
+from wmco import names, userdata
+from wmco import operator as operator_mod
+from wmco.payload import manifest as payload_manifest
+from wmco.settings import Settings
+from wmco_sandbox.controlplane import ControlPlane, free_port
+from wmco_sandbox.winhost import kubelet as sim_kubelet
+from wmco_sandbox.winhost.host import WindowsHost, allocate_address
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+def private_key_pem() -> bytes:
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class World:
+    """One operator and its hosts, in namespaces of their own."""
+
+    kube: AsyncClient
+    plane: ControlPlane
+    settings: Settings
+    payload: payload_manifest.Manifest
+    key_pem: bytes
+    ssh_port: int
+    hosts: list[WindowsHost] = field(default_factory=list)
+    manager_task: asyncio.Task[None] | None = None
+
+    async def start_operator(self) -> None:
+        manager = operator_mod.build_manager(
+            self.kube, self.settings, self.payload, machine_api=False, port=0
+        )
+        self.manager_task = asyncio.create_task(manager.run())
+
+    async def stop_operator(self) -> None:
+        if self.manager_task is not None:
+            self.manager_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.manager_task
+            self.manager_task = None
+
+    async def user_data(self) -> str:
+        got: dict[str, str] = {}
+
+        async def written() -> bool:
+            secret = await self.kube.get(
+                Secret, names.USER_DATA_SECRET, namespace=self.settings.machine_api_namespace
+            )
+            data = (secret.data or {}).get(names.USER_DATA_SECRET_KEY) if secret else None
+            if data:
+                got["script"] = base64.b64decode(data).decode()
+            return bool(data)
+
+        await eventually(self._quiet(written), "the operator to write the user data", 60)
+        return got["script"]
+
+    @staticmethod
+    def _quiet(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        async def wrapped() -> bool:
+            try:
+                return await check()
+            except Exception:
+                return False
+
+        return wrapped
+
+    async def boot_host(self, *, user_data: str | None = None, **options: Any) -> WindowsHost:
+        host = WindowsHost(
+            address=allocate_address(),
+            port=self.ssh_port,
+            kubelet_factory=sim_kubelet.factory_with(lease_renew_interval=1.0, status_interval=1.0),
+            **options,
+        )
+        self.hosts.append(host)
+        await host.boot(user_data if user_data is not None else await self.user_data())
+        return host
+
+    async def list_instances(self, entries: dict[str, str | None]) -> None:
+        namespace = self.settings.namespace
+        existing = None
+        with contextlib.suppress(Exception):
+            existing = await self.kube.get(
+                ConfigMap, names.INSTANCES_CONFIGMAP, namespace=namespace
+            )
+        if existing is None:
+            await self.kube.create(
+                ConfigMap(
+                    metadata=ObjectMeta(name=names.INSTANCES_CONFIGMAP, namespace=namespace),
+                    data={k: v for k, v in entries.items() if v is not None},
+                )
+            )
+        else:
+            await self.kube.patch(
+                ConfigMap,
+                names.INSTANCES_CONFIGMAP,
+                {"data": entries},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+
+    async def node_of(self, host: WindowsHost) -> Node | None:
+        try:
+            return await self.kube.get(Node, host.facts.hostname)
+        except Exception:
+            return None
+
+    async def wait_ready(self, host: WindowsHost, timeout: float = 120) -> Node:
+        async def configured() -> bool:
+            node = await self.node_of(host)
+            annotations = (node.metadata.annotations if node and node.metadata else None) or {}
+            ready = any(
+                c.type == "Ready" and c.status == "True"
+                for c in ((node.status.conditions if node and node.status else None) or [])
+            )
+            return ready and names.VERSION_ANNOTATION in annotations
+
+        await eventually(
+            configured, f"host {host.address} to become a configured Ready node", timeout
+        )
+        node = await self.node_of(host)
+        assert node is not None
+        return node
+
+    async def events(self, reason: str) -> list[Event]:
+        return [
+            e
+            async for e in self.kube.list(Event, namespace=self.settings.namespace)
+            if e.reason == reason
+        ]
+
+
+@pytest.fixture
+async def world(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
+) -> AsyncIterator[World]:
+    suffix = base64.b32encode(os.urandom(5)).decode().lower().rstrip("=")
+    operator_ns, mapi_ns = f"wmco-{suffix}", f"mapi-{suffix}"
+    for ns in (operator_ns, mapi_ns):
+        await kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    key_pem = private_key_pem()
+    await kube.create(
+        Secret(
+            metadata=ObjectMeta(name=names.PRIVATE_KEY_SECRET, namespace=operator_ns),
+            data={names.PRIVATE_KEY_SECRET_KEY: base64.b64encode(key_pem).decode()},
+        )
+    )
+    port = free_port()
+    settings = Settings(
+        namespace=operator_ns,
+        machine_api_namespace=mapi_ns,
+        ssh_port=port,
+        ssh_connect_timeout=5,
+        ssh_retry_interval=0.3,
+        ssh_boot_deadline=30,
+        ssh_command_timeout=30,
+        node_ready_timeout=60,
+        drain_timeout=30,
+        retry_max=5,
+        leader_election=False,
+        service_cidr="10.0.0.0/24",
+        probe_bind_address="127.0.0.1:0",
+    )
+    payload = payload_manifest.generate_test_payload(tmp_path / "payload", version="test")
+    world = World(kube, control_plane, settings, payload, key_pem, port)
+    await world.start_operator()
+    try:
+        yield world
+    finally:
+        await world.stop_operator()
+        await asyncio.gather(*(h.stop() for h in world.hosts), return_exceptions=True)
+        for host in world.hosts:
+            with contextlib.suppress(Exception):
+                await kube.delete(Node, host.facts.hostname)
+        for ns in (operator_ns, mapi_ns):
+            with contextlib.suppress(Exception):
+                await kube.delete(Namespace, ns)
+
+
+async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    node = await world.wait_ready(host)
+
+    assert node.metadata is not None and node.spec is not None
+    labels = node.metadata.labels or {}
+    annotations = node.metadata.annotations or {}
+    assert labels[names.BYOH_LABEL] == "true"
+    assert labels[names.OS_LABEL] == "windows"
+    assert labels[names.WINDOWS_BUILD_LABEL] == host.facts.windows_build
+    expected_hash = userdata.pub_key_hash(userdata.load_private_key(world.key_pem))
+    assert annotations[names.PUB_KEY_HASH_ANNOTATION] == expected_hash
+    assert annotations[names.USERNAME_ANNOTATION] == "Administrator"
+    assert annotations[names.SSH_HOST_KEY_TYPE_ANNOTATION] == "ssh-ed25519"
+    assert base64.b64decode(annotations[names.SSH_HOST_KEY_ANNOTATION]) == bytes(
+        host.host_public_key.public_data
+    )
+    assert any(
+        t.key == "os" and t.value == "Windows" and t.effect == "NoSchedule"
+        for t in node.spec.taints or []
+    )
+    # The per-instance bootstrap token is gone once the node is Ready.
+    tokens = [
+        s
+        async for s in world.kube.list(
+            Secret,
+            namespace="kube-system",
+            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+        )
+        if (s.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
+    ]
+    assert tokens == []
+    assert await world.events(names.EventReason.INSTANCE_SETUP)
+    # Every command the host received was one the strict host understood.
+    failures = [r for r in host.command_log if r.exit_status not in (0, 1060, None)]
+    assert not [r for r in failures if "is not recognized" in r.stderr]
+
+
+async def test_removed_entry_deconfigures_the_host_and_deletes_its_node(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    assert host.machine.scm.running("kubelet")
+
+    await world.list_instances({host.address: None})
+
+    async def gone() -> bool:
+        return await world.node_of(host) is None
+
+    await eventually(gone, "the node of the removed instance to be deleted")
+    await eventually(
+        world._quiet(lambda: _async(host.machine.scm.get("kubelet") is None)),
+        "the kubelet service to be deleted from the host",
+        30,
+    )
+    assert host.machine.disk.get("C:\\k\\kubelet.exe") is None
+    assert await world.events(names.EventReason.INSTANCE_TEARDOWN)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_bad_entry_and_unreachable_host_do_not_stop_a_good_one(world: World) -> None:
+    good = await world.boot_host()
+    unreachable = allocate_address()  # nothing listens there
+    await world.list_instances(
+        {
+            good.address: "username=Administrator",
+            "bad-entry": "user=Administrator",
+            unreachable: "username=Administrator",
+        }
+    )
+    await world.wait_ready(good)
+
+    async def reported() -> bool:
+        invalid = await world.events(names.EventReason.INVALID_INSTANCE)
+        failed = await world.events(names.EventReason.INSTANCE_SETUP_FAILURE)
+        return bool(invalid) and any(unreachable in (e.message or "") for e in failed)
+
+    try:
+        await eventually(reported, "Events for the bad entry and the unreachable host", 60)
+    except BaseException:
+        seen = [e async for e in world.kube.list(Event, namespace=world.settings.namespace)]
+        print([(e.reason, e.message) for e in seen])
+        raise
+    invalid = await world.events(names.EventReason.INVALID_INSTANCE)
+    assert any("bad-entry" in (e.message or "") for e in invalid)
+
+
+async def test_hostile_username_is_refused_and_runs_nothing(world: World) -> None:
+    host = await world.boot_host()
+    hostile = "Administrator'; Remove-Item -Recurse C:\\ ; '$(whoami)`"
+    await world.list_instances({host.address: f"username={hostile}"})
+
+    async def refused() -> bool:
+        return bool(await world.events(names.EventReason.INVALID_INSTANCE))
+
+    await eventually(refused, "the hostile entry to be refused in an Event")
+    assert host.command_log == []
+    assert host.machine.disk.get("C:\\Windows") is not None
+
+
+async def test_changed_host_key_is_refused_with_an_event(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    node = await world.wait_ready(host)
+
+    # The host is reinstalled behind the same address: a new host key.
+    import asyncssh
+
+    host.host_key = asyncssh.generate_private_key("ssh-ed25519")
+    await host.reboot()
+    await host.wait_rebooted()
+    assert node.metadata is not None
+    await world.kube.patch(
+        Node,
+        node.metadata.name or "",
+        {"metadata": {"annotations": {names.VERSION_ANNOTATION: None}}},
+        patch_type=PatchType.MERGE,
+    )
+
+    async def refused() -> bool:
+        return bool(await world.events(names.EventReason.HOST_KEY_MISMATCH))
+
+    await eventually(refused, "a HostKeyMismatch Event")
+
+
+async def test_interrupted_configuration_resumes_without_duplicates(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+
+    async def services_being_created() -> bool:
+        return any("sc.exe create" in r.command for r in host.command_log)
+
+    await eventually(services_being_created, "the operator to reach the services step", 60)
+    await world.stop_operator()  # killed mid-configuration
+    copied = {f.destination: host.machine.disk.get(f.destination) for f in world.payload.files}
+    assert all(copied.values()), "the payload was copied before the services step"
+    mtimes = {path: node.mtime for path, node in copied.items() if node is not None}
+
+    await world.start_operator()
+    await world.wait_ready(host)
+    nodes = [
+        n
+        async for n in world.kube.list(Node, labels={names.OS_LABEL: "windows"})
+        if n.metadata
+        and (n.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address
+    ]
+    assert len(nodes) == 1
+    for path, mtime in mtimes.items():
+        current = host.machine.disk.get(path)
+        assert current is not None and current.mtime == mtime, f"{path} was copied again"
+
+
+async def test_secrets_never_reach_logs_or_events(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    kubeconfig = host.machine.disk.read_file("C:\\k\\bootstrap-kubeconfig")
+    assert kubeconfig is not None
+    token = json.loads(kubeconfig)["users"][0]["user"]["token"]
+    token_secret = token.split(".", 1)[1]
+    key_body = b"".join(world.key_pem.splitlines()[1:-1]).decode()
+    events = [e async for e in world.kube.list(Event, namespace=world.settings.namespace)]
+    texts = [caplog.text, *((e.message or "") for e in events)]
+    for text in texts:
+        assert token_secret not in text
+        assert key_body[:40] not in text

@@ -62,19 +62,47 @@ def sandbox() -> None:
     """A whole cluster on this machine: real control plane, simulated cloud and Windows hosts."""
 
 
+BUILD_CHOICE = click.Choice(["2019", "2022", "2025"])
+
+
+def _default_state(sub: str) -> Path:
+    return cp.project_root() / ".sandbox" / sub if sub else cp.project_root() / ".sandbox"
+
+
 @sandbox.command("demo")
-def demo() -> None:
-    """Start the real control plane, show that it answers, and stop it again."""
-    click.echo(
-        "Real: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from Go modules)."
-    )
+@click.option("--windows-build", type=BUILD_CHOICE, default="2022", show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def demo(windows_build: str, state_dir: Path | None) -> None:
+    """Run the seed's story on the sandbox; exit 0 only if every step held."""
+    from wmco_sandbox import demo as demo_mod
+
+    raise SystemExit(demo_mod.main(state_dir or _default_state("demo"), windows_build))
+
+
+@sandbox.command("up")
+@click.option("--windows-nodes", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--byoh-hosts", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--windows-build", type=BUILD_CHOICE, default="2022", show_default=True)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default: .sandbox/ in the project.",
+)
+def up_sandbox(
+    windows_nodes: int, byoh_hosts: int, windows_build: str, state_dir: Path | None
+) -> None:
+    """Start the sandbox and keep it up until Ctrl-C/SIGTERM.
+
+    Writes STATE_DIR/kubeconfig, STATE_DIR/hosts.json, then STATE_DIR/ready when every node is Ready.
+    """
+    import asyncio
+
+    from wmco_sandbox import up as up_mod
+
     try:
-        with cp.ControlPlane() as plane:
-            click.echo(f"control plane up at {plane.server}")
-            click.echo(f"admin kubeconfig: {plane.kubeconfig}")
-            click.echo("$ kubectl get --raw /version")
-            click.echo(plane.kubectl("get", "--raw", "/version").strip())
-            click.echo("stopping the control plane")
-    except cp.ControlPlaneError as exc:
+        asyncio.run(
+            up_mod.run_up(state_dir or _default_state(""), windows_nodes, byoh_hosts, windows_build)
+        )
+    except up_mod.SandboxError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo("demo finished: every step held")

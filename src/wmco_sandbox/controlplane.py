@@ -168,6 +168,8 @@ class ControlPlane:
             self.state_dir = Path(self._tmp.name)
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        # Every start is a fresh cluster: old etcd data would not match the new PKI.
+        shutil.rmtree(state / "etcd", ignore_errors=True)
         pki_dir = state / "pki"
         logs = state / "logs"
         for d in (pki_dir, logs):

@@ -88,6 +88,9 @@ ALLOWED: list[Check] = [
     ("get", "configmaps", "kube-public", {"name": "cluster-info"}),
     ("update", "leases", OPERATOR_NS, {"group": "coordination.k8s.io"}),
     ("create", "events", "default", {}),
+    ("patch", "leases", OPERATOR_NS, {"group": "coordination.k8s.io"}),
+    ("watch", "namespaces", "", {}),
+    ("delete", "secrets", MAPI_NS, {}),
 ]
 
 FORBIDDEN: list[Check] = [

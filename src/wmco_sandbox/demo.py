@@ -1,0 +1,302 @@
+"""``wmco sandbox demo``: the seed's story from start to finish, every step checked.
+
+The story: the private key Secret makes the operator write the user data; a Windows MachineSet
+scaled to 2 gives two Ready Windows nodes tainted ``os=Windows:NoSchedule``; a RuntimeClass for the
+Windows build steers a Windows Deployment onto them while a Linux pod stays off them; scaling the
+MachineSet to 1 drains and removes one node. A summary table closes it. The command exits 0 only if
+every step held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from lightkube.models.apps_v1 import DeploymentSpec
+from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, Toleration
+from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+from lightkube.models.node_v1 import Scheduling
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Namespace, Node, Pod
+from lightkube.resources.node_v1 import RuntimeClass
+
+from wmco import names, userdata
+from wmco_sandbox import progress as progress_mod
+from wmco_sandbox.sandbox import Sandbox, SandboxError
+
+REAL = "the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the operator, SSH/SFTP"
+SIMULATED = "the Windows Server hosts (strict simulated PowerShell, sc.exe and kubelet) and the cloud behind the Machine API"
+DEMO_NAMESPACE = "windows-demo"
+BUILDS = {"2019": "10.0.17763", "2022": "10.0.20348", "2025": "10.0.26100"}
+
+
+class DemoFailure(RuntimeError):
+    """A step of the story did not hold."""
+
+
+def _taint_ok(node: Node) -> bool:
+    taints = (node.spec.taints if node.spec else None) or []
+    return any(
+        t.key == names.WINDOWS_TAINT_KEY
+        and t.value == names.WINDOWS_TAINT_VALUE
+        and t.effect == names.WINDOWS_TAINT_EFFECT
+        for t in taints
+    )
+
+
+class Story:
+    """Runs the demo steps, printing each with its duration."""
+
+    def __init__(self, sandbox: Sandbox, out: TextIO) -> None:
+        self.sandbox = sandbox
+        self.out = out
+        self.view = progress_mod.ProgressView(out)
+        self.ready_at: dict[str, float] = {}
+        self.builds: dict[str, str] = {}
+        self.scaled_at = time.monotonic()
+
+    def say(self, text: str) -> None:
+        """Print one line of the story."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
+        """Run one step; its result line says what was checked."""
+        started = time.monotonic()
+        self.say(f"==> {title}")
+        try:
+            detail = await action()
+        except (SandboxError, AssertionError) as exc:
+            raise DemoFailure(f"{title}: {exc}") from exc
+        self.say(f"    ok ({time.monotonic() - started:.1f}s): {detail}")
+
+    async def tick(self) -> None:
+        """Refresh the progress view and note when nodes became Ready."""
+        nodes = await self.sandbox.windows_nodes()
+        for node in nodes:
+            name = node.metadata.name if node.metadata else None
+            if name and progress_mod.node_ready(node) and name not in self.ready_at:
+                self.ready_at[name] = time.monotonic() - self.scaled_at
+                labels = (node.metadata.labels if node.metadata else None) or {}
+                self.builds[name] = labels.get(names.WINDOWS_BUILD_LABEL, "-")
+        self.view.show(progress_mod.rows(self.sandbox.cloud.hosts.values(), nodes))
+
+    async def ready_windows_nodes(self) -> list[Node]:
+        """Windows nodes that are Ready and carry the taint."""
+        return [
+            n
+            for n in await self.sandbox.windows_nodes()
+            if progress_mod.node_ready(n) and _taint_ok(n)
+        ]
+
+    # ---------------------------------------------------------------------------- the steps
+
+    async def user_data(self) -> str:
+        """The operator turned the private key Secret into user data with the matching key."""
+        script = await self.sandbox.user_data()
+        expected = userdata.public_key(userdata.load_private_key(self.sandbox.private_key_pem))
+        authorised = userdata.authorized_keys_in(script)
+        assert expected in authorised, (
+            "the user data does not authorise the private key's public key"
+        )
+        return (
+            f"Secret {names.MACHINE_API_NAMESPACE}/{names.USER_DATA_SECRET} authorises "
+            f"{expected.key_type} key (pub-key-hash {expected.pub_key_hash[:12]}...)"
+        )
+
+    async def scale_to(self, replicas: int) -> str:
+        """Scale the MachineSet and wait until exactly ``replicas`` tainted Windows nodes are Ready."""
+        self.scaled_at = time.monotonic()
+        await self.sandbox.apply_machineset(replicas)
+
+        async def converged() -> bool:
+            nodes = await self.sandbox.windows_nodes()
+            ready = await self.ready_windows_nodes()
+            return len(nodes) == replicas and len(ready) == replicas
+
+        await self.sandbox.wait_for(converged, f"{replicas} Ready Windows nodes", 240, self.tick)
+        await self.tick()
+        names_ = sorted(
+            n.metadata.name
+            for n in await self.ready_windows_nodes()
+            if n.metadata and n.metadata.name
+        )
+        return f"{replicas} Windows node(s) Ready with taint os=Windows:NoSchedule: {', '.join(names_)}"
+
+    async def runtime_class(self) -> str:
+        """Create the RuntimeClass of the sandbox's Windows build."""
+        build = BUILDS[self.sandbox.windows_year]
+        await self.sandbox.kube.create(
+            RuntimeClass(
+                metadata=ObjectMeta(name=f"windows-{self.sandbox.windows_year}"),
+                handler="runhcs-wcow-process",
+                scheduling=Scheduling(
+                    nodeSelector={
+                        names.OS_LABEL: names.OS_LABEL_WINDOWS,
+                        names.ARCH_LABEL: "amd64",
+                        names.WINDOWS_BUILD_LABEL: build,
+                    },
+                    tolerations=[
+                        Toleration(
+                            key=names.WINDOWS_TAINT_KEY,
+                            operator="Equal",
+                            value=names.WINDOWS_TAINT_VALUE,
+                            effect=names.WINDOWS_TAINT_EFFECT,
+                        )
+                    ],
+                ),
+            )
+        )
+        return f"RuntimeClass windows-{self.sandbox.windows_year} selects windows-build {build}"
+
+    async def windows_deployment(self) -> str:
+        """A 2-replica Windows Deployment lands on Windows nodes only and runs."""
+        kube = self.sandbox.kube
+        await kube.create(Namespace(metadata=ObjectMeta(name=DEMO_NAMESPACE)))
+        labels: dict[str, Any] = {"app": "iis"}
+        await kube.create(
+            Deployment(
+                metadata=ObjectMeta(name="iis", namespace=DEMO_NAMESPACE),
+                spec=DeploymentSpec(
+                    replicas=2,
+                    selector=LabelSelector(matchLabels=labels),
+                    template=PodTemplateSpec(
+                        metadata=ObjectMeta(labels=labels),
+                        spec=PodSpec(
+                            runtimeClassName=f"windows-{self.sandbox.windows_year}",
+                            containers=[
+                                Container(
+                                    name="iis",
+                                    image="mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022",
+                                )
+                            ],
+                        ),
+                    ),
+                ),
+            )
+        )
+        windows = {n.metadata.name for n in await self.sandbox.windows_nodes() if n.metadata}
+
+        async def running() -> bool:
+            pods = [p async for p in kube.list(Pod, namespace=DEMO_NAMESPACE, labels=labels)]
+            return len(pods) == 2 and all(
+                p.spec and p.spec.nodeName in windows and p.status and p.status.phase == "Running"
+                for p in pods
+            )
+
+        await self.sandbox.wait_for(running, "2 IIS pods Running on Windows nodes", 120, self.tick)
+        pods = [p async for p in kube.list(Pod, namespace=DEMO_NAMESPACE, labels=labels)]
+        placed = ", ".join(
+            f"{p.metadata.name}->{p.spec.nodeName}" for p in pods if p.metadata and p.spec
+        )
+        return (
+            f"Deployment iis: 2 pods bound by the scheduler to Windows nodes and Running ({placed})"
+        )
+
+    async def linux_pod(self) -> str:
+        """A pod without the RuntimeClass is kept off the Windows nodes."""
+        kube = self.sandbox.kube
+        await kube.create(
+            Pod(
+                metadata=ObjectMeta(name="linux-nginx", namespace=DEMO_NAMESPACE),
+                spec=PodSpec(containers=[Container(name="nginx", image="nginx")]),
+            )
+        )
+        windows = {n.metadata.name for n in await self.sandbox.windows_nodes() if n.metadata}
+
+        async def kept_off() -> bool:
+            pod = await kube.get(Pod, "linux-nginx", namespace=DEMO_NAMESPACE)
+            conditions = (pod.status.conditions if pod.status else None) or []
+            refused = any(
+                c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                for c in conditions
+            )
+            node = pod.spec.nodeName if pod.spec else None
+            return refused or (node is not None and node not in windows)
+
+        await self.sandbox.wait_for(
+            kept_off, "the scheduler to keep the Linux pod off Windows nodes", 60
+        )
+        return "the Linux pod does not tolerate os=Windows:NoSchedule: the scheduler keeps it off the Windows nodes"
+
+    async def scale_down(self) -> str:
+        """Scale to 1: one node drained and removed, the Deployment's pods rescheduled."""
+        before = {n.metadata.name or "" for n in await self.sandbox.windows_nodes() if n.metadata}
+        detail = await self.scale_to(1)
+        after = {n.metadata.name or "" for n in await self.sandbox.windows_nodes() if n.metadata}
+        removed = before - after
+        assert len(removed) == 1, f"expected one node removed, got {sorted(removed)}"
+        kube = self.sandbox.kube
+
+        async def rescheduled() -> bool:
+            pods = [
+                p async for p in kube.list(Pod, namespace=DEMO_NAMESPACE, labels={"app": "iis"})
+            ]
+            live = [p for p in pods if p.metadata and p.metadata.deletionTimestamp is None]
+            return len(live) == 2 and all(
+                p.spec and p.spec.nodeName in after and p.status and p.status.phase == "Running"
+                for p in live
+            )
+
+        await self.sandbox.wait_for(
+            rescheduled, "the IIS pods to run on the remaining node", 120, self.tick
+        )
+        return f"node {removed.pop()} drained and removed; {detail}; IIS pods rescheduled"
+
+    def summary(self) -> None:
+        """Print the closing table."""
+        self.say("")
+        self.say("Summary")
+        self.say(f"  {'NODE':<24} {'BUILD':<12} {'FROM':<10} {'READY AFTER':<12} STATUS")
+        hostnames = {sim.host.facts.hostname: sim for sim in self.sandbox.cloud.hosts.values()}
+        for node, seconds in sorted(self.ready_at.items(), key=lambda kv: kv[1]):
+            sim = hostnames.get(node)
+            build = self.builds.get(node, "-")
+            origin = sim.origin.value if sim else "machine"
+            status = "running" if sim else "removed"
+            self.say(f"  {node:<24} {build:<12} {origin:<10} {seconds:>9.1f}s   {status}")
+        self.say(f"  real:      {REAL}")
+        self.say(f"  simulated: {SIMULATED}")
+
+
+async def run_demo(state_dir: Path, year: str, out: TextIO = sys.stdout) -> None:
+    """Run the whole story; raise :class:`DemoFailure` at the first step that does not hold."""
+    out.write(f"Real:      {REAL}\nSimulated: {SIMULATED}\n\n")
+    started = time.monotonic()
+    async with Sandbox(state_dir, windows_year=year) as sandbox:
+        story = Story(sandbox, out)
+        await story.step("start the sandbox", _started(sandbox, started))
+        await story.step("private key Secret -> user-data Secret", story.user_data)
+        await story.step("scale the Windows MachineSet to 2", lambda: story.scale_to(2))
+        await story.step("RuntimeClass for the Windows build", story.runtime_class)
+        await story.step(
+            "Windows Deployment (2 replicas) on Windows nodes", story.windows_deployment
+        )
+        await story.step("a Linux pod stays off the Windows nodes", story.linux_pod)
+        await story.step("scale the MachineSet to 1", story.scale_down)
+        story.summary()
+        story.say("stopping the sandbox")
+    out.write(f"demo finished in {time.monotonic() - started:.0f}s: every step held\n")
+
+
+def _started(sandbox: Sandbox, started: float) -> Callable[[], Awaitable[str]]:
+    async def check() -> str:
+        return f"control plane at {sandbox.plane.server}, operator pid {sandbox.operator.proc.pid if sandbox.operator and sandbox.operator.proc else '?'} ({time.monotonic() - started:.1f}s)"
+
+    return check
+
+
+def main(state_dir: Path, year: str) -> int:
+    """Entry point of ``wmco sandbox demo``; the exit status."""
+    try:
+        asyncio.run(run_demo(state_dir, year))
+    except DemoFailure as exc:
+        sys.stderr.write(
+            f"demo FAILED: {exc}\n(logs: {state_dir}/operator.log, {state_dir}/controlplane/logs)\n"
+        )
+        return 1
+    return 0

@@ -1,0 +1,147 @@
+"""Whole scenarios through the sandbox: the operator as its own process with its own ServiceAccount.
+
+One sandbox serves the scale and listed-host scenarios (they leave it as they found it); the demo
+story runs in a sandbox of its own, exactly as ``make demo`` does.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lightkube.resources.core_v1 import Node, Secret
+
+from wmco import names
+from wmco_sandbox import demo
+from wmco_sandbox.machineapi import Machine
+from wmco_sandbox.sandbox import Sandbox
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def eventually(
+    sandbox: Sandbox, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 180
+) -> None:
+    await sandbox.wait_for(check, what, timeout)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+    async with Sandbox(tmp_path_factory.mktemp("sandbox")) as running:
+        await running.apply_machineset(0)
+        yield running
+
+
+async def machines(sandbox: Sandbox) -> list[object]:
+    return [m async for m in sandbox.kube.list(Machine, namespace=names.MACHINE_API_NAMESPACE)]
+
+
+async def tokens(sandbox: Sandbox) -> list[Secret]:
+    return [
+        s
+        async for s in sandbox.kube.list(
+            Secret, namespace="kube-system", labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
+        )
+    ]
+
+
+async def ready_count(sandbox: Sandbox) -> int:
+    nodes = await sandbox.windows_nodes()
+    return sum(
+        1
+        for n in nodes
+        if any(
+            c.type == "Ready" and c.status == "True"
+            for c in (n.status.conditions if n.status else None) or []
+        )
+        and names.VERSION_ANNOTATION in ((n.metadata.annotations if n.metadata else None) or {})
+    )
+
+
+async def test_scale_up_and_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
+    await sandbox.apply_machineset(3)
+
+    async def three_ready() -> bool:
+        return await ready_count(sandbox) == 3
+
+    await eventually(sandbox, three_ready, "3 configured Ready Windows nodes")
+    assert len([h for h in sandbox.cloud.hosts.values() if h.origin.value == "machine"]) == 3
+
+    await sandbox.apply_machineset(0)
+
+    async def all_gone() -> bool:
+        return (
+            not await sandbox.windows_nodes()
+            and not await machines(sandbox)
+            and not [h for h in sandbox.cloud.hosts.values() if h.origin.value == "machine"]
+        )
+
+    await eventually(sandbox, all_gone, "no Node, Machine or host left after scaling to 0")
+    assert await tokens(sandbox) == []
+
+
+async def test_listed_host_removed_from_configmap_is_deconfigured(sandbox: Sandbox) -> None:
+    (listed,) = await sandbox.add_listed_hosts(1)
+
+    async def configured() -> bool:
+        return await ready_count(sandbox) == 1
+
+    await eventually(sandbox, configured, "the listed host to become a configured node")
+    node = await sandbox.kube.get(Node, listed.host.facts.hostname)
+    assert (node.metadata.labels or {}).get(names.BYOH_LABEL) == "true"  # type: ignore[union-attr]
+    assert listed.host.machine.scm.running("kubelet")
+
+    await sandbox.set_listed_entries({listed.host.address: None})
+
+    async def deconfigured() -> bool:
+        nodes = {n.metadata.name for n in await sandbox.windows_nodes() if n.metadata}
+        return (
+            listed.host.facts.hostname not in nodes
+            and listed.host.machine.scm.get("kubelet") is None
+        )
+
+    await eventually(sandbox, deconfigured, "the removed listed host to be deconfigured")
+    assert listed.host.machine.disk.get("C:\\k\\kubelet.exe") is None
+
+
+async def test_operator_restarted_mid_scale_finishes_the_job(sandbox: Sandbox) -> None:
+    assert sandbox.operator is not None
+    await sandbox.apply_machineset(2)
+
+    async def configuring() -> bool:
+        return any(
+            h.host.command_log for h in sandbox.cloud.hosts.values() if h.origin.value == "machine"
+        )
+
+    await eventually(sandbox, configuring, "the operator to start configuring a host", 120)
+    sandbox.operator.kill()
+    sandbox.operator.start()
+
+    async def two_ready() -> bool:
+        return await ready_count(sandbox) == 2
+
+    await eventually(sandbox, two_ready, "2 configured Ready nodes after the restart")
+    nodes = await sandbox.windows_nodes()
+    assert len(nodes) == 2
+    await sandbox.apply_machineset(0)
+
+    async def none_left() -> bool:
+        return not await sandbox.windows_nodes() and not await machines(sandbox)
+
+    await eventually(sandbox, none_left, "scale back to 0")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_demo_story_holds(tmp_path: Path) -> None:
+    out = io.StringIO()
+    started = time.monotonic()
+    await demo.run_demo(tmp_path / "demo", "2022", out)
+    text = out.getvalue()
+    assert "every step held" in text, text
+    assert "Summary" in text
+    print(text)
+    print(f"demo story: {time.monotonic() - started:.1f}s")

@@ -22,6 +22,7 @@ Why some private lightkube attributes are used: ``AsyncClient.watch`` neither ac
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import enum
@@ -437,8 +438,8 @@ class WatchEvent(Generic[T]):
 
     Attributes:
         type: What happened.
-        object: The object after the change (the last state for DELETED). For BOOKMARK only
-            ``metadata.resourceVersion`` is meaningful.
+        object: The object after the change (the last state for DELETED); ``None`` for
+            BOOKMARK, which carries only a resourceVersion.
         resource_version: The resourceVersion to resume from after this event.
     """
 
@@ -506,8 +507,15 @@ async def watch(
     http_request = http.build_request(
         request.method, request.url, params=request.params, timeout=read_timeout
     )
+    # Shielded: cancelling httpcore2 during the TLS handshake leaks the socket (the handshake
+    # is not wrapped in a close-on-error), and informers cancel streams routinely. A cancelled
+    # caller returns at once; the request finishes in the background and is closed.
+    sending = asyncio.ensure_future(http.send(http_request, stream=True))
     try:
-        response = await http.send(http_request, stream=True)
+        response = await asyncio.shield(sending)
+    except asyncio.CancelledError:
+        sending.add_done_callback(_discard_response)
+        raise
     except httpx2.HTTPError as exc:
         raise translate(exc) from exc
     try:
@@ -555,6 +563,17 @@ def _raw_resource_version(raw: bytes | msgspec.Raw) -> str | None:
     metadata = decoded.get("metadata") if isinstance(decoded, dict) else None
     version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
     return str(version) if version else None
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _discard_response(sending: asyncio.Future[httpx2.Response]) -> None:
+    if sending.cancelled() or sending.exception() is not None:
+        return
+    task = asyncio.ensure_future(sending.result().aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _status_error(response: httpx2.Response) -> ApiError:

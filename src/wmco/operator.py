@@ -72,6 +72,11 @@ def build_manager(
         client,
         host=host or "0.0.0.0",
         port=int(bind_port) if port is None else port,
+        extra_binds=(
+            (manager_mod.parse_bind_address(settings.metrics_bind_address),)
+            if settings.metrics_bind_address and port is None
+            else ()
+        ),
         leader_election=election,
         resync_period=300.0,
         workers=settings.concurrency,

@@ -72,7 +72,8 @@ class Settings:
         service_cidr: Service network (first one).
         network_profile: Networking pieces installed on each host.
         debug: Verbose logging on hosts (kubelet ``--v=4``) and in the operator.
-        metrics_bind_address: ``host:port`` of the operator's /metrics.
+        metrics_bind_address: An extra ``host:port`` serving /metrics (and the probes); empty
+            means /metrics is served on ``probe_bind_address`` only.
         probe_bind_address: ``host:port`` of the operator's /healthz and /readyz.
         leader_election: Whether to take the leader Lease before reconciling.
         bootstrap_token_ttl: Seconds a per-instance bootstrap token stays valid.
@@ -102,7 +103,7 @@ class Settings:
     service_cidr: str = "172.30.0.0/16"
     network_profile: NetworkProfile = NetworkProfile.NONE
     debug: bool = False
-    metrics_bind_address: str = "0.0.0.0:9182"
+    metrics_bind_address: str = ""
     probe_bind_address: str = "0.0.0.0:8081"
     leader_election: bool = True
     bootstrap_token_ttl: float = 3600.0

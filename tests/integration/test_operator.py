@@ -76,8 +76,11 @@ class World:
     async def stop_operator(self) -> None:
         if self.manager_task is not None:
             self.manager_task.cancel()
+            # A cancelled operator must stop promptly; waiting forever would hide that bug.
+            done, _ = await asyncio.wait({self.manager_task}, timeout=30)
+            assert done, "the operator did not stop within 30s of being cancelled"
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.manager_task
+                self.manager_task.result()
             self.manager_task = None
 
     async def user_data(self) -> str:

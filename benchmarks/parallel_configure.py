@@ -44,7 +44,9 @@ async def run_once(
     for ns in (operator_ns, mapi_ns):
         await kube.create(Namespace(metadata=ObjectMeta(name=ns)))
     key = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
     )
     await kube.create(
         Secret(
@@ -78,7 +80,9 @@ async def run_once(
             host = WindowsHost(
                 address=allocate_address(),
                 port=port,
-                kubelet_factory=sim_kubelet.factory_with(lease_renew_interval=2.0, status_interval=2.0),
+                kubelet_factory=sim_kubelet.factory_with(
+                    lease_renew_interval=2.0, status_interval=2.0
+                ),
             )
             host.faults.command_latency = latency
             fleet.append(host)
@@ -124,14 +128,20 @@ async def main(hosts: int, latency: float) -> None:
             await kube.close()
     print(f"hosts={hosts} command latency={latency * 1000:.0f} ms")
     print(f"one host alone (critical path): {one:6.1f} s")
-    print(f"{hosts} hosts, concurrency 1:      {serial:6.1f} s  ({serial / one:4.1f}x critical path)")
-    print(f"{hosts} hosts, concurrency 10:     {parallel:6.1f} s  ({parallel / one:4.1f}x critical path)")
+    print(
+        f"{hosts} hosts, concurrency 1:      {serial:6.1f} s  ({serial / one:4.1f}x critical path)"
+    )
+    print(
+        f"{hosts} hosts, concurrency 10:     {parallel:6.1f} s  ({parallel / one:4.1f}x critical path)"
+    )
     print(f"speed-up from parallel configuration: {serial / parallel:.1f}x")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every command")
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="seconds added to every command"
+    )
     args = parser.parse_args()
     asyncio.run(main(args.hosts, args.latency))

@@ -20,6 +20,7 @@ from lightkube.resources.core_v1 import Node, Secret
 from wmco import kube, names, userdata
 from wmco.nodeconfig import configure, deconfigure
 from wmco.payload import manifest as payload_manifest
+from wmco.runtime import controller as controller_mod
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,52 @@ class Hosts:
 
         async with self.slots:
             return await configure.configure(self.client, instance, inputs, progress=progress)
+
+    async def converge(
+        self,
+        instance: configure.Instance,
+        inputs: configure.Inputs,
+        *,
+        subject: str,
+        ref: kube.ObjectRef | None,
+        setup_reason: str,
+        failure_reason: str,
+    ) -> controller_mod.Result | None:
+        """Configure ``instance`` unless it is up to date, and report the outcome in an Event.
+
+        Args:
+            instance: The instance.
+            inputs: Cluster-wide inputs.
+            subject: How messages name it ("machine m-1", "instance 10.0.0.5").
+            ref: The object the Events are about (``None``: log only).
+            setup_reason: Event reason on success.
+            failure_reason: Event reason on failure (a changed host key has its own).
+
+        Returns:
+            ``None`` when done; a backoff requeue after a failure.
+        """
+        if await self.up_to_date(instance, inputs):
+            return None
+        try:
+            outcome = await self.configure_instance(instance, inputs)
+        except configure.ConfigurationError as exc:
+            log.warning("%s: %s", subject, exc)
+            if ref is not None:
+                reason = (
+                    names.EventReason.HOST_KEY_MISMATCH
+                    if isinstance(exc, configure.HostKeyChangedError)
+                    else failure_reason
+                )
+                await self.recorder.emit_event(ref, "Warning", reason, str(exc))
+            return controller_mod.Result(requeue=True)
+        message = (
+            f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
+            f"({outcome.files_copied} files copied, {outcome.files_skipped} unchanged)"
+        )
+        log.info("%s", message)
+        if ref is not None:
+            await self.recorder.emit_event(ref, "Normal", setup_reason, message)
+        return None
 
     async def deconfigure_instance(
         self,

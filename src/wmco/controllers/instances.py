@@ -117,34 +117,15 @@ class InstancesReconciler:
         instance = configure.Instance(
             address=listed.address, username=listed.username, origin=configure.Origin.BYOH
         )
-        if await self.hosts.up_to_date(instance, inputs):
-            return None
         configmap = self._configmap()
-        try:
-            outcome = await self.hosts.configure_instance(instance, inputs)
-        except configure.ConfigurationError as exc:
-            log.warning("%s", exc)
-            if configmap is not None:
-                reason = (
-                    names.EventReason.HOST_KEY_MISMATCH
-                    if isinstance(exc, configure.HostKeyChangedError)
-                    else names.EventReason.INSTANCE_SETUP_FAILURE
-                )
-                await self.hosts.recorder.emit_event(
-                    kube.ref_of(configmap), "Warning", reason, str(exc)
-                )
-            return controller_mod.Result(requeue=True)
-        message = (
-            f"instance {listed.address} configured as node {outcome.node_name} in "
-            f"{outcome.seconds:.1f}s ({outcome.files_copied} files copied, "
-            f"{outcome.files_skipped} unchanged)"
+        return await self.hosts.converge(
+            instance,
+            inputs,
+            subject=f"instance {listed.address}",
+            ref=kube.ref_of(configmap) if configmap is not None else None,
+            setup_reason=names.EventReason.INSTANCE_SETUP,
+            failure_reason=names.EventReason.INSTANCE_SETUP_FAILURE,
         )
-        log.info("%s", message)
-        if configmap is not None:
-            await self.hosts.recorder.emit_event(
-                kube.ref_of(configmap), "Normal", names.EventReason.INSTANCE_SETUP, message
-            )
-        return None
 
     async def _teardown(
         self, address: str, inputs: configure.Inputs

@@ -121,30 +121,14 @@ class MachinesReconciler:
             machine=key,
             provider_id=_field(machine, "spec", "providerID"),
         )
-        if await self.hosts.up_to_date(instance, inputs):
-            return None
-        ref = kube.ref_of(machine)
-        try:
-            outcome = await self.hosts.configure_instance(instance, inputs)
-        except configure.ConfigurationError as exc:
-            log.warning("machine %s: %s", key, exc)
-            reason = (
-                names.EventReason.HOST_KEY_MISMATCH
-                if isinstance(exc, configure.HostKeyChangedError)
-                else names.EventReason.MACHINE_SETUP_FAILURE
-            )
-            await self.hosts.recorder.emit_event(ref, "Warning", reason, str(exc))
-            return controller_mod.Result(requeue=True)
-        message = (
-            f"machine {machine.metadata.name} configured as node {outcome.node_name} in "
-            f"{outcome.seconds:.1f}s ({outcome.files_copied} files copied, "
-            f"{outcome.files_skipped} unchanged)"
+        return await self.hosts.converge(
+            instance,
+            inputs,
+            subject=f"machine {machine.metadata.name}",
+            ref=kube.ref_of(machine),
+            setup_reason=names.EventReason.MACHINE_SETUP,
+            failure_reason=names.EventReason.MACHINE_SETUP_FAILURE,
         )
-        log.info("%s", message)
-        await self.hosts.recorder.emit_event(
-            ref, "Normal", names.EventReason.MACHINE_SETUP, message
-        )
-        return None
 
     async def _teardown(
         self, key: str, machine: Any, inputs: configure.Inputs

@@ -69,6 +69,19 @@ async def test_scale_up_and_down_leaves_nothing_behind(sandbox: Sandbox) -> None
         return await ready_count(sandbox) == 3
 
     await eventually(sandbox, three_ready, "3 configured Ready Windows nodes")
+    for node in await sandbox.windows_nodes():
+        assert node.metadata is not None and node.spec is not None
+        labels, annotations = node.metadata.labels or {}, node.metadata.annotations or {}
+        assert names.WORKER_ROLE_LABEL in labels and names.BYOH_LABEL not in labels
+        assert annotations[names.MACHINE_ANNOTATION].startswith(f"{names.MACHINE_API_NAMESPACE}/")
+        assert (
+            annotations[names.PUB_KEY_HASH_ANNOTATION]
+            and annotations[names.SSH_HOST_KEY_ANNOTATION]
+        )
+        assert any(
+            t.key == "os" and t.value == "Windows" and t.effect == "NoSchedule"
+            for t in node.spec.taints or []
+        )
     assert len([h for h in sandbox.cloud.hosts.values() if h.origin.value == "machine"]) == 3
 
     await sandbox.apply_machineset(0)

@@ -82,13 +82,7 @@ def build_manager(
         workers=settings.concurrency,
     )
     recorder = kube.EventRecorder(client, component="windows-machine-config-operator")
-    hosts = hosts_mod.Hosts(
-        client=client,
-        settings=settings,
-        recorder=recorder,
-        payload=payload,
-        version=wmco.__version__,
-    )
+    hosts = hosts_mod.setup(manager, settings, recorder, payload, wmco.__version__)
     userdata_controller.setup(manager, settings, recorder)
     csr_controller.setup(manager, settings, recorder)
     instances_controller.setup(manager, hosts)

@@ -21,6 +21,8 @@ from wmco import kube, names, userdata
 from wmco.nodeconfig import configure, deconfigure
 from wmco.payload import manifest as payload_manifest
 from wmco.runtime import controller as controller_mod
+from wmco.runtime import informer as informer_mod
+from wmco.runtime import manager as manager_mod
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,13 +30,19 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Hosts:
-    """Shared state of the host-configuring controllers."""
+    """Shared state of the host-configuring controllers.
+
+    ``nodes`` and ``private_keys`` are the manager's shared informers: the checks made on every
+    reconcile (is this node already configured? which key?) read their caches, not the API.
+    """
 
     client: kube.Client
     settings: Settings
     recorder: kube.EventRecorder
     payload: payload_manifest.Manifest
     version: str
+    nodes: informer_mod.Informer[Node]
+    private_keys: informer_mod.Informer[Secret]
     slots: asyncio.Semaphore = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +53,9 @@ class Hosts:
 
         The user-data controller reports a bad key in an Event; here it only means "not yet".
         """
-        secret = await kube.get(
+        secret = self.private_keys.store.get_by_name(
+            names.PRIVATE_KEY_SECRET, self.settings.namespace
+        ) or await kube.get(
             self.client, Secret, names.PRIVATE_KEY_SECRET, namespace=self.settings.namespace
         )
         raw = ((secret.data if secret else None) or {}).get(names.PRIVATE_KEY_SECRET_KEY)
@@ -62,7 +72,7 @@ class Hosts:
 
     async def up_to_date(self, instance: configure.Instance, inputs: configure.Inputs) -> bool:
         """Whether the instance's node is Ready and was configured by us with the current key."""
-        node = await configure.find_node(self.client, instance)
+        node = configure.match_node(self.nodes.store.objects(), instance)
         return configure.is_up_to_date(
             node, inputs.version, inputs.pub_key_hash
         ) and configure.node_is_ready(node)
@@ -151,4 +161,25 @@ def instance_of_node(
         username=annotations.get(names.USERNAME_ANNOTATION) or default_username,
         origin=origin,
         machine=annotations.get(names.MACHINE_ANNOTATION),
+    )
+
+
+def setup(
+    manager: manager_mod.Manager,
+    settings: Settings,
+    recorder: kube.EventRecorder,
+    payload: payload_manifest.Manifest,
+    version: str,
+) -> Hosts:
+    """The shared host state, on the manager's shared node and private-key informers."""
+    return Hosts(
+        client=manager.client,
+        settings=settings,
+        recorder=recorder,
+        payload=payload,
+        version=version,
+        nodes=manager.informer(Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS}),
+        private_keys=manager.informer(
+            Secret, namespace=settings.namespace, fields={"metadata.name": names.PRIVATE_KEY_SECRET}
+        ),
     )

@@ -32,7 +32,7 @@ import hashlib
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from lightkube.resources.core_v1 import Node
@@ -165,17 +165,23 @@ def node_addresses(node: Node) -> set[str]:
     return {a.address for a in (node.status.addresses if node.status else None) or []}
 
 
-async def find_node(client: kube.Client, instance: Instance) -> Node | None:
-    """The Node of an instance: the one annotated with its address, else one reporting it."""
-    result = await kube.list_objects(client, Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
-    for node in result.items:
+def match_node(nodes: Iterable[Node], instance: Instance) -> Node | None:
+    """The Node of an instance among ``nodes``: annotated with its address, else reporting it."""
+    candidates = list(nodes)
+    for node in candidates:
         annotations = (node.metadata.annotations if node.metadata else None) or {}
         if annotations.get(names.INSTANCE_ADDRESS_ANNOTATION) == instance.address:
             return node
-    for node in result.items:
+    for node in candidates:
         if instance.address in node_addresses(node):
             return node
     return None
+
+
+async def find_node(client: kube.Client, instance: Instance) -> Node | None:
+    """The Node of an instance, read fresh from the API server."""
+    result = await kube.list_objects(client, Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
+    return match_node(result.items, instance)
 
 
 class _Runner:

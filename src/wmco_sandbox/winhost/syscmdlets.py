@@ -58,13 +58,12 @@ async def get_item_property(inv: Invocation) -> list[object]:
                 ))  # fmt: skip
         if not props:
             continue
-        parent, _, child = key.rpartition("\\")
+        parent, _, _ = key.rpartition("\\")
         props.update({
             "PSPath": _reg_provider_path(to_str(path)), "PSParentPath": _reg_provider_path(parent),
             "PSChildName": to_str(path).rstrip("\\").rsplit("\\", 1)[-1], "PSDrive": "HKLM",
             "PSProvider": "Microsoft.PowerShell.Core\\Registry",
         })  # fmt: skip
-        del child
         out.append(PSObject("System.Management.Automation.PSCustomObject", props, view="list"))
     return out
 

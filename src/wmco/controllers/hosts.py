@@ -61,14 +61,12 @@ class Hosts:
         raw = ((secret.data if secret else None) or {}).get(names.PRIVATE_KEY_SECRET_KEY)
         if not raw:
             return None
-        pem = base64.b64decode(raw)
         try:
-            userdata.load_private_key(pem)
+            return configure.Inputs.from_key(
+                self.settings, base64.b64decode(raw), self.payload, self.version
+            )
         except userdata.PrivateKeyError:
             return None
-        return configure.Inputs(
-            settings=self.settings, private_key_pem=pem, payload=self.payload, version=self.version
-        )
 
     async def up_to_date(self, instance: configure.Instance, inputs: configure.Inputs) -> bool:
         """Whether the instance's node is Ready and was configured by us with the current key."""

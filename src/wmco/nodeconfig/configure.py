@@ -99,17 +99,28 @@ class Instance:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Inputs:
-    """Cluster-wide inputs of the flow, the same for every instance of one reconcile."""
+    """Cluster-wide inputs of the flow, the same for every instance of one reconcile.
+
+    Build it with :meth:`from_key`, which parses the key once and derives its hash.
+    """
 
     settings: Settings
     private_key_pem: bytes = dataclasses.field(repr=False)
     payload: payload_manifest.Manifest
     version: str
+    pub_key_hash: str
 
-    @property
-    def pub_key_hash(self) -> str:
-        """The ``pub-key-hash`` annotation value of the current key."""
-        return userdata.pub_key_hash(userdata.load_private_key(self.private_key_pem))
+    @classmethod
+    def from_key(
+        cls,
+        settings: Settings,
+        private_key_pem: bytes,
+        payload: payload_manifest.Manifest,
+        version: str,
+    ) -> Inputs:
+        """Parse the key once; raise ``userdata.PrivateKeyError`` if it is unusable."""
+        key = userdata.load_private_key(private_key_pem)
+        return cls(settings, private_key_pem, payload, version, userdata.pub_key_hash(key))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -94,7 +94,11 @@ async def test_scale_up_and_down_leaves_nothing_behind(sandbox: Sandbox) -> None
         )
 
     await eventually(sandbox, all_gone, "no Node, Machine or host left after scaling to 0")
-    assert await tokens(sandbox) == []
+
+    async def no_tokens() -> bool:
+        return await tokens(sandbox) == []
+
+    await eventually(sandbox, no_tokens, "no bootstrap token left", 30)
 
 
 async def test_listed_host_removed_from_configmap_is_deconfigured(sandbox: Sandbox) -> None:

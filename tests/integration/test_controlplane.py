@@ -13,7 +13,6 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +56,10 @@ from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import PatchType
 
+from kube_helpers import bootstrap_token_secret, eventually
 from wmco_sandbox.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def raw_get(plane: ControlPlane, path: str, token: str) -> tuple[int, Any]:
@@ -312,18 +303,7 @@ async def test_bootstrap_token_authenticates_as_bootstrap_user(
     control_plane: ControlPlane, kube: AsyncClient
 ) -> None:
     token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
-    await kube.create(
-        Secret(
-            metadata=ObjectMeta(name=f"bootstrap-token-{token_id}", namespace="kube-system"),
-            type="bootstrap.kubernetes.io/token",
-            stringData={
-                "token-id": token_id,
-                "token-secret": token_secret,
-                "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": "system:bootstrappers:worker",
-            },
-        )
-    )
+    await kube.create(bootstrap_token_secret(token_id, token_secret, "system:bootstrappers:worker"))
     try:
         token = f"{token_id}.{token_secret}"
         status, review = raw_post(

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ipaddress
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -38,6 +39,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
 from lightkube.resources.core_v1 import Event, Node, Secret
 
+import kube_helpers
 from wmco import kube as kapi
 from wmco import names
 from wmco.controllers import csr as csr_controller
@@ -47,20 +49,13 @@ from wmco_sandbox.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 20.0
+# Generous: informers reconnect with backoff when the API server is busy (CI has 2 cores).
+DEADLINE = 45.0
 CLIENT_USAGES = ["digital signature", "client auth"]
 SERVING_USAGES = ["digital signature", "server auth"]
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE
-) -> None:
-    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+eventually = functools.partial(kube_helpers.eventually, timeout=DEADLINE, poll=0.1)
 
 
 # --- requests ---------------------------------------------------------------------------------

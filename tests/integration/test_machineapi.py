@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from lightkube.resources.core_v1 import Event, Namespace, Node, NodeStatus, Pod,
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
+import kube_helpers
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.machineapi import (
     BootedHost,
@@ -95,6 +96,8 @@ spec:
           userDataSecret: {name: windows-user-data, namespace: openshift-machine-api}
 """
 
+eventually = functools.partial(kube_helpers.eventually, timeout=20, poll=0.1)
+
 
 def machineset_body(name: str, namespace: str) -> dict[str, Any]:
     text = (
@@ -104,15 +107,6 @@ def machineset_body(name: str, namespace: str) -> dict[str, Any]:
     )
     body: dict[str, Any] = yaml.safe_load(text)
     return body
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
-    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass

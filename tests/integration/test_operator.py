@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret
 from lightkube.types import PatchType
 
+from kube_helpers import eventually
 from wmco import names, userdata
 from wmco import operator as operator_mod
 from wmco.payload import manifest as payload_manifest
@@ -36,14 +36,6 @@ from wmco_sandbox.winhost import kubelet as sim_kubelet
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 def private_key_pem() -> bytes:
@@ -78,7 +70,13 @@ class World:
             self.manager_task.cancel()
             # A cancelled operator must stop promptly; waiting forever would hide that bug.
             done, _ = await asyncio.wait({self.manager_task}, timeout=30)
-            assert done, "the operator did not stop within 30s of being cancelled"
+            if not done:
+                stuck = [
+                    "".join(f"{frame.f_code.co_name}:{frame.f_lineno} " for frame in t.get_stack())
+                    for t in asyncio.all_tasks()
+                    if t is not asyncio.current_task()
+                ]
+                pytest.fail(f"the operator did not stop within 30s of being cancelled: {stuck}")
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 self.manager_task.result()
             self.manager_task = None
@@ -253,7 +251,12 @@ async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None
         if (s.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
     ]
     assert tokens == []
-    assert await world.events(names.EventReason.INSTANCE_SETUP)
+    # The Event follows the node's annotations: wait for it rather than racing it.
+    await eventually(
+        world._quiet(lambda: _has_event(world, names.EventReason.INSTANCE_SETUP)),
+        "an InstanceSetup Event",
+        30,
+    )
     # Every command the host received was one the strict host understood.
     failures = [r for r in host.command_log if r.exit_status not in (0, 1060, None)]
     assert not [r for r in failures if "is not recognized" in r.stderr]
@@ -270,18 +273,26 @@ async def test_removed_entry_deconfigures_the_host_and_deletes_its_node(world: W
     async def gone() -> bool:
         return await world.node_of(host) is None
 
-    await eventually(gone, "the node of the removed instance to be deleted")
+    await eventually(gone, "the node of the removed instance to be deleted", 90)
     await eventually(
         world._quiet(lambda: _async(host.machine.scm.get("kubelet") is None)),
         "the kubelet service to be deleted from the host",
         30,
     )
     assert host.machine.disk.get("C:\\k\\kubelet.exe") is None
-    assert await world.events(names.EventReason.INSTANCE_TEARDOWN)
+    await eventually(
+        world._quiet(lambda: _has_event(world, names.EventReason.INSTANCE_TEARDOWN)),
+        "an InstanceTeardown Event",
+        30,
+    )
 
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def _has_event(world: World, reason: str) -> bool:
+    return bool(await world.events(reason))
 
 
 async def test_bad_entry_and_unreachable_host_do_not_stop_a_good_one(world: World) -> None:
@@ -319,7 +330,7 @@ async def test_hostile_username_is_refused_and_runs_nothing(world: World) -> Non
     async def refused() -> bool:
         return bool(await world.events(names.EventReason.INVALID_INSTANCE))
 
-    await eventually(refused, "the hostile entry to be refused in an Event")
+    await eventually(refused, "the hostile entry to be refused in an Event", 90)
     assert host.command_log == []
     assert host.machine.disk.get("C:\\Windows") is not None
 
@@ -346,7 +357,7 @@ async def test_changed_host_key_is_refused_with_an_event(world: World) -> None:
     async def refused() -> bool:
         return bool(await world.events(names.EventReason.HOST_KEY_MISMATCH))
 
-    await eventually(refused, "a HostKeyMismatch Event")
+    await eventually(refused, "a HostKeyMismatch Event", 90)
 
 
 async def test_interrupted_configuration_resumes_without_duplicates(world: World) -> None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Node, Secret
 from lightkube.types import PatchType
 
+import kube_helpers
 from wmco import kube as kapi
 from wmco import names, userdata
 from wmco.controllers import userdata as userdata_controller
@@ -39,18 +40,11 @@ from wmco_sandbox.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 20.0
+# Generous: informers reconnect with backoff when the API server is busy (CI has 2 cores).
+DEADLINE = 45.0
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE
-) -> None:
-    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+eventually = functools.partial(kube_helpers.eventually, timeout=DEADLINE, poll=0.1)
 
 
 # --- keys -------------------------------------------------------------------------------------

@@ -8,13 +8,10 @@ so the operator's tests cannot pass merely because the two agree with each other
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import secrets
-import time
-from collections.abc import Awaitable, Callable
 
 import asyncssh
 import pytest
@@ -23,13 +20,13 @@ from lightkube.models.certificates_v1 import (
     CertificateSigningRequestCondition,
     CertificateSigningRequestStatus,
 )
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
     CertificateSigningRequestApproval,
 )
 from lightkube.resources.core_v1 import Node, Secret
 
+from kube_helpers import bootstrap_token_secret, eventually
 from wmco_sandbox.controlplane import ControlPlane, free_port
 from wmco_sandbox.winhost import kubelet as sim_kubelet
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
@@ -37,14 +34,6 @@ from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 pytestmark = pytest.mark.integration
 
 ADMIN_KEYS = "C:\\ProgramData\\ssh\\administrators_authorized_keys"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def user_data(public_key: str) -> str:
@@ -110,18 +99,7 @@ async def test_a_script_gets_a_host_to_a_ready_node(
     )
     await host.boot(user_data(public))
     token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
-    await kube.create(
-        Secret(
-            metadata=ObjectMeta(name=f"bootstrap-token-{token_id}", namespace="kube-system"),
-            type="bootstrap.kubernetes.io/token",
-            stringData={
-                "token-id": token_id,
-                "token-secret": token_secret,
-                "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": "system:bootstrappers:script",
-            },
-        )
-    )
+    await kube.create(bootstrap_token_secret(token_id, token_secret, "system:bootstrappers:script"))
     try:
         async with asyncssh.connect(
             host.address,

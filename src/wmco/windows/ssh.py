@@ -438,8 +438,10 @@ class WindowsHost:
         def mark_lost() -> None:
             self._connected = False
 
-        conn, _ = await asyncio.wait_for(
-            asyncssh.create_connection(
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+        # arrives as the connection completes, and a cancelled operator would then never stop.
+        async with asyncio.timeout(self._settings.ssh_connect_timeout):
+            conn, _ = await asyncssh.create_connection(
                 lambda: _PinningClient(state, mark_lost),
                 self.address,
                 self.port,
@@ -451,10 +453,7 @@ class WindowsHost:
                 preferred_auth="publickey",
                 password=None,
                 keepalive_interval=15,
-                connect_timeout=self._settings.ssh_connect_timeout,
-            ),
-            timeout=self._settings.ssh_connect_timeout + 5,
-        )
+            )
         return conn
 
     async def close(self) -> None:
@@ -464,7 +463,8 @@ class WindowsHost:
         if conn is not None:
             conn.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-                await asyncio.wait_for(conn.wait_closed(), timeout=5)
+                async with asyncio.timeout(5):
+                    await conn.wait_closed()
 
     async def reconnect(self, *, within: float | None = None) -> HostKey:
         """Close and connect again (after a reboot or a network reset)."""

@@ -39,7 +39,8 @@ class Wakeup:
     async def wait(self, timeout: float) -> None:
         """Return when set (clearing it) or after ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancellation
+                await self._event.wait()
         self._event.clear()
 
 

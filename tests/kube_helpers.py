@@ -1,0 +1,36 @@
+"""Helpers shared by the tests that talk to the real control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60, poll: float = 0.2
+) -> None:
+    """Wait until ``check()`` is true, polling, or fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(poll)
+
+
+def bootstrap_token_secret(token_id: str, token_secret: str, extra_group: str) -> Secret:
+    """A kubeadm-style bootstrap token Secret in ``kube-system`` (authentication only)."""
+    return Secret(
+        metadata=ObjectMeta(name=f"bootstrap-token-{token_id}", namespace="kube-system"),
+        type="bootstrap.kubernetes.io/token",
+        stringData={
+            "token-id": token_id,
+            "token-secret": token_secret,
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": extra_group,
+        },
+    )

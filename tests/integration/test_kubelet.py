@@ -46,14 +46,12 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod, Secret, ServiceAccount
 
 from wmco_sandbox.controlplane import ControlPlane
-from wmco_sandbox.winhost import (
-    kubelet,
-    kubelet_kubeconfig,
-    kubelet_node,
-    kubelet_options,
-    kubelet_pki,
-)
-from wmco_sandbox.winhost.kubelet_api import HostFacts, KubeletConfigError
+from wmco_sandbox.winhost import kubelet
+from wmco_sandbox.winhost.core.processes import HostFacts, KubeletConfigError
+from wmco_sandbox.winhost.kubelet import kubeconfig as kubelet_kubeconfig
+from wmco_sandbox.winhost.kubelet import node as kubelet_node
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
+from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from wmco_sandbox.winhost.core.processes import KubeletConfigError, KubeletEnvironment
+from wmco_sandbox.winhost.core.scm import State
 from wmco_sandbox.winhost.host import WindowsHost
-from wmco_sandbox.winhost.kubelet_api import KubeletConfigError, KubeletEnvironment
-from wmco_sandbox.winhost.scm import State
 
 
 class FakeKubelet:

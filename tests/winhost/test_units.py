@@ -9,10 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wmco_sandbox.winhost.disk import DiskError, VirtualDisk
-from wmco_sandbox.winhost.pslang import Command, Literal, Pipeline, ValueArg, parse_script
-from wmco_sandbox.winhost.tarstream import TarError, TarScanner
-from wmco_sandbox.winhost.winargv import join_ps51_native, split_command_line
+from wmco_sandbox.winhost.core.disk import DiskError, VirtualDisk
+from wmco_sandbox.winhost.core.tarstream import TarError, TarScanner
+from wmco_sandbox.winhost.core.winargv import join_ps51_native, split_command_line
+from wmco_sandbox.winhost.powershell.parser import (
+    Command,
+    Literal,
+    Pipeline,
+    ValueArg,
+    parse_script,
+)
 
 
 @pytest.mark.parametrize(

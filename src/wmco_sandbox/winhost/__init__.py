@@ -6,17 +6,17 @@ arrives on the wire by itself. Entry points: :class:`WindowsHost` (one host), an
 ``docs/windows-surface.md``.
 """
 
-from .faults import CommandRecord, Faults
-from .fleet import WindowsHostFleet
-from .host import WindowsHost, allocate_address
-from .kubelet_api import (
+from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
+from wmco_sandbox.winhost.core.processes import (
     HostFacts,
     KubeletConfigError,
     KubeletEnvironment,
     KubeletFactory,
     KubeletProcess,
 )
-from .powershell import ShellResult
+from wmco_sandbox.winhost.fleet import WindowsHostFleet
+from wmco_sandbox.winhost.host import WindowsHost, allocate_address
+from wmco_sandbox.winhost.powershell.session import ShellResult
 
 __all__ = [
     "CommandRecord",

@@ -9,7 +9,7 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-from .host import WindowsHost
+from wmco_sandbox.winhost.host import WindowsHost
 
 __all__ = ["WindowsHostFleet"]
 

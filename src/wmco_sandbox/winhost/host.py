@@ -18,13 +18,18 @@ from collections.abc import Sequence
 
 import asyncssh
 
-from .disk import FileNode, VirtualDisk
-from .faults import CommandRecord, Faults
-from .kubelet_api import HostFacts, KubeletFactory
-from .machine import IMAGES, OPENSSH_KEY, POWERSHELL_EXE, Machine
-from .powershell import PowerShellSession, ShellResult
-from .sshserver import ADMIN_KEYS, WinSSHServer, authorized_blobs
-from .userdata import UserData, parse_user_data
+from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
+from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
+from wmco_sandbox.winhost.core.machine import IMAGES, OPENSSH_KEY, POWERSHELL_EXE, Machine
+from wmco_sandbox.winhost.core.processes import HostFacts, KubeletFactory
+from wmco_sandbox.winhost.core.userdata import UserData, parse_user_data
+from wmco_sandbox.winhost.powershell.session import (
+    PowerShellSession,
+    ShellResult,
+    run_powershell_exe,
+)
+from wmco_sandbox.winhost.shells.cmd import run_cmd, run_cmd_exe
+from wmco_sandbox.winhost.ssh.server import ADMIN_KEYS, WinSSHServer, authorized_blobs
 
 __all__ = ["WindowsHost", "allocate_address"]
 
@@ -87,6 +92,7 @@ class WindowsHost:
         initial = faults or Faults()
         disk = VirtualDisk(capacity=disk_capacity, sink_threshold=sink_threshold, faults=initial)
         self.machine = Machine(self.facts, win, initial, disk, kubelet_factory)
+        self.machine.shells.update(cmd=run_cmd_exe, powershell=run_powershell_exe)
         self.users = {u.lower() for u in users}
         algorithm = "ssh-ed25519" if host_key_type == "ed25519" else "ssh-rsa"
         self.host_key = asyncssh.generate_private_key(algorithm)
@@ -172,8 +178,6 @@ class WindowsHost:
 
     async def run(self, command: str, *, shell: str | None = None) -> ShellResult:
         """Run a command directly (no SSH), in the default shell or the one named."""
-        from .cmd import run_cmd
-
         chosen = shell or self.machine.default_shell()
         if chosen == "powershell":
             return await PowerShellSession(self.machine).run(command)

@@ -1,6 +1,6 @@
 """Expression-mode parsing of the PowerShell subset: strings, variables, operators, members.
 
-Split from :mod:`pslang` (statements and argument mode) to keep each module small; the
+Split from :mod:`~wmco_sandbox.winhost.powershell.parser` (statements and argument mode) to keep each module small; the
 statement parser derives from :class:`ExprParser`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .psast import (
+from wmco_sandbox.winhost.powershell.syntax import (
     ArrayLit,
     Binary,
     ExpandString,

@@ -25,7 +25,9 @@ from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from wmco_sandbox.winhost import kubelet_context, kubelet_heartbeat, kubelet_node
+from wmco_sandbox.winhost.kubelet import context as kubelet_context
+from wmco_sandbox.winhost.kubelet import heartbeat as kubelet_heartbeat
+from wmco_sandbox.winhost.kubelet import node as kubelet_node
 
 __all__ = ["PodWorker"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 
-from .cmdlets import _fq, register, strs
-from .psbind import Invocation, P
-from .pserrors import ErrorRecord
-from .psvalues import PSObject, to_str
-from .scm import ScmError, Service, State
+from wmco_sandbox.winhost.core.scm import ScmError, Service, State
+from wmco_sandbox.winhost.powershell.binding import Invocation, P
+from wmco_sandbox.winhost.powershell.errors import ErrorRecord
+from wmco_sandbox.winhost.powershell.registry import fq, register, strs
+from wmco_sandbox.winhost.powershell.values import PSObject, to_str
 
 __all__: list[str] = []
 
@@ -36,7 +36,7 @@ def _services(inv: Invocation) -> list[Service]:
         if svc is None:
             inv.error(ErrorRecord(
                 f"Cannot find any service with service name '{name}'.",
-                _fq(inv, "NoServiceFoundForGivenName"), "ObjectNotFound", target=to_str(name),
+                fq(inv, "NoServiceFoundForGivenName"), "ObjectNotFound", target=to_str(name),
                 target_type="String", reason="ServiceCommandException",
             ))  # fmt: skip
             continue
@@ -65,7 +65,7 @@ async def get_service(inv: Invocation) -> list[object]:
 def _cannot_start(inv: Invocation, svc: Service) -> ErrorRecord:
     return ErrorRecord(
         f"Service '{svc.display_name} ({svc.name})' cannot be started due to the following error: "
-        f"Cannot start service {svc.name} on computer '.'.", _fq(inv, "CouldNotStartService"),
+        f"Cannot start service {svc.name} on computer '.'.", fq(inv, "CouldNotStartService"),
         "OpenError", target="System.ServiceProcess.ServiceController", target_type="ServiceController",
         reason="ServiceCommandException",
     )  # fmt: skip
@@ -86,7 +86,7 @@ async def _stop(inv: Invocation, svc: Service) -> bool:
         inv.error(ErrorRecord(
             f"Cannot stop service '{svc.display_name} ({svc.name})' because it has dependent "
             "services. It can only be stopped if the Force flag is set.",
-            _fq(inv, "ServiceHasDependentServices"), "InvalidOperation",
+            fq(inv, "ServiceHasDependentServices"), "InvalidOperation",
             target="System.ServiceProcess.ServiceController", target_type="ServiceController",
             reason="ServiceCommandException",
         ))  # fmt: skip
@@ -189,7 +189,7 @@ async def get_process(inv: Invocation) -> list[object]:
         if not hits and not any(c in to_str(want) for c in "*?["):
             inv.error(ErrorRecord(
                 f'Cannot find a process with the name "{want}". Verify the process name and call '
-                "the cmdlet again.", _fq(inv, "NoProcessFoundForGivenName"), "ObjectNotFound",
+                "the cmdlet again.", fq(inv, "NoProcessFoundForGivenName"), "ObjectNotFound",
                 target=to_str(want), target_type="String", reason="ProcessCommandException",
             ))  # fmt: skip
         out.extend(hits)

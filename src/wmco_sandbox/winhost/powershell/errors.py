@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .disk import DiskError
+    from wmco_sandbox.winhost.core.disk import DiskError
 
 __all__ = [
-    "CMDLET_CLASSES", "ErrorRecord", "PSRuntimeError", "disk_error_record", "ellipsize",
-    "format_record",
+    "CMDLET_CLASSES", "ErrorRecord", "PSRuntimeError", "RebootRequested", "disk_error_record",
+    "ellipsize", "format_record",
 ]  # fmt: skip
 
 WIDTH = 120
@@ -183,3 +183,7 @@ def disk_error_record(exc: DiskError, path: str) -> ErrorRecord:
         f"Cannot find path '{path}' because it does not exist.", "PathNotFound", "ObjectNotFound",
         target=path, target_type="String", reason="ItemNotFoundException",
     )  # fmt: skip
+
+
+class RebootRequested(Exception):
+    """``Restart-Computer`` ran: the session ends without an exit status."""

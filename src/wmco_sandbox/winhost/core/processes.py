@@ -4,7 +4,7 @@ The host's service control manager knows nothing about Kubernetes: when it start
 binary is ``kubelet.exe`` it builds the argv from the service's binPath (Windows command-line
 splitting rules) and hands it, together with a narrow view of the host
 (:class:`KubeletEnvironment`), to a :data:`KubeletFactory`. The kubelet simulation
-(``kubelet.py``, written separately) lives on the other side of this interface, so that each
+(``kubelet/``, written separately) lives on the other side of this interface, so that each
 side can be built and tested on its own.
 """
 

@@ -25,7 +25,8 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 
-from wmco_sandbox.winhost import kubelet_options, kubelet_pki
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
+from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 __all__ = [
     "KubeconfigError",

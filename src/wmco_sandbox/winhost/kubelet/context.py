@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from lightkube import ApiError
 
-from wmco_sandbox.winhost import kubelet_options, kubelet_pki
-from wmco_sandbox.winhost.kubelet_api import KubeletEnvironment
+from wmco_sandbox.winhost.core.processes import KubeletEnvironment
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
+from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 __all__ = [
     "Klog",

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import uuid
 
-from .cmdlets import _fq, register, strs
-from .machine import CURRENT_VERSION_KEY, FirewallRule
-from .powershell import RebootRequested
-from .psbind import Invocation, P
-from .pserrors import ErrorRecord
-from .psvalues import PSObject, to_str
+from wmco_sandbox.winhost.core.machine import CURRENT_VERSION_KEY, FirewallRule
+from wmco_sandbox.winhost.powershell.binding import Invocation, P
+from wmco_sandbox.winhost.powershell.errors import ErrorRecord, RebootRequested
+from wmco_sandbox.winhost.powershell.registry import fq, register, strs
+from wmco_sandbox.winhost.powershell.values import PSObject, to_str
 
 __all__: list[str] = []
 
@@ -28,7 +27,7 @@ def _reg_provider_path(key: str) -> str:
 
 def _key_missing(inv: Invocation, path: str) -> ErrorRecord:
     return ErrorRecord(
-        f"Cannot find path '{path}' because it does not exist.", _fq(inv, "PathNotFound"),
+        f"Cannot find path '{path}' because it does not exist.", fq(inv, "PathNotFound"),
         "ObjectNotFound", target=path, target_type="String", reason="ItemNotFoundException",
     )  # fmt: skip
 
@@ -53,7 +52,7 @@ async def get_item_property(inv: Invocation) -> list[object]:
             if n not in values:
                 inv.error(ErrorRecord(
                     f"Property {n} does not exist at path {_reg_provider_path(key).split('::')[1]}.",
-                    _fq(inv, "System.Management.Automation.PSArgumentException"), "InvalidArgument",
+                    fq(inv, "System.Management.Automation.PSArgumentException"), "InvalidArgument",
                     target=n, target_type="String", reason="PSArgumentException",
                 ))  # fmt: skip
         if not props:
@@ -86,7 +85,7 @@ async def new_item_property(inv: Invocation) -> list[object]:
             continue
         if name.lower() in registry[key] and not inv.arg("Force"):
             inv.error(ErrorRecord(
-                "The property already exists.", _fq(inv, "System.IO.IOException"),
+                "The property already exists.", fq(inv, "System.IO.IOException"),
                 "ResourceExists", target=_reg_provider_path(to_str(path)).split("::")[1],
                 target_type="String", reason="IOException",
             ))  # fmt: skip
@@ -112,7 +111,7 @@ async def get_cim_instance(inv: Invocation) -> list[object]:
     cls = to_str(inv.arg("ClassName"))
     if cls.lower() != "win32_operatingsystem":
         raise inv.fail(ErrorRecord(
-            "Invalid class ", _fq(inv, "HRESULT 0x80041010"), "MetadataError",
+            "Invalid class ", fq(inv, "HRESULT 0x80041010"), "MetadataError",
             target="root\\cimv2:" + cls, target_type="String", reason="CimException",
         ))  # fmt: skip
     reg = machine.registry[CURRENT_VERSION_KEY]
@@ -160,7 +159,7 @@ async def get_windows_optional_feature(inv: Invocation) -> list[object]:
     if not inv.arg("Online") and not inv.arg("Path"):
         raise inv.fail(ErrorRecord(
             "Parameter set cannot be resolved using the specified named parameters.",
-            _fq(inv, "AmbiguousParameterSet"), "InvalidArgument", reason="ParameterBindingException",
+            fq(inv, "AmbiguousParameterSet"), "InvalidArgument", reason="ParameterBindingException",
         ))  # fmt: skip
     machine = inv.session.machine
     out: list[object] = []
@@ -168,7 +167,7 @@ async def get_windows_optional_feature(inv: Invocation) -> list[object]:
         state = machine.features.get(to_str(name).lower())
         if state is None:
             inv.error(ErrorRecord(
-                f"Feature name {name} is unknown.", _fq(inv, "Microsoft.Dism.Commands.GetWindowsOptionalFeatureCommand"),
+                f"Feature name {name} is unknown.", fq(inv, "Microsoft.Dism.Commands.GetWindowsOptionalFeatureCommand"),
                 "NotSpecified", reason="COMException",
             ))  # fmt: skip
             continue
@@ -194,7 +193,7 @@ async def install_windows_feature(inv: Invocation) -> list[object]:
     ):
         raise inv.fail(ErrorRecord(
             'Win32 internal error "Access is denied" 0x5 occurred while reading the console output '
-            "buffer. Contact Microsoft Customer Support Services.", _fq(inv, "ReadConsoleOutput"),
+            "buffer. Contact Microsoft Customer Support Services.", fq(inv, "ReadConsoleOutput"),
             "ReadError", reason="HostException",
         ))  # fmt: skip
     machine = session.machine
@@ -204,7 +203,7 @@ async def install_windows_feature(inv: Invocation) -> list[object]:
         if machine.features.get(n.lower()) is None:
             raise inv.fail(ErrorRecord(
                 f"ArgumentNotValid: The role, role service, or feature name is not valid: '{n}'. "
-                "The name was not found.", _fq(inv, "NameDoesNotExist"), "InvalidArgument",
+                "The name was not found.", fq(inv, "NameDoesNotExist"), "InvalidArgument",
                 target=n, target_type="String[]", reason="Exception",
             ))  # fmt: skip
         if machine.features[n.lower()] == "Disabled":
@@ -236,7 +235,7 @@ async def add_windows_capability(inv: Invocation) -> list[object]:
         machine.install_openssh()
     elif name.lower() != "openssh.client~~~~0.0.1.0":
         raise inv.fail(ErrorRecord(
-            "Add-WindowsCapability failed. Error code = 0x800f0954", _fq(inv, "Microsoft.Dism.Commands.AddWindowsCapabilityCommand"),
+            "Add-WindowsCapability failed. Error code = 0x800f0954", fq(inv, "Microsoft.Dism.Commands.AddWindowsCapabilityCommand"),
             "NotSpecified", reason="COMException",
         ))  # fmt: skip
     return [
@@ -286,7 +285,7 @@ async def new_net_firewall_rule(inv: Invocation) -> list[object]:
     name = to_str(inv.arg("Name")) or "{" + str(uuid.uuid4()) + "}"
     if any(r.name.lower() == name.lower() for r in machine.firewall):
         raise inv.fail(ErrorRecord(
-            "Cannot create a file when that file already exists.", _fq(inv, "Windows System Error 183"),
+            "Cannot create a file when that file already exists.", fq(inv, "Windows System Error 183"),
             "ResourceExists", target="MSFT_NetFirewallRule", target_type="root/standardcimv2/MSFT_NetFirewallRule",
             reason="CimException",
         ))  # fmt: skip
@@ -326,7 +325,7 @@ async def get_net_firewall_rule(inv: Invocation) -> list[object]:
             prop = "InstanceID" if key == "Name" else "DisplayName"
             inv.error(ErrorRecord(
                 f"No MSFT_NetFirewallRule objects found with property '{prop}' equal to '{want}'.  "
-                "Verify the value of the property and retry.", _fq(inv, f"CmdletizationQuery_NotFound_{prop}"),
+                "Verify the value of the property and retry.", fq(inv, f"CmdletizationQuery_NotFound_{prop}"),
                 "ObjectNotFound", target=to_str(want), target_type="String", reason="CimJobException",
             ))  # fmt: skip
         out.extend(_rule_object(r) for r in hits)

@@ -32,7 +32,8 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from wmco_sandbox.winhost import kubelet_context, kubelet_node
+from wmco_sandbox.winhost.kubelet import context as kubelet_context
+from wmco_sandbox.winhost.kubelet import node as kubelet_node
 
 __all__ = ["CONTAINERD_SERVICE", "RUNTIME_DOWN", "LeaseController", "NodeStatusController"]
 

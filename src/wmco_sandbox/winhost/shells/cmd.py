@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-from .disk import DirNode, DiskError
-from .machine import Machine, NativeResult
+from wmco_sandbox.winhost.core.disk import DirNode, DiskError
+from wmco_sandbox.winhost.core.machine import Machine, NativeResult
+from wmco_sandbox.winhost.shells.dispatch import run_program
 
 __all__ = ["run_cmd", "run_cmd_exe"]
 
@@ -74,8 +75,6 @@ def _not_recognized(name: str) -> NativeResult:
 
 
 async def _builtin(machine: Machine, command: str) -> NativeResult:
-    from .shells import run_program
-
     text = command.strip(" \t")
     if not text:
         return NativeResult(0)

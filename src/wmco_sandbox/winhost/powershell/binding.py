@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .psast import Command, Expr, ParamArg, ValueArg
-from .pserrors import CMDLET_CLASSES, ErrorRecord, PSRuntimeError
-from .psvalues import to_str, truthy
+from wmco_sandbox.winhost.powershell.errors import CMDLET_CLASSES, ErrorRecord, PSRuntimeError
+from wmco_sandbox.winhost.powershell.syntax import Command, Expr, ParamArg, ValueArg
+from wmco_sandbox.winhost.powershell.values import to_str, truthy
 
 if TYPE_CHECKING:
-    from .powershell import PowerShellSession
+    from wmco_sandbox.winhost.powershell.session import PowerShellSession
 
 __all__ = ["COMMON", "Binder", "CmdletImpl", "CmdletSpec", "Invocation", "P"]
 

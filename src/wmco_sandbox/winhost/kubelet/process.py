@@ -6,7 +6,7 @@ The host's service control manager starts the ``kubelet`` service by calling
 ``kubelet.exe`` v1.36 on Windows Server (reference: ``kubelet-windows.md``):
 
 ``start()`` (synchronous checks; a wrong setup raises ``KubeletConfigError`` and logs why)
-    Flags and the ``--config`` KubeletConfiguration are resolved (``kubelet_options``). If the
+    Flags and the ``--config`` KubeletConfiguration are resolved (``kubelet.options``). If the
     ``--kubeconfig`` has no usable client certificate, the bootstrap kubeconfig is loaded and the
     kubelet immediately writes a ``--kubeconfig`` pointing at
     ``<cert-dir>\kubelet-client-current.pem``, which does not exist yet.
@@ -25,7 +25,7 @@ The main task (everything a kubelet only finds out while running)
 ``stop()`` cancels every task at once (no further heartbeat) and closes the HTTP clients. A
 crash of any loop ends the process as a Go panic would: ``env.exited(2, ...)``.
 
-The decisions live in pure modules (``kubelet_options``, ``kubelet_node``, ``kubelet_pki``,
+The decisions live in pure modules (``options``, ``node``, ``pki``,
 ``kubelet_kubeconfig``); this module and the loops are thin asynchronous shells around them.
 """
 
@@ -42,21 +42,19 @@ from lightkube import AsyncClient
 from lightkube.config.client_adapter import AsyncClient as raw_async_client
 from lightkube.config.client_adapter import ConnectionParams
 
-from wmco_sandbox.winhost import (
-    kubelet_certmanager,
-    kubelet_context,
-    kubelet_heartbeat,
-    kubelet_kubeconfig,
-    kubelet_node,
-    kubelet_options,
-    kubelet_pki,
-    kubelet_pods,
-)
-from wmco_sandbox.winhost.kubelet_api import (
+from wmco_sandbox.winhost.core.processes import (
     KubeletConfigError,
     KubeletEnvironment,
     KubeletProcess,
 )
+from wmco_sandbox.winhost.kubelet import certmanager as kubelet_certmanager
+from wmco_sandbox.winhost.kubelet import context as kubelet_context
+from wmco_sandbox.winhost.kubelet import heartbeat as kubelet_heartbeat
+from wmco_sandbox.winhost.kubelet import kubeconfig as kubelet_kubeconfig
+from wmco_sandbox.winhost.kubelet import node as kubelet_node
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
+from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
+from wmco_sandbox.winhost.kubelet import pods as kubelet_pods
 
 __all__ = ["KubeletPhase", "SimulatedKubelet", "factory_with", "kubelet_factory"]
 

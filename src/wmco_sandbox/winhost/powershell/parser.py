@@ -6,14 +6,22 @@ literals, operators). The parser switches mode exactly where PowerShell does, an
 PowerShell's real quoting rules: ``''`` inside single quotes; backtick escapes, ``""`` and
 ``$var`` / ``$(...)`` expansion inside double quotes; quoted segments glued to barewords
 (``key="a b"`` is one argument ``key=a b``). It produces a small AST evaluated by
-:mod:`powershell`. Syntax it cannot parse is a ParserError, as in PowerShell.
+:mod:`~wmco_sandbox.winhost.powershell.session`. Syntax it cannot parse is a ParserError, as in PowerShell.
 """
 
 from __future__ import annotations
 
 import re
 
-from .psast import (
+from wmco_sandbox.winhost.powershell.expr import (
+    _ARG_END,
+    _ESCAPES,
+    _NUM_RE,
+    _PARAM_RE,
+    ExprParser,
+    ParseError,
+)
+from wmco_sandbox.winhost.powershell.syntax import (
     ArrayLit,
     Binary,
     Command,
@@ -35,7 +43,6 @@ from .psast import (
     ValueArg,
     Var,
 )  # fmt: skip
-from .psexpr import _ARG_END, _ESCAPES, _NUM_RE, _PARAM_RE, ExprParser, ParseError
 
 __all__ = [
     "ArrayLit",

@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName
 
-from .disk import DirNode, DiskError, FileNode, FileWriter
-
-if TYPE_CHECKING:
-    from .host import WindowsHost
+from wmco_sandbox.winhost.core.disk import DirNode, DiskError, FileNode, FileWriter
+from wmco_sandbox.winhost.ssh.endpoint import SshEndpoint
 
 __all__ = ["WinSFTPServer"]
 
@@ -63,7 +60,7 @@ class WinSFTPServer(asyncssh.SFTPServer):
         host: The host whose disk is served.
     """
 
-    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], host: WindowsHost) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], host: SshEndpoint) -> None:
         super().__init__(chan)
         self._host = host
         self._disk = host.machine.disk

@@ -32,13 +32,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from lightkube import ApiError, AsyncClient
 
-from wmco_sandbox.winhost import (
-    kubelet_context,
-    kubelet_csr,
-    kubelet_node,
-    kubelet_options,
-    kubelet_pki,
-)
+from wmco_sandbox.winhost.kubelet import context as kubelet_context
+from wmco_sandbox.winhost.kubelet import csr as kubelet_csr
+from wmco_sandbox.winhost.kubelet import node as kubelet_node
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
+from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 __all__ = [
     "CLIENT_PREFIX",

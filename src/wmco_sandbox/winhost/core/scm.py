@@ -4,7 +4,7 @@ Real semantics, because the operator's correctness depends on them: a service's 
 token of its binPath) must exist on the disk to start (error 2); dependencies start first
 (missing → 1075) and block stopping (1051); disabled services do not start (1058); deleting a
 running service only marks it for deletion (1072). Services run as "plain processes" except
-``kubelet.exe``, which is handed to the kubelet factory (see :mod:`kubelet_api`).
+``kubelet.exe``, which is handed to the kubelet factory (see :mod:`~wmco_sandbox.winhost.core.processes`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .disk import FileNode, VirtualDisk
-from .faults import Faults
-from .kubelet_api import KubeletConfigError, KubeletEnvironment, KubeletFactory, KubeletProcess
-from .winargv import split_command_line
+from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
+from wmco_sandbox.winhost.core.faults import Faults
+from wmco_sandbox.winhost.core.processes import (
+    KubeletConfigError,
+    KubeletEnvironment,
+    KubeletFactory,
+    KubeletProcess,
+)
+from wmco_sandbox.winhost.core.winargv import split_command_line
 
 __all__ = ["MESSAGES", "ScmError", "Service", "ServiceControlManager", "State"]
 

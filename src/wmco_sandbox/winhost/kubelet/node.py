@@ -26,7 +26,7 @@ from typing import Any
 
 from lightkube.utils.quantity import parse_quantity
 
-from wmco_sandbox.winhost import kubelet_options
+from wmco_sandbox.winhost.kubelet import options as kubelet_options
 
 __all__ = [
     "ATTACH_DETACH_ANNOTATION",

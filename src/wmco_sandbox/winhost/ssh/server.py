@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import asyncssh
 from asyncssh.constants import OPEN_ADMINISTRATIVELY_PROHIBITED
 from asyncssh.packet import UInt32
 
-from .cmd import run_cmd
-from .faults import CommandRecord
-from .powershell import PowerShellSession, ShellResult
-
-if TYPE_CHECKING:
-    from .host import WindowsHost
+from wmco_sandbox.winhost.core.faults import CommandRecord
+from wmco_sandbox.winhost.powershell.session import PowerShellSession, ShellResult
+from wmco_sandbox.winhost.shells.cmd import run_cmd
+from wmco_sandbox.winhost.ssh.endpoint import SshEndpoint
+from wmco_sandbox.winhost.ssh.sftp import WinSFTPServer
 
 __all__ = ["WinSSHServer", "authorized_blobs", "handle_process", "send_exit_status"]
 
@@ -47,7 +46,7 @@ def authorized_blobs(data: bytes) -> set[bytes]:
 class WinSSHServer(asyncssh.SSHServer):
     """Per-connection server object: authentication decisions and connection tracking."""
 
-    def __init__(self, host: WindowsHost) -> None:
+    def __init__(self, host: SshEndpoint) -> None:
         self._host = host
         self._conn: asyncssh.SSHServerConnection | None = None
 
@@ -75,8 +74,6 @@ class WinSSHServer(asyncssh.SSHServer):
 
     def session_requested(self) -> asyncssh.SSHServerProcess[bytes]:
         """Open a session channel, enforcing sshd's ``MaxSessions`` (10) per connection."""
-        from .sftp import WinSFTPServer
-
         host = self._host
         assert self._conn is not None
         channels = self._conn._channels.values()  # asyncssh keeps no public count
@@ -102,7 +99,7 @@ def send_exit_status(process: asyncssh.SSHServerProcess[bytes], status: int) -> 
         chan.close()
 
 
-async def handle_process(host: WindowsHost, process: asyncssh.SSHServerProcess[bytes]) -> None:
+async def handle_process(host: SshEndpoint, process: asyncssh.SSHServerProcess[bytes]) -> None:
     """Run one exec request in the host's default shell."""
     user = process.get_extra_info("username") or ""
     command = process.command

@@ -6,11 +6,12 @@ operator and the user data use (``| Out-Null``, ``Where-Object Name -eq 'x'``).
 
 from __future__ import annotations
 
-from .cmdlets import _fq, register
-from .psast import ScriptBlock
-from .psbind import Invocation, P
-from .pserrors import ErrorRecord
-from .psvalues import PSObject, compare, to_str, truthy
+from wmco_sandbox.winhost.powershell.binding import Invocation, P
+from wmco_sandbox.winhost.powershell.errors import ErrorRecord
+from wmco_sandbox.winhost.powershell.parser import ParseError, parse_script
+from wmco_sandbox.winhost.powershell.registry import fq, register
+from wmco_sandbox.winhost.powershell.syntax import ScriptBlock
+from wmco_sandbox.winhost.powershell.values import PSObject, compare, to_str, truthy
 
 __all__: list[str] = []
 
@@ -65,12 +66,10 @@ async def where_object(inv: Invocation) -> list[object]:
 @register("Invoke-Expression", [P("Command", pos=0, mandatory=True)])
 async def invoke_expression(inv: Invocation) -> list[object]:
     """Invoke-Expression: parse and run a string in the current scope."""
-    from .pslang import ParseError, parse_script
-
     try:
         tree = parse_script(to_str(inv.arg("Command")))
     except ParseError as exc:
         raise inv.fail(
-            ErrorRecord(exc.message, _fq(inv, exc.error_id), "ParserError", reason="ParseException")
+            ErrorRecord(exc.message, fq(inv, exc.error_id), "ParserError", reason="ParseException")
         ) from None
     return await inv.session.run_block(tree)

@@ -13,8 +13,8 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from .faults import Faults
-from .tarstream import TarError, TarMember, TarScanner
+from wmco_sandbox.winhost.core.faults import Faults
+from wmco_sandbox.winhost.core.tarstream import TarError, TarMember, TarScanner
 
 __all__ = ["DirNode", "DiskError", "FileNode", "FileWriter", "VirtualDisk", "WinPath"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import posixpath
 
-from .disk import DirNode, DiskError, FileNode
-from .machine import Machine, NativeResult
-from .scm import MESSAGES, START_TYPES, ScmError, Service, State
-from .tarstream import TarError, TarScanner
-from .winargv import split_command_line
+from wmco_sandbox.winhost.core.disk import DirNode, DiskError, FileNode
+from wmco_sandbox.winhost.core.machine import Machine, NativeResult
+from wmco_sandbox.winhost.core.scm import MESSAGES, START_TYPES, ScmError, Service, State
+from wmco_sandbox.winhost.core.tarstream import TarError, TarScanner
+from wmco_sandbox.winhost.core.winargv import split_command_line
 
 __all__ = ["NATIVE_PROGRAMS", "run_native"]
 

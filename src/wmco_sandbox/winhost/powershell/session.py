@@ -1,7 +1,7 @@
 """A Windows PowerShell 5.1 interpreter for the statements the host understands.
 
-It evaluates the AST of :mod:`pslang`: pipelines, assignments, ``if``, ``exit``, variables,
-property access, comparisons. Cmdlets (``cmdlets.py``) are bound with PowerShell's parameter
+It evaluates the AST of :mod:`~wmco_sandbox.winhost.powershell.parser`: pipelines, assignments, ``if``, ``exit``, variables,
+property access, comparisons. Cmdlets (``cmdlets/``) are bound with PowerShell's parameter
 binding rules (unambiguous prefixes, positional parameters, switches, validate sets, common
 parameters) and fail with PowerShell's binding errors. Native programs get the command line
 5.1 would build. The exit status follows ``powershell.exe -c``: ``exit N``, else 0/1 from ``$?``
@@ -10,14 +10,22 @@ of the last statement; a script-terminating error gives 1.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
-from .disk import DiskError, FileNode
-from .machine import Machine, NativeResult
-from .psast import Flow
-from .psbind import COMMON, Binder, CmdletSpec, Invocation, P
-from .pserrors import ErrorRecord, PSRuntimeError, disk_error_record, format_record
-from .pslang import (
+from wmco_sandbox.winhost.core.disk import DiskError, FileNode
+from wmco_sandbox.winhost.core.machine import Machine, NativeResult
+from wmco_sandbox.winhost.core.winargv import join_ps51_native, split_command_line
+from wmco_sandbox.winhost.powershell import cmdlets
+from wmco_sandbox.winhost.powershell.binding import COMMON, Binder, CmdletSpec, Invocation, P
+from wmco_sandbox.winhost.powershell.errors import (
+    ErrorRecord,
+    PSRuntimeError,
+    RebootRequested,
+    disk_error_record,
+    format_record,
+)
+from wmco_sandbox.winhost.powershell.parser import (
     ArrayLit,
     Binary,
     Command,
@@ -39,8 +47,16 @@ from .pslang import (
     Var,
     parse_script,
 )  # fmt: skip
-from .psvalues import call_method, compare, format_output, get_property, to_str, truthy
-from .winargv import join_ps51_native
+from wmco_sandbox.winhost.powershell.syntax import Flow
+from wmco_sandbox.winhost.powershell.values import (
+    call_method,
+    compare,
+    format_output,
+    get_property,
+    to_str,
+    truthy,
+)
+from wmco_sandbox.winhost.shells.dispatch import run_program
 
 __all__ = [
     "CmdletSpec",
@@ -49,6 +65,7 @@ __all__ = [
     "PowerShellSession",
     "RebootRequested",
     "ShellResult",
+    "run_powershell_exe",
 ]
 
 PATH_DIRS = (
@@ -57,10 +74,6 @@ PATH_DIRS = (
     "C:\\Windows\\System32\\WindowsPowerShell\\v1.0",
     "C:\\Windows\\System32\\OpenSSH",
 )
-
-
-class RebootRequested(Exception):
-    """``Restart-Computer`` ran: the session ends without an exit status."""
 
 
 class _Exit(Exception):
@@ -229,11 +242,9 @@ class PowerShellSession(Binder):
         self, node: Command, input_: list[object], *, first: bool, direct: bool
     ) -> list[object]:
         """Resolve and run one command of a pipeline."""
-        from .cmdlets import ALIASES, CMDLETS
-
         key = node.name.lower()
-        key = ALIASES.get(key, key)
-        spec = CMDLETS.get(key)
+        key = cmdlets.ALIASES.get(key, key)
+        spec = cmdlets.CMDLETS.get(key)
         if spec is not None:
             return await self.invoke_cmdlet(spec, node, input_)
         program = self.resolve_program(node.name)
@@ -263,8 +274,6 @@ class PowerShellSession(Binder):
 
     async def invoke_native(self, program: str, node: Command, *, direct: bool) -> list[object]:
         """Run a native program with the command line PowerShell 5.1 builds."""
-        from .shells import run_program
-
         args: list[str] = []
         for arg in node.args:
             if isinstance(arg, ParamArg):
@@ -454,3 +463,42 @@ def _to_exit_code(value: object) -> int:
         return int(to_str(value))
     except ValueError:
         return 0
+
+
+async def run_powershell_exe(machine: Machine, line: str) -> NativeResult:
+    """``powershell.exe [-NoProfile] [-NonInteractive] [-ExecutionPolicy X] [-Command] ...``."""
+    argv = split_command_line(line)[1:]
+    i = 0
+    command: str | None = None
+    while i < len(argv):
+        arg = argv[i].lower()
+        if arg in ("-noprofile", "-nop", "-noninteractive", "-noni", "-nologo", "-sta", "-mta"):
+            i += 1
+        elif arg in (
+            "-executionpolicy",
+            "-ep",
+            "-ex",
+            "-inputformat",
+            "-outputformat",
+            "-windowstyle",
+        ):
+            i += 2
+        elif arg in ("-command", "-c"):
+            command = " ".join(argv[i + 1 :])
+            break
+        elif arg in ("-encodedcommand", "-enc", "-e"):
+            raw = base64.b64decode(argv[i + 1]) if i + 1 < len(argv) else b""
+            command = raw.decode("utf-16-le", "replace")
+            break
+        elif arg.startswith("-"):
+            return NativeResult(
+                1, stderr=f"-{argv[i][1:]} : The term is not a valid parameter.\r\n"
+            )
+        else:
+            command = " ".join(argv[i:])
+            break
+    if command is None:
+        return NativeResult(0, "Windows PowerShell\r\nCopyright (C) Microsoft Corporation.\r\n")
+    session = PowerShellSession(machine)
+    result = await session.run(command)
+    return NativeResult(result.code if result.code is not None else 0, result.stdout, result.stderr)

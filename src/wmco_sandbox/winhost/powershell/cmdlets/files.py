@@ -1,67 +1,25 @@
 """The cmdlets the host implements, with their real parameters, output and errors.
 
 Each cmdlet declares its parameters (names, positions, kinds, validate sets) so that the
-binder in :mod:`powershell` rejects what PowerShell would reject; the implementation then acts
-on the :class:`Machine`. Services, features and firewall cmdlets are in ``syscmdlets.py``.
+binder (``powershell/binding.py``) rejects what PowerShell would reject; the implementation then acts
+on the :class:`Machine`. Services are in ``services.py``; registry, features and firewall in ``system.py``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable
 
-from .disk import DirNode, DiskError, FileNode
-from .psbind import CmdletImpl, CmdletSpec, Invocation, P
-from .pserrors import CMDLET_CLASSES, ErrorRecord, disk_error_record
-from .psvalues import PSObject, to_str
-
-__all__ = ["ALIASES", "CMDLETS", "register"]
-
-CMDLETS: dict[str, CmdletSpec] = {}
-ALIASES = {
-    "sc": "set-content", "gc": "get-content", "cat": "get-content", "type": "get-content",
-    "mkdir": "new-item", "md": "new-item", "ni": "new-item", "rm": "remove-item",
-    "del": "remove-item", "erase": "remove-item", "rd": "remove-item", "rmdir": "remove-item",
-    "ri": "remove-item", "ps": "get-process", "gps": "get-process", "where": "where-object",
-    "?": "where-object", "echo": "write-output", "write": "write-output", "help": "get-help",
-    "iex": "invoke-expression", "gsv": "get-service", "sasv": "start-service",
-    "spsv": "stop-service", "gp": "get-itemproperty", "dir": "get-childitem",
-    "ls": "get-childitem", "gci": "get-childitem",
-}  # fmt: skip
-ENCODINGS = (
-    "Unknown", "String", "Unicode", "Byte", "BigEndianUnicode", "UTF8", "UTF7", "UTF32", "Ascii",
-    "Default", "Oem", "BigEndianUTF32",
-)  # fmt: skip
-
-
-def register(
-    name: str, params: list[P], *, common: bool = True
-) -> Callable[[CmdletImpl], CmdletImpl]:
-    """Decorator: add a cmdlet implementation to :data:`CMDLETS`."""
-
-    def wrap(fn: CmdletImpl) -> CmdletImpl:
-        CMDLETS[name.lower()] = CmdletSpec(name, params, fn, common)
-        return fn
-
-    return wrap
-
-
-def strs(inv: Invocation, name: str, default: list[str] | None = None) -> list[str]:
-    """A bound string-array parameter as a list of str."""
-    value = inv.bound.get(name)
-    if value is None:
-        return list(default or [])
-    return [to_str(v) for v in value] if isinstance(value, list) else [to_str(value)]
-
-
-def _fq(inv: Invocation, error_id: str) -> str:
-    return f"{error_id},{CMDLET_CLASSES.get(inv.name, inv.name)}"
+from wmco_sandbox.winhost.core.disk import DirNode, DiskError, FileNode
+from wmco_sandbox.winhost.powershell.binding import Invocation, P
+from wmco_sandbox.winhost.powershell.errors import ErrorRecord, disk_error_record
+from wmco_sandbox.winhost.powershell.registry import ENCODINGS, fq, register, strs
+from wmco_sandbox.winhost.powershell.values import PSObject, to_str
 
 
 def _path_record(inv: Invocation, path: str, exc: DiskError | None = None) -> ErrorRecord:
     record = disk_error_record(exc or DiskError("notfound", path), path)
-    record.fqid = _fq(inv, record.fqid)
+    record.fqid = fq(inv, record.fqid)
     return record
 
 
@@ -125,7 +83,7 @@ async def test_path(inv: Invocation) -> list[object]:
     if not paths:
         raise inv.fail(ErrorRecord(
             "Cannot process command because of one or more missing mandatory parameters: Path.",
-            _fq(inv, "MissingMandatoryParameter"), "InvalidArgument",
+            fq(inv, "MissingMandatoryParameter"), "InvalidArgument",
             reason="ParameterBindingException",
         ))  # fmt: skip
     kind = inv.arg("PathType", "Any")
@@ -262,7 +220,7 @@ async def new_item(inv: Invocation) -> list[object]:
                 ):
                     inv.error(ErrorRecord(
                         f"An item with the specified name {shown} already exists.",
-                        _fq(inv, "DirectoryExist"), "ResourceExists", target=shown,
+                        fq(inv, "DirectoryExist"), "ResourceExists", target=shown,
                         target_type="String", reason="IOException",
                     ))  # fmt: skip
                     continue
@@ -270,7 +228,7 @@ async def new_item(inv: Invocation) -> list[object]:
             elif kind in ("file", ""):
                 if existing is not None and not inv.arg("Force"):
                     inv.error(ErrorRecord(
-                        f"The file '{shown}' already exists.", _fq(inv, "NewItemIOError"),
+                        f"The file '{shown}' already exists.", fq(inv, "NewItemIOError"),
                         "WriteError", target=shown, target_type="String", reason="IOException",
                     ))  # fmt: skip
                     continue
@@ -280,7 +238,7 @@ async def new_item(inv: Invocation) -> list[object]:
             else:
                 raise inv.fail(ErrorRecord(
                     "The type is not a known type for the file system. Only \"file\" and "
-                    "\"directory\" can be created.", _fq(inv, "Argument"), "InvalidArgument",
+                    "\"directory\" can be created.", fq(inv, "Argument"), "InvalidArgument",
                     reason="PSArgumentException",
                 ))  # fmt: skip
         except DiskError as exc:
@@ -317,7 +275,7 @@ async def remove_item(inv: Invocation) -> list[object]:
                     inv.error(ErrorRecord(
                         f"The item at {p} has children and the Recurse parameter was not "
                         "specified. If you continue, all children will be removed with the item. "
-                        "Are you sure you want to continue?", _fq(inv, "DirectoryNotEmpty"),
+                        "Are you sure you want to continue?", fq(inv, "DirectoryNotEmpty"),
                         "WriteError", target=p, target_type="String", reason="IOException",
                     ))  # fmt: skip
                 else:
@@ -438,8 +396,3 @@ async def get_child_item(inv: Invocation) -> list[object]:
             elif node is not None:
                 out.append(item_object(shown, node))
     return out
-
-
-from . import svccmdlets, syscmdlets, utilcmdlets  # noqa: E402  (they register themselves)
-
-del svccmdlets, syscmdlets, utilcmdlets

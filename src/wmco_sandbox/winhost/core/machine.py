@@ -1,22 +1,22 @@
 """The state of one simulated Windows Server machine, without any SSH.
 
 Disk, registry, service control manager, Windows features and capabilities, firewall rules and
-identity. The shells (:mod:`powershell`, :mod:`cmd`) act on a :class:`Machine`; the SSH layer
-(:mod:`sshserver`) and the life cycle (:mod:`host`) sit on top of it. Keeping this free of SSH
+identity. The shells (``powershell/``, ``shells/``) act on a :class:`Machine`; the SSH layer
+(``ssh/``) and the life cycle (``host``) sit on top of it. Keeping this free of SSH
 lets the interpreters be tested directly and keeps each concern small.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .disk import VirtualDisk
-from .faults import Faults
-from .kubelet_api import HostFacts, KubeletEnvironment, KubeletFactory
-from .scm import ServiceControlManager
+from wmco_sandbox.winhost.core.disk import VirtualDisk
+from wmco_sandbox.winhost.core.faults import Faults
+from wmco_sandbox.winhost.core.processes import HostFacts, KubeletEnvironment, KubeletFactory
+from wmco_sandbox.winhost.core.scm import ServiceControlManager
 
-__all__ = ["IMAGES", "FirewallRule", "Machine", "NativeProgram", "WindowsImage"]
+__all__ = ["IMAGES", "FirewallRule", "Machine", "NativeProgram", "Shell", "WindowsImage"]
 
 OPENSSH_KEY = "hklm:\\software\\openssh"
 CURRENT_VERSION_KEY = "hklm:\\software\\microsoft\\windows nt\\currentversion"
@@ -84,6 +84,10 @@ class NativeResult:
 NativeProgram = Callable[["Machine", list[str]], NativeResult]
 """A pluggable program: gets the machine and argv, returns its result (e.g. WICD)."""
 
+Shell = Callable[["Machine", str], Awaitable[NativeResult]]
+"""A command interpreter started as a program (``cmd.exe``, ``powershell.exe``): gets the
+machine and the whole command line."""
+
 
 @dataclass
 class Machine:
@@ -100,6 +104,7 @@ class Machine:
         capabilities: Installed Windows capabilities (lower-case names).
         firewall: Firewall rules.
         programs: Extra native programs by lower-case base name (``foo.exe``).
+        shells: The interpreters by base name (``cmd``, ``powershell``), filled in by the host.
         log_lines: Host log (service failures, reboots, user data).
         kubelet_log: Lines the kubelet logged.
         reboot_requested: Set by ``Restart-Computer``.
@@ -118,6 +123,7 @@ class Machine:
     capabilities: set[str] = field(default_factory=set)
     firewall: list[FirewallRule] = field(default_factory=list)
     programs: dict[str, NativeProgram] = field(default_factory=dict)
+    shells: dict[str, Shell] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
     kubelet_log: list[str] = field(default_factory=list)
     reboot_requested: bool = False

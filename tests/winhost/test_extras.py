@@ -96,7 +96,7 @@ async def test_kubelet_recovery_restart(host: WindowsHost) -> None:
         async def stop(self) -> None:
             pass
 
-    host.machine.scm.kubelet_factory = Proc  # type: ignore[assignment]
+    host.machine.program_factories["kubelet"] = Proc  # type: ignore[assignment]
     host.machine.disk.mkdir("C:\\k")
     host.machine.disk.write_file("C:\\k\\kubelet.exe", b"MZ")
     await host.run(

@@ -215,7 +215,7 @@ async def test_kubelet_hook_and_reboot_order(win: WindowsHost) -> None:
 
 
 async def test_kubelet_config_error_stops_service(win: WindowsHost) -> None:
-    win.machine.scm.kubelet_factory = lambda argv, env: FakeKubelet(argv, env, fail=True)
+    win.machine.program_factories["kubelet"] = lambda argv, env: FakeKubelet(argv, env, fail=True)
     await ps(win, "sc.exe create kubelet binPath= C:\\k\\kubelet.exe")
     code, out = await ps(win, "sc.exe start kubelet; exit $LASTEXITCODE")
     assert code == 0  # sc.exe start returns at START_PENDING

@@ -21,7 +21,7 @@ import asyncssh
 from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
 from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
 from wmco_sandbox.winhost.core.machine import IMAGES, OPENSSH_KEY, POWERSHELL_EXE, Machine
-from wmco_sandbox.winhost.core.processes import HostFacts, KubeletFactory
+from wmco_sandbox.winhost.core.processes import HostFacts, ProgramFactory
 from wmco_sandbox.winhost.core.userdata import UserData, parse_user_data
 from wmco_sandbox.winhost.powershell.session import (
     PowerShellSession,
@@ -69,7 +69,7 @@ class WindowsHost:
         image: str = "2022",
         host_key_type: str = "ed25519",
         users: Sequence[str] = ("Administrator",),
-        kubelet_factory: KubeletFactory | None = None,
+        kubelet_factory: ProgramFactory | None = None,
         sink_threshold: int | None = None,
         disk_capacity: int | None = None,
         faults: Faults | None = None,
@@ -91,7 +91,9 @@ class WindowsHost:
         )
         initial = faults or Faults()
         disk = VirtualDisk(capacity=disk_capacity, sink_threshold=sink_threshold, faults=initial)
-        self.machine = Machine(self.facts, win, initial, disk, kubelet_factory)
+        self.machine = Machine(self.facts, win, initial, disk)
+        if kubelet_factory is not None:
+            self.machine.program_factories["kubelet"] = kubelet_factory
         self.machine.shells.update(cmd=run_cmd_exe, powershell=run_powershell_exe)
         self.users = {u.lower() for u in users}
         algorithm = "ssh-ed25519" if host_key_type == "ed25519" else "ssh-rsa"
@@ -231,6 +233,7 @@ class WindowsHost:
         self.machine.log("reboot")
         await asyncio.sleep(0)
         await self._power_off()
+        self.machine.hns.reboot()
         if self.faults.never_return_from_reboot:
             return
         await asyncio.sleep(self.faults.reboot_unreachable)

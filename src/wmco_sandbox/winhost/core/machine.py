@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 
 from wmco_sandbox.winhost.core.disk import VirtualDisk
 from wmco_sandbox.winhost.core.faults import Faults
-from wmco_sandbox.winhost.core.processes import HostFacts, KubeletEnvironment, KubeletFactory
+from wmco_sandbox.winhost.core.processes import (
+    CriRuntime,
+    HostFacts,
+    ProgramEnvironment,
+    ProgramFactory,
+)
 from wmco_sandbox.winhost.core.scm import ServiceControlManager
+from wmco_sandbox.winhost.network.hns import HnsState
 
 __all__ = ["IMAGES", "FirewallRule", "Machine", "NativeProgram", "Shell", "WindowsImage"]
 
@@ -107,6 +113,9 @@ class Machine:
         shells: The interpreters by base name (``cmd``, ``powershell``), filled in by the host.
         log_lines: Host log (service failures, reboots, user data).
         kubelet_log: Lines the kubelet logged.
+        program_factories: Program simulations by image name, run by the SCM.
+        hns: The Host Networking Service's networks and endpoints.
+        service_logs: Lines each program logged, by lower-case service name.
         reboot_requested: Set by ``Restart-Computer``.
         computer_name: What ``hostname`` prints (default: the host name upper-cased).
         pending_computer_name: Set by ``Rename-Computer``; applied at the next boot.
@@ -117,7 +126,7 @@ class Machine:
     image: WindowsImage
     faults: Faults
     disk: VirtualDisk
-    kubelet_factory: KubeletFactory | None = None
+    program_factories: dict[str, ProgramFactory] = field(default_factory=dict)
     registry: dict[str, dict[str, tuple[str, object, str]]] = field(default_factory=dict)
     features: dict[str, str] = field(default_factory=dict)
     capabilities: set[str] = field(default_factory=set)
@@ -130,6 +139,8 @@ class Machine:
     computer_name: str = ""
     pending_computer_name: str | None = None
     mac_address: str = "02-00-00-00-00-01"
+    hns: HnsState = field(default_factory=HnsState)
+    service_logs: dict[str, list[str]] = field(default_factory=dict)
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +150,7 @@ class Machine:
         if len(octets) == 4:
             self.mac_address = "02-00-" + "-".join(f"{o:02X}" for o in octets)
         self.scm = ServiceControlManager(
-            self.disk, self.faults, self._kubelet_env, self.kubelet_factory, self.log
+            self.disk, self.faults, self._program_env, self.program_factories, self.log
         )
         self._install_base()
 
@@ -228,17 +239,34 @@ class Machine:
                 return True
         return False
 
-    def _kubelet_env(self, service: str) -> KubeletEnvironment:
-        return _KubeletEnv(self, service)
+    def _program_env(self, service: str) -> ProgramEnvironment:
+        return _ProgramEnv(self, service)
+
+    def cri(self) -> CriRuntime | None:
+        """The CRI of the running containerd service, if its process offers one."""
+        svc = self.scm.get("containerd")
+        if svc is None or not self.scm.running("containerd") or svc.process is None:
+            return None
+        process = svc.process
+        return process if hasattr(process, "run_pod_sandbox") else None  # type: ignore[return-value]
+
+    def service_log(self, service: str) -> list[str]:
+        """The lines a program logged (the kubelet's are also in :attr:`kubelet_log`)."""
+        return self.service_logs.setdefault(service.lower(), [])
 
 
-class _KubeletEnv:
-    """The :class:`KubeletEnvironment` a machine offers to the kubelet of one service."""
+class _ProgramEnv:
+    """The :class:`ProgramEnvironment` a machine offers to the program of one service."""
 
     def __init__(self, machine: Machine, service: str) -> None:
         self.machine = machine
         self.service = service
         self.facts = machine.facts
+        self.disk = machine.disk
+        self.hns = machine.hns
+
+    def cri(self) -> CriRuntime | None:
+        return self.machine.cri()
 
     def read_file(self, path: str) -> bytes | None:
         return self.machine.disk.read_file(path)
@@ -252,7 +280,9 @@ class _KubeletEnv:
         return self.machine.scm.running(name)
 
     def log(self, line: str) -> None:
-        self.machine.kubelet_log.append(line)
+        if self.service.lower() == "kubelet":
+            self.machine.kubelet_log.append(line)
+        self.machine.service_log(self.service).append(line)
 
     def exited(self, code: int, reason: str) -> None:
         self.machine.scm.process_exited(self.service, code, reason)

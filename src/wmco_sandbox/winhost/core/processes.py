@@ -1,11 +1,15 @@
-"""The seam between the simulated Windows host and the simulated kubelet.
+"""The seam between the service control manager and the programs it runs.
 
-The host's service control manager knows nothing about Kubernetes: when it starts a service whose
-binary is ``kubelet.exe`` it builds the argv from the service's binPath (Windows command-line
-splitting rules) and hands it, together with a narrow view of the host
-(:class:`KubeletEnvironment`), to a :data:`KubeletFactory`. The kubelet simulation
-(``kubelet/``, written separately) lives on the other side of this interface, so that each
-side can be built and tested on its own.
+The SCM knows nothing about Kubernetes or networking: when it starts a service whose image (the
+binary, or the child of ``kube-log-runner.exe``) has a registered :data:`ProgramFactory`, it
+builds the argv from the service's binPath (Windows command-line splitting rules) and hands it,
+with a :class:`ProgramEnvironment` (a narrow view of the host), to that factory. The programs
+(``kubelet/``, ``containerd/``, ``agents/``) live on the other side of this interface, above the
+core, so each side can be built and tested on its own. A service whose image has no factory runs
+as a plain process that does nothing.
+
+The kubelet talks to containerd only through :class:`CriRuntime`, the simulated CRI: its status
+(RuntimeReady / NetworkReady, as ``crictl info`` shows them) and pod sandboxes.
 """
 
 from __future__ import annotations
@@ -14,12 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from wmco_sandbox.winhost.core.disk import VirtualDisk
+from wmco_sandbox.winhost.network.hns import HnsState
+
 __all__ = [
+    "CriError",
+    "CriRuntime",
+    "CriStatus",
     "HostFacts",
     "KubeletConfigError",
     "KubeletEnvironment",
     "KubeletFactory",
     "KubeletProcess",
+    "PodSandbox",
+    "PodSandboxRequest",
+    "Process",
+    "ProgramEnvironment",
+    "ProgramFactory",
+    "ProgramStartError",
 ]
 
 
@@ -42,47 +58,128 @@ class HostFacts:
     kernel_version: str
 
 
-class KubeletEnvironment(Protocol):
-    """What the kubelet simulation may see and do on its host."""
+@dataclass(frozen=True, slots=True)
+class CriStatus:
+    """containerd's CRI ``Status``: the two runtime conditions the kubelet reads.
+
+    Attributes:
+        runtime_ready: ``RuntimeReady``.
+        network_ready: ``NetworkReady``.
+        network_reason: Reason of a false NetworkReady (``NetworkPluginNotReady``).
+        network_message: Message of a false NetworkReady (``Network plugin returns error: cni
+            plugin not initialized``).
+    """
+
+    runtime_ready: bool
+    network_ready: bool
+    network_reason: str = ""
+    network_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandboxRequest:
+    """What the kubelet asks containerd for when it starts a pod (``RunPodSandbox``).
+
+    Attributes:
+        namespace: Pod namespace.
+        name: Pod name.
+        uid: Pod UID.
+        host_network: ``spec.hostNetwork`` (HostProcess pods): no CNI call, the host's address.
+        runtime_handler: The RuntimeClass handler; ``""`` means containerd's default runtime.
+        images: The images of the pod's containers, in order.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    host_network: bool = False
+    runtime_handler: str = ""
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandbox:
+    """A running pod sandbox: its id and the IP the CNI plugin gave it."""
+
+    sandbox_id: str
+    ip: str
+
+
+class CriError(Exception):
+    """A CRI call failed; the message is containerd's gRPC error text (``rpc error: ...``)."""
+
+
+class CriRuntime(Protocol):
+    """The simulated CRI a running containerd offers the kubelet."""
+
+    def status(self) -> CriStatus:
+        """RuntimeReady and NetworkReady, evaluated now (config files are read on demand)."""
+        ...
+
+    async def run_pod_sandbox(self, request: PodSandboxRequest) -> PodSandbox:
+        """Create the pod's sandbox and network; raise :class:`CriError` the way containerd does."""
+        ...
+
+    async def remove_pod_sandbox(self, uid: str) -> None:
+        """Tear down the pod's sandbox and release its address (no error if unknown)."""
+        ...
+
+
+class ProgramEnvironment(Protocol):
+    """What a program started by the SCM may see and do on its host."""
 
     facts: HostFacts
+    service: str
+    disk: VirtualDisk
+    hns: HnsState
 
     def read_file(self, path: str) -> bytes | None:
         """Read a file of the virtual disk by Windows path; ``None`` if missing (or sunk)."""
         ...
 
     def write_file(self, path: str, data: bytes) -> None:
-        """Write a file of the virtual disk (e.g. certificates under the cert dir)."""
+        """Write a file of the virtual disk, creating missing parent directories."""
         ...
 
     def service_running(self, name: str) -> bool:
         """Whether the named service (e.g. ``"containerd"``) is RUNNING."""
         ...
 
+    def cri(self) -> CriRuntime | None:
+        """The CRI of the running containerd service; ``None`` while containerd is not running."""
+        ...
+
     def log(self, line: str) -> None:
-        """Append a line to the host's kubelet log (readable by tests)."""
+        """Append a line to this service's log (readable by tests)."""
         ...
 
     def exited(self, code: int, reason: str) -> None:
-        """Report that the kubelet died: the SCM marks the service STOPPED."""
+        """Report that the program died: the SCM marks the service STOPPED, then recovers it."""
         ...
 
 
-class KubeletProcess(Protocol):
-    """A running (simulated) kubelet, owned by the host's service control manager."""
+class Process(Protocol):
+    """A running (simulated) program, owned by the host's service control manager."""
 
     async def start(self) -> None:
-        """Parse the command line and files; raise :class:`KubeletConfigError` if wrong."""
+        """Parse the command line and files; raise :class:`ProgramStartError` if wrong."""
         ...
 
     async def stop(self) -> None:
-        """Stop at once (service stop or reboot): heartbeats stop immediately."""
+        """Stop at once (service stop or reboot)."""
         ...
 
 
-KubeletFactory = Callable[[list[str], KubeletEnvironment], KubeletProcess]
-"""Builds a kubelet process from the argv parsed from binPath and the host environment."""
+ProgramFactory = Callable[[list[str], ProgramEnvironment], Process]
+"""Builds a process from the argv parsed from binPath and the host environment."""
 
 
-class KubeletConfigError(Exception):
-    """The kubelet's command line or configuration files are wrong: the service fails to start."""
+class ProgramStartError(Exception):
+    """The program's command line or files are wrong: it exits at once and the service stops."""
+
+
+# The kubelet was the first program behind this seam; its names stay for its callers.
+KubeletConfigError = ProgramStartError
+KubeletEnvironment = ProgramEnvironment
+KubeletProcess = Process
+KubeletFactory = ProgramFactory

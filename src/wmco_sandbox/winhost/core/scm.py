@@ -3,8 +3,10 @@
 Real semantics, because the operator's correctness depends on them: a service's binary (first
 token of its binPath) must exist on the disk to start (error 2); dependencies start first
 (missing → 1075) and block stopping (1051); disabled services do not start (1058); deleting a
-running service only marks it for deletion (1072). Services run as "plain processes" except
-``kubelet.exe``, which is handed to the kubelet factory (see :mod:`~wmco_sandbox.winhost.core.processes`).
+running service only marks it for deletion (1072). A service whose image (the binary, or the
+child of ``kube-log-runner.exe``) has a registered program factory runs that program (kubelet,
+containerd, kube-proxy...; see :mod:`~wmco_sandbox.winhost.core.processes`); any other service runs
+as a plain process that does nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from enum import IntEnum
 from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
 from wmco_sandbox.winhost.core.faults import Faults
 from wmco_sandbox.winhost.core.processes import (
-    KubeletConfigError,
-    KubeletEnvironment,
-    KubeletFactory,
-    KubeletProcess,
+    Process,
+    ProgramEnvironment,
+    ProgramFactory,
+    ProgramStartError,
 )
 from wmco_sandbox.winhost.core.winargv import split_command_line
 
@@ -97,7 +99,7 @@ class Service:
     pid: int = 0
     last_pid: int = 0
     marked_for_deletion: bool = False
-    process: KubeletProcess | None = None
+    process: Process | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -141,8 +143,9 @@ class ServiceControlManager:
     Args:
         disk: The host's disk (binaries must exist to start).
         faults: Live faults (``failing_services``).
-        env_factory: Builds the kubelet environment for a service name.
-        kubelet_factory: Optional kubelet simulation.
+        env_factory: Builds the environment of a program for a service name.
+        factories: Program simulations by image name (``kubelet``, ``containerd``...); the dict
+            is shared with the machine, so programs registered later are used too.
         log: Host log sink.
     """
 
@@ -150,14 +153,14 @@ class ServiceControlManager:
         self,
         disk: VirtualDisk,
         faults: Faults,
-        env_factory: Callable[[str], KubeletEnvironment],
-        kubelet_factory: KubeletFactory | None,
+        env_factory: Callable[[str], ProgramEnvironment],
+        factories: dict[str, ProgramFactory],
         log: Callable[[str], None],
     ) -> None:
         self.disk = disk
         self.faults = faults
         self.env_factory = env_factory
-        self.kubelet_factory = kubelet_factory
+        self.factories = factories
         self.log = log
         self.services: dict[str, Service] = {}
         self.hooks: dict[str, ServiceHook] = {}
@@ -244,13 +247,13 @@ class ServiceControlManager:
             raise ScmError(1067)
         svc.state, svc.exit_code, svc.pid = State.RUNNING, 0, next(self._pids)
         svc.last_pid = svc.pid
-        if _image(program[0]) == "kubelet" and self.kubelet_factory is not None:
-            argv = program
-            proc = self.kubelet_factory(argv, self.env_factory(svc.name))
+        factory = self.factories.get(_image(program[0]))
+        if factory is not None:
+            proc = factory(program, self.env_factory(svc.name))
             svc.process = proc
             try:
                 await proc.start()
-            except KubeletConfigError as exc:
+            except ProgramStartError as exc:
                 self.log(f"service {svc.name} failed to start: {exc}")
                 svc.process = None
                 self._stopped(svc, 1067)

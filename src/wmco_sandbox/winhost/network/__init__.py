@@ -1,0 +1,1 @@
+"""The host's networking as Windows' Host Networking Service (HNS) keeps it, and what reads it."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from wmco_sandbox.winhost.core.disk import VirtualDisk
 from wmco_sandbox.winhost.core.faults import Faults
 from wmco_sandbox.winhost.core.processes import (
+    ContainerBehaviour,
     CriRuntime,
     HostFacts,
     ProgramEnvironment,
@@ -115,6 +116,8 @@ class Machine:
         kubelet_log: Lines the kubelet logged.
         program_factories: Program simulations by image name, run by the SCM.
         hns: The Host Networking Service's networks and endpoints.
+        container_behaviours: What containers of an image do when they start (by image name
+            without tag), e.g. the sandbox's stand-in for a HostProcess CNI DaemonSet.
         service_logs: Lines each program logged, by lower-case service name.
         reboot_requested: Set by ``Restart-Computer``.
         computer_name: What ``hostname`` prints (default: the host name upper-cased).
@@ -140,6 +143,7 @@ class Machine:
     pending_computer_name: str | None = None
     mac_address: str = "02-00-00-00-00-01"
     hns: HnsState = field(default_factory=HnsState)
+    container_behaviours: dict[str, ContainerBehaviour] = field(default_factory=dict)
     service_logs: dict[str, list[str]] = field(default_factory=dict)
     scm: ServiceControlManager = field(init=False)
 

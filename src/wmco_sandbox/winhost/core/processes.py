@@ -14,7 +14,7 @@ The kubelet talks to containerd only through :class:`CriRuntime`, the simulated 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,8 @@ from wmco_sandbox.winhost.core.disk import VirtualDisk
 from wmco_sandbox.winhost.network.hns import HnsState
 
 __all__ = [
+    "ContainerBehaviour",
+    "ContainerRequest",
     "CriError",
     "CriRuntime",
     "CriStatus",
@@ -105,6 +107,42 @@ class PodSandbox:
     ip: str
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerRequest:
+    """One container the kubelet asks containerd to create and start in a pod sandbox.
+
+    Attributes:
+        pod_namespace: Pod namespace.
+        pod_name: Pod name.
+        pod_uid: Pod UID.
+        node_name: The node the pod runs on (what a downward-API ``spec.nodeName`` gives).
+        name: Container name.
+        image: Image reference as written in the pod spec.
+        command: ``command``.
+        args: ``args``.
+        host_process: ``securityContext.windowsOptions.hostProcess``: it acts on the host itself.
+    """
+
+    pod_namespace: str
+    pod_name: str
+    pod_uid: str
+    node_name: str
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    host_process: bool = False
+
+
+ContainerBehaviour = Callable[[ContainerRequest, "ProgramEnvironment"], Awaitable[list[str]]]
+"""What a container of a given image does when it starts; returns the lines it logs.
+
+Registered by image name without tag or digest in ``Machine.container_behaviours`` (the sandbox
+registers stand-ins for HostProcess DaemonSets that write a CNI configuration and create an HNS
+network). An image without a behaviour just runs; its log is synthesised by containerd.
+"""
+
+
 class CriError(Exception):
     """A CRI call failed; the message is containerd's gRPC error text (``rpc error: ...``)."""
 
@@ -122,6 +160,14 @@ class CriRuntime(Protocol):
 
     async def remove_pod_sandbox(self, uid: str) -> None:
         """Tear down the pod's sandbox and release its address (no error if unknown)."""
+        ...
+
+    async def start_container(self, sandbox_id: str, request: ContainerRequest) -> None:
+        """Create and start a container (its behaviour runs); raise :class:`CriError` if it fails."""
+        ...
+
+    def container_log(self, pod_uid: str, container: str) -> str | None:
+        """What the container wrote to its log so far; ``None`` if there is no such container."""
         ...
 
 

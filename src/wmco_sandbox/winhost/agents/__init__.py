@@ -1,0 +1,1 @@
+"""The node agents the SCM runs next to the kubelet: kube-proxy and hybrid-overlay-node."""

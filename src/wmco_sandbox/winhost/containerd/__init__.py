@@ -1,0 +1,1 @@
+"""The simulated containerd: its configuration, its CRI (status, pod sandboxes) and CNI loading."""

@@ -6,8 +6,10 @@ envtest convention). Nothing here fakes the API: tests and the sandbox talk to t
 
 The cluster is configured like a kubeadm cluster in the ways that matter to a Windows node operator:
 ``Node,RBAC`` authorisation, the ``NodeRestriction`` admission plugin, bootstrap-token
-authentication, the controller-manager signing CSRs with the cluster CA, the bootstrap-token and
-``kube-public/cluster-info`` plumbing, and the binding that lets bootstrap tokens create CSRs. What
+authentication, the controller-manager signing CSRs with its own signer CA, the bootstrap-token and
+``kube-public/cluster-info`` plumbing, and the binding that lets bootstrap tokens create CSRs. The
+certificate authorities are kept apart as on OpenShift (serving, client, CSR signer, and the
+kube-apiserver-to-kubelet signer), so a node given the wrong one fails as a real node would. What
 kubeadm adds on top, and this control plane deliberately does NOT, is the binding that auto-approves
 kubelet CSRs: approving them is the operator's job.
 
@@ -45,6 +47,7 @@ from wmco_sandbox import pki
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 SERVICE_CIDR = "10.0.0.0/24"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 CLUSTER_CIDR = "10.128.0.0/14"
 CLUSTER_DNS = "10.0.0.10"
 _PR_SET_PDEATHSIG = 1
@@ -143,6 +146,12 @@ class ControlPlane:
 
         async with ControlPlane() as cp:
             print(cp.kubeconfig)
+
+    After start: ``ca_pem``/``ca_file`` is the serving CA (what kubeconfigs and kubelets trust for
+    the API server), ``client_ca_pem`` signs the admin's and components' client certificates,
+    ``signer_ca_pem`` is the controller-manager's CSR signer (kubelet client and serving
+    certificates), and ``kubelet_client_ca_pem`` signs the certificate the API server presents to
+    kubelets (what a kubelet's ``clientCAFile`` must hold).
     """
 
     state_dir: Path | None = None
@@ -152,6 +161,10 @@ class ControlPlane:
     kubeconfig: Path = field(default=Path())
     ca_file: Path = field(default=Path())
     ca_pem: bytes = b""
+    serving_ca_pem: bytes = b""
+    client_ca_pem: bytes = b""
+    signer_ca_pem: bytes = b""
+    kubelet_client_ca_pem: bytes = b""
     _ca: pki.CertificateAuthority | None = None
     _pids: list[int] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -182,10 +195,28 @@ class ControlPlane:
             raise
 
     def _start(self, bins: Path, state: Path, pki_dir: Path, logs: Path) -> None:
-        ca = self._ca = pki.CertificateAuthority()
-        ca_file, ca_key = ca.pair.write(pki_dir, "ca")
-        self.ca_file, self.ca_pem = ca_file, ca.pair.cert_pem
-        serving = ca.issue(
+        # Four CAs, as OpenShift keeps them apart, so that a file holding the wrong one fails:
+        # serving (the API server's certificate; kubelets bootstrap against it), client (admin,
+        # controller-manager, scheduler), CSR signer (kubelet client and serving certificates)
+        # and kubelet-client (the API server's own certificate when it calls kubelets).
+        serving_ca = pki.CertificateAuthority("wmco-sandbox-serving-ca")
+        client_ca = self._ca = pki.CertificateAuthority("wmco-sandbox-client-ca")
+        signer_ca = pki.CertificateAuthority("wmco-sandbox-csr-signer")
+        kubelet_client_ca = pki.CertificateAuthority(
+            "wmco-sandbox-kube-apiserver-to-kubelet-signer"
+        )
+        ca_file, _ = serving_ca.pair.write(pki_dir, "serving-ca")
+        self.ca_file, self.ca_pem = ca_file, serving_ca.pair.cert_pem
+        self.serving_ca_pem = serving_ca.pair.cert_pem
+        self.client_ca_pem = client_ca.pair.cert_pem
+        self.signer_ca_pem = signer_ca.pair.cert_pem
+        self.kubelet_client_ca_pem = kubelet_client_ca.pair.cert_pem
+        signer_crt, signer_key = signer_ca.pair.write(pki_dir, "csr-signer")
+        client_ca_bundle = pki_dir / "client-ca-bundle.crt"
+        client_ca_bundle.write_bytes(
+            self.client_ca_pem + self.signer_ca_pem + self.kubelet_client_ca_pem
+        )
+        serving = serving_ca.issue(
             "kube-apiserver",
             dns_names=[
                 "localhost",
@@ -201,9 +232,10 @@ class ControlPlane:
         sa_private, sa_public = pki.service_account_key()
         (pki_dir / "sa.key").write_bytes(sa_private)
         (pki_dir / "sa.pub").write_bytes(sa_public)
-        # The apiserver calls kubelets with this identity (logs/exec); the Node authoriser needs it.
-        kubelet_client_crt, kubelet_client_key = ca.issue(
-            "kube-apiserver-kubelet-client", organizations=["kubeadm:cluster-admins"], client=True
+        # The API server calls kubelets (logs, exec) with this identity; kubelets trust its CA in
+        # their clientCAFile and authorise it with a SubjectAccessReview (kubelet-api-admin).
+        kubelet_client_crt, kubelet_client_key = kubelet_client_ca.issue(
+            KUBELET_CLIENT_USER, client=True
         ).write(pki_dir, "apiserver-kubelet-client")
 
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
@@ -236,7 +268,7 @@ class ControlPlane:
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={serving_crt}",
                 f"--tls-private-key-file={serving_key}",
-                f"--client-ca-file={ca_file}",
+                f"--client-ca-file={client_ca_bundle}",
                 "--enable-bootstrap-token-auth=true",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
@@ -246,6 +278,8 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--kubelet-client-certificate={kubelet_client_crt}",
                 f"--kubelet-client-key={kubelet_client_key}",
+                # Kubelet serving certificates come from the CSR signer; verify them.
+                f"--kubelet-certificate-authority={signer_crt}",
                 "--allow-privileged=true",
                 # The `kubernetes` Service endpoints would point at an address nothing serves.
                 "--endpoint-reconciler-type=none",
@@ -254,7 +288,7 @@ class ControlPlane:
             ],
         )
 
-        admin = ca.issue("wmco-admin", organizations=["system:masters"], client=True)
+        admin = client_ca.issue("wmco-admin", organizations=["system:masters"], client=True)
         self.kubeconfig = state / "kubeconfig"
         self.write_kubeconfig(self.kubeconfig, "admin", admin)
         self._wait(lambda: self._api_ok("/readyz"), "kube-apiserver /readyz", 90)
@@ -263,7 +297,7 @@ class ControlPlane:
         self.write_kubeconfig(
             kcm_kubeconfig,
             "kube-controller-manager",
-            ca.issue("system:kube-controller-manager", client=True),
+            client_ca.issue("system:kube-controller-manager", client=True),
         )
         auth_args = [
             f"--{k}kubeconfig={kcm_kubeconfig}" for k in ("", "authentication-", "authorization-")
@@ -280,10 +314,12 @@ class ControlPlane:
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki_dir / 'sa.key'}",
                 f"--root-ca-file={ca_file}",
-                f"--cluster-signing-cert-file={ca_file}",
-                f"--cluster-signing-key-file={ca_key}",
+                f"--cluster-signing-cert-file={signer_crt}",
+                f"--cluster-signing-key-file={signer_key}",
                 # No automatic approval of any CSR: the operator is the only approver of kubelet CSRs.
                 "--controllers=*,bootstrapsigner,tokencleaner,-csrapproving",
+                # Nodes get spec.podCIDR, as on kubeadm clusters (flannel's Windows agent needs it).
+                "--allocate-node-cidrs=true",
                 f"--cluster-cidr={CLUSTER_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--node-monitor-grace-period=20s",
@@ -291,7 +327,9 @@ class ControlPlane:
         )
         sched_kubeconfig = state / "kube-scheduler.kubeconfig"
         self.write_kubeconfig(
-            sched_kubeconfig, "kube-scheduler", ca.issue("system:kube-scheduler", client=True)
+            sched_kubeconfig,
+            "kube-scheduler",
+            client_ca.issue("system:kube-scheduler", client=True),
         )
         self._spawn(
             bins / "kube-scheduler",
@@ -356,7 +394,7 @@ class ControlPlane:
         return {name: p.pid for name, p in self._procs.items()}
 
     def issue_client(self, user: str, groups: Sequence[str] = ()) -> pki.KeyPair:
-        """A client certificate for `user` in `groups`, signed by the cluster CA."""
+        """A client certificate for `user` in `groups`, signed by the client CA."""
         if self._ca is None:
             raise ControlPlaneError("control plane not started")
         return self._ca.issue(user, organizations=groups, client=True)
@@ -527,6 +565,24 @@ class ControlPlane:
             "contexts": [],
         }
         return [
+            {
+                # kubeadm's binding for the API server's kubelet-client identity.
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "kube-apiserver-kubelet-api-admin"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:kubelet-api-admin",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": KUBELET_CLIENT_USER,
+                    }
+                ],
+            },
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRoleBinding",

@@ -1,9 +1,9 @@
 """A throw-away public-key infrastructure for the local control plane.
 
-One cluster CA signs everything: the API server's serving certificate, the client certificates of
-the admin, the controller-manager and the scheduler, and (through the controller-manager's CSR
-signer) the certificates kubelets obtain by TLS bootstrap. Using a single CA as client CA and CSR
-signer is what kubeadm does, and it is what lets a kubelet certificate issued by the cluster
+:class:`CertificateAuthority` is a self-signed CA issuing serving and client leaf certificates.
+The control plane makes several (serving, client, CSR signer, kube-apiserver-to-kubelet), as
+OpenShift does, so that a file holding the wrong CA shows; the API server's client CA bundle
+includes the CSR signer, which is what lets a kubelet certificate issued by the cluster
 authenticate to the API server.
 """
 

@@ -57,6 +57,7 @@ from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import PatchType
 
 from kube_helpers import bootstrap_token_secret, eventually
+from wmco_sandbox import pki
 from wmco_sandbox.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
@@ -458,3 +459,54 @@ def test_controlplane_cli_leaves_nothing_running(tmp_path: Path, how: str) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _subject_and_issuer(pem: bytes) -> tuple[str, str]:
+    cert = x509.load_pem_x509_certificate(pem)
+    return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+
+
+async def test_certificate_authorities_are_kept_apart(
+    control_plane: ControlPlane, kube: AsyncClient
+) -> None:
+    plane = control_plane
+    cas = {
+        "serving": plane.serving_ca_pem,
+        "client": plane.client_ca_pem,
+        "signer": plane.signer_ca_pem,
+        "kubelet-client": plane.kubelet_client_ca_pem,
+    }
+    assert len({pem for pem in cas.values()}) == 4, "each role has its own CA"
+    assert plane.ca_pem == plane.serving_ca_pem
+    # What plain Kubernetes publishes as the API server's client CA carries the CA that signs the
+    # API server's own kubelet-client certificate (the kubeadm layout), and the CSR signer.
+    auth = await kube.get(ConfigMap, "extension-apiserver-authentication", namespace="kube-system")
+    bundle = (auth.data or {})["client-ca-file"]
+    for role in ("client", "signer", "kubelet-client"):
+        assert cas[role].decode().strip() in bundle, role
+    assert plane.serving_ca_pem.decode().strip() not in bundle
+    assert plane.state_dir is not None
+    pki_dir = plane.state_dir / "pki"
+    kubelet_client = (pki_dir / "apiserver-kubelet-client.crt").read_bytes()
+    serving = (pki_dir / "apiserver.crt").read_bytes()
+    assert (
+        _subject_and_issuer(kubelet_client)[1]
+        == _subject_and_issuer(plane.kubelet_client_ca_pem)[0]
+    )
+    assert _subject_and_issuer(serving)[1] == _subject_and_issuer(plane.serving_ca_pem)[0]
+    # The serving CA does not authenticate clients: a certificate it signed is anonymous.
+    rogue_ca = pki.CertificateAuthority("rogue")
+    rogue = rogue_ca.issue("wmco-admin", organizations=["system:masters"], client=True)
+    ctx = ssl.create_default_context(cadata=plane.ca_pem.decode())
+    tmp = plane.state_dir / "rogue"
+    tmp.mkdir(exist_ok=True)
+    (tmp / "c.crt").write_bytes(rogue.cert_pem)
+    (tmp / "c.key").write_bytes(rogue.key_pem)
+    ctx.load_cert_chain(tmp / "c.crt", tmp / "c.key")
+
+    def get_namespaces() -> None:
+        urllib.request.urlopen(plane.server + "/api/v1/namespaces", context=ctx, timeout=10)
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(get_namespaces)
+    assert refused.value.code == 401

@@ -240,17 +240,22 @@ async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None
         t.key == "os" and t.value == "Windows" and t.effect == "NoSchedule"
         for t in node.spec.taints or []
     )
-    # The per-instance bootstrap token is gone once the node is Ready.
-    tokens = [
-        s
-        async for s in world.kube.list(
-            Secret,
-            namespace="kube-system",
-            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
-        )
-        if (s.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
-    ]
-    assert tokens == []
+
+    # The per-instance bootstrap token is deleted once the node is configured (right after the
+    # annotations land): wait for it rather than racing it.
+    async def token_gone() -> bool:
+        tokens = [
+            s
+            async for s in world.kube.list(
+                Secret,
+                namespace="kube-system",
+                labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+            )
+            if (s.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
+        ]
+        return tokens == []
+
+    await eventually(token_gone, "the bootstrap token of the host to be deleted", 30)
     # The Event follows the node's annotations: wait for it rather than racing it.
     await eventually(
         world._quiet(lambda: _has_event(world, names.EventReason.INSTANCE_SETUP)),

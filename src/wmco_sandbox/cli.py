@@ -63,6 +63,12 @@ def sandbox() -> None:
 
 
 BUILD_CHOICE = click.Choice(["2019", "2022", "2025"])
+NETWORK_CHOICE = click.Choice(["ovn-hybrid", "hostprocess"])
+NETWORK_HELP = (
+    "ovn-hybrid: OpenShift with OVN-Kubernetes' hybrid overlay (the operator runs "
+    "hybrid-overlay-node and kube-proxy); hostprocess: plain Kubernetes whose CNI runs as a "
+    "HostProcess DaemonSet."
+)
 
 
 def _default_state(sub: str) -> Path:
@@ -71,12 +77,21 @@ def _default_state(sub: str) -> Path:
 
 @sandbox.command("demo")
 @click.option("--windows-build", type=BUILD_CHOICE, default="2022", show_default=True)
+@click.option(
+    "--network-profile",
+    type=NETWORK_CHOICE,
+    default="ovn-hybrid",
+    show_default=True,
+    help=NETWORK_HELP,
+)
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def demo(windows_build: str, state_dir: Path | None) -> None:
+def demo(windows_build: str, network_profile: str, state_dir: Path | None) -> None:
     """Run the seed's story on the sandbox; exit 0 only if every step held."""
     from wmco_sandbox import demo as demo_mod
 
-    raise SystemExit(demo_mod.main(state_dir or _default_state("demo"), windows_build))
+    raise SystemExit(
+        demo_mod.main(state_dir or _default_state("demo"), windows_build, network_profile)
+    )
 
 
 @sandbox.command("up")
@@ -84,13 +99,24 @@ def demo(windows_build: str, state_dir: Path | None) -> None:
 @click.option("--byoh-hosts", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--windows-build", type=BUILD_CHOICE, default="2022", show_default=True)
 @click.option(
+    "--network-profile",
+    type=NETWORK_CHOICE,
+    default="ovn-hybrid",
+    show_default=True,
+    help=NETWORK_HELP,
+)
+@click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Default: .sandbox/ in the project.",
 )
 def up_sandbox(
-    windows_nodes: int, byoh_hosts: int, windows_build: str, state_dir: Path | None
+    windows_nodes: int,
+    byoh_hosts: int,
+    windows_build: str,
+    network_profile: str,
+    state_dir: Path | None,
 ) -> None:
     """Start the sandbox and keep it up until Ctrl-C/SIGTERM.
 
@@ -102,7 +128,13 @@ def up_sandbox(
 
     try:
         asyncio.run(
-            up_mod.run_up(state_dir or _default_state(""), windows_nodes, byoh_hosts, windows_build)
+            up_mod.run_up(
+                state_dir or _default_state(""),
+                windows_nodes,
+                byoh_hosts,
+                windows_build,
+                network_profile,
+            )
         )
     except up_mod.SandboxError as exc:
         raise click.ClickException(str(exc)) from exc

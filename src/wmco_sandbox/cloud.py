@@ -17,6 +17,7 @@ import logging
 
 from wmco_sandbox.machineapi import cloud as machine_cloud
 from wmco_sandbox.winhost import kubelet as sim_kubelet
+from wmco_sandbox.winhost.core.processes import ContainerBehaviour
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class SimulatedCloud:
         self.hosts: dict[str, SimHost] = {}
         self._ids = itertools.count(1)
         self._kubelet_factory = sim_kubelet.factory_with(lease_renew_interval=lease_renew)
+        self.container_behaviours: dict[str, ContainerBehaviour] = {}
+        """Installed on every host booted from now on (stand-ins for HostProcess DaemonSets)."""
 
     def _new_host(self, year: str, hostname: str | None = None) -> WindowsHost:
         host = WindowsHost(
@@ -75,6 +78,7 @@ class SimulatedCloud:
             sink_threshold=64 * 1024,
         )
         host.faults.reboot_unreachable = self.reboot_seconds
+        host.machine.container_behaviours.update(self.container_behaviours)
         return host
 
     async def boot(

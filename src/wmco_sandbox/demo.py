@@ -263,11 +263,13 @@ class Story:
         self.say(f"  simulated: {SIMULATED}")
 
 
-async def run_demo(state_dir: Path, year: str, out: TextIO = sys.stdout) -> None:
+async def run_demo(
+    state_dir: Path, year: str, network_profile: str = "ovn-hybrid", out: TextIO = sys.stdout
+) -> None:
     """Run the whole story; raise :class:`DemoFailure` at the first step that does not hold."""
-    out.write(f"Real:      {REAL}\nSimulated: {SIMULATED}\n\n")
+    out.write(f"Real:      {REAL}\nSimulated: {SIMULATED}\nNetwork:   {network_profile}\n\n")
     started = time.monotonic()
-    async with Sandbox(state_dir, windows_year=year) as sandbox:
+    async with Sandbox(state_dir, windows_year=year, network_profile=network_profile) as sandbox:
         story = Story(sandbox, out)
         await story.step("start the sandbox", _started(sandbox, started))
         await story.step("private key Secret -> user-data Secret", story.user_data)
@@ -290,10 +292,10 @@ def _started(sandbox: Sandbox, started: float) -> Callable[[], Awaitable[str]]:
     return check
 
 
-def main(state_dir: Path, year: str) -> int:
+def main(state_dir: Path, year: str, network_profile: str = "ovn-hybrid") -> int:
     """Entry point of ``wmco sandbox demo``; the exit status."""
     try:
-        asyncio.run(run_demo(state_dir, year))
+        asyncio.run(run_demo(state_dir, year, network_profile))
     except DemoFailure as exc:
         sys.stderr.write(
             f"demo FAILED: {exc}\n(logs: {state_dir}/operator.log, {state_dir}/controlplane/logs)\n"

@@ -45,10 +45,17 @@ from wmco.payload import manifest as payload_manifest
 from wmco_sandbox import cloud as cloud_mod
 from wmco_sandbox import controlplane as cp
 from wmco_sandbox.machineapi import MachineAPI, MachineSet
+from wmco_sandbox.netsim import hostprocess, ovn
 
 log = logging.getLogger(__name__)
 
 OPERATOR_SA = "windows-machine-config-operator"
+OVN_HYBRID = "ovn-hybrid"
+HOSTPROCESS = "hostprocess"
+NETWORK_PROFILES = (OVN_HYBRID, HOSTPROCESS)
+"""How the sandbox's cluster gives Windows pods a network (the operator detects which)."""
+KUBELET_CA_NAMESPACE = "openshift-kube-apiserver-operator"
+KUBELET_CA_CONFIGMAP = "kube-apiserver-to-kubelet-client-ca"
 MACHINESET_NAME = "winworker"
 CLUSTER_ID = "wmco-sandbox"
 
@@ -166,7 +173,13 @@ class Sandbox:
         ssh_port: int = 10022,
         operator_env: dict[str, str] | None = None,
         reboot_seconds: float = 1.0,
+        network_profile: str = OVN_HYBRID,
     ) -> None:
+        if network_profile not in NETWORK_PROFILES:
+            raise SandboxError(
+                f"network profile {network_profile!r} is not one of {', '.join(NETWORK_PROFILES)}"
+            )
+        self.network_profile = network_profile
         self.state_dir = state_dir.resolve()
         self.windows_year = windows_year
         self.ssh_port = ssh_port
@@ -217,6 +230,7 @@ class Sandbox:
         self.client = AsyncClient(
             config=KubeConfig.from_file(self.kubeconfig), field_manager="wmco-sandbox"
         )
+        await self._start_network()
         deploy = cp.project_root() / "deploy"
         for manifest in ("namespace.yaml", "rbac.yaml"):
             self.plane.kubectl("apply", "-f", str(deploy / manifest))
@@ -243,6 +257,53 @@ class Sandbox:
             self.state_dir / "operator.log",
         )
         self.operator.start()
+
+    async def _start_network(self) -> None:
+        """The cluster side of the network profile, before any Windows host exists.
+
+        ``ovn-hybrid`` makes the cluster look like OpenShift with OVN-Kubernetes' hybrid overlay:
+        the network operator config, ovnkube's subnet allocator, and the
+        kube-apiserver-to-kubelet client CA bundle OpenShift publishes. ``hostprocess`` is plain
+        Kubernetes with a CNI whose Windows agent is a HostProcess DaemonSet.
+        """
+        if self.network_profile == OVN_HYBRID:
+            config = ovn.network_config(
+                cluster_network=cp.CLUSTER_CIDR, service_network=cp.SERVICE_CIDR
+            )
+            await ovn.install_network_config(self.kube, config)
+            allocator = ovn.HybridOverlaySubnetAllocator(self.kube, resync=2.0)
+            await self._stack.enter_async_context(allocator)
+            await self._apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": KUBELET_CA_NAMESPACE},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": KUBELET_CA_CONFIGMAP, "namespace": KUBELET_CA_NAMESPACE},
+                    "data": {"ca-bundle.crt": self.plane.kubelet_client_ca_pem.decode()},
+                },
+            )
+            return
+        await self._apply(hostprocess.namespace(), hostprocess.daemonset())
+        self.cloud.container_behaviours[hostprocess.IMAGE_NAME] = hostprocess.flannel_behaviour(
+            self.kube, service_cidr=cp.SERVICE_CIDR
+        )
+
+    async def _apply(self, *manifests: dict[str, Any]) -> None:
+        """Apply manifests as admin with kubectl (server-side), in order."""
+        for manifest in manifests:
+            await asyncio.to_thread(
+                self.plane.kubectl,
+                "apply",
+                "--server-side",
+                "--field-manager=wmco-sandbox",
+                "-f",
+                "-",
+                stdin=json.dumps(manifest),
+            )
 
     def _operator_kubeconfig(self) -> Path:
         """A kubeconfig with the operator ServiceAccount's token (never admin)."""
@@ -300,6 +361,8 @@ class Sandbox:
                 await self.machine_api.__aexit__(None, None, None)
             self.machine_api = None
         await self.cloud.close()
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()

@@ -13,15 +13,19 @@ from wmco_sandbox.sandbox import Sandbox, SandboxError
 __all__ = ["SandboxError", "run_up"]
 
 
-async def run_up(state_dir: Path, windows_nodes: int, byoh_hosts: int, year: str) -> None:
+async def run_up(
+    state_dir: Path, windows_nodes: int, byoh_hosts: int, year: str, network_profile: str
+) -> None:
     """Start, converge to ``windows_nodes + byoh_hosts`` Ready nodes, then wait for a signal."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out = sys.stderr
-    out.write(f"starting the sandbox in {state_dir} (Windows Server {year}) ...\n")
-    async with Sandbox(state_dir, windows_year=year) as sandbox:
+    out.write(
+        f"starting the sandbox in {state_dir} (Windows Server {year}, network {network_profile}) ...\n"
+    )
+    async with Sandbox(state_dir, windows_year=year, network_profile=network_profile) as sandbox:
         out.write(f"control plane: {sandbox.plane.server}\nkubeconfig: {sandbox.kubeconfig}\n")
         view = progress_mod.ProgressView(out)
         await sandbox.apply_machineset(windows_nodes)

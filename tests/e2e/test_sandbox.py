@@ -156,7 +156,7 @@ async def test_operator_restarted_mid_scale_finishes_the_job(sandbox: Sandbox) -
 async def test_demo_story_holds(tmp_path: Path) -> None:
     out = io.StringIO()
     started = time.monotonic()
-    await demo.run_demo(tmp_path / "demo", "2022", out)
+    await demo.run_demo(tmp_path / "demo", "2022", out=out)
     text = out.getvalue()
     assert "every step held" in text, text
     assert "Summary" in text

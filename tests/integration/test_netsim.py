@@ -14,6 +14,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.models.core_v1 import NodeSpec
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node
 
 from kube_helpers import eventually
@@ -87,7 +88,18 @@ async def test_windows_nodes_get_distinct_hybrid_overlay_subnets(
         await eventually(reused, "the freed subnet to be given to the new node", 30)
 
 
-async def test_network_operator_config_says_ovn_with_a_hybrid_overlay(kube: AsyncClient) -> None:
+@pytest.fixture
+async def network_config(kube: AsyncClient) -> AsyncIterator[None]:
+    yield
+    # The control plane is shared by the session: an operator elsewhere must not find an OVN
+    # cluster that this test made up.
+    await kube.delete(ovn.NetworkOperatorConfig, "cluster")
+    await kube.delete(CustomResourceDefinition, "networks.operator.openshift.io")
+
+
+async def test_network_operator_config_says_ovn_with_a_hybrid_overlay(
+    kube: AsyncClient, network_config: None
+) -> None:
     config = ovn.network_config(cluster_network=CLUSTER_CIDR, service_network=SERVICE_CIDR)
     await ovn.install_network_config(kube, config)
     obj = await kube.get(ovn.NetworkOperatorConfig, "cluster")

@@ -51,6 +51,11 @@ from wmco.windows import (
     transfer,
 )
 
+HOSTPROCESS_HINT = (
+    "on the hostprocess profile the node needs the cluster's CNI DaemonSet (flannel, Calico, "
+    "Antrea as HostProcess pods) to write its configuration to "
+    f"{layout.HOSTPROCESS_CNI_CONF_DIR} and its plugins to {layout.HOSTPROCESS_CNI_BIN_DIR}"
+)
 HOSTPROCESS_WAITING = (
     "waiting for Ready: it stays NotReady (container runtime network not ready: cni plugin not "
     f"initialized) until the cluster's CNI DaemonSet writes its configuration to "
@@ -282,15 +287,25 @@ async def configure(
                 client, runner, instance, inputs, host, desired, progress, tally
             )
         runner.step = Step.NODE_READY
-        waiting = "waiting for Ready" if ovn else HOSTPROCESS_WAITING
-        await node.wait_for_ready(
-            client,
-            instance,
-            host.node_name,
-            timeout=settings_.node_ready_timeout,
-            progress=progress,
-            waiting=waiting,
-        )
+        if ovn:
+            await node.wait_for_ready(
+                client,
+                instance,
+                host.node_name,
+                timeout=settings_.node_ready_timeout,
+                progress=progress,
+                waiting="waiting for Ready",
+            )
+        else:
+            await node.wait_for_ready(
+                client,
+                instance,
+                host.node_name,
+                timeout=settings_.node_ready_timeout,
+                progress=progress,
+                waiting=HOSTPROCESS_WAITING,
+                hint=HOSTPROCESS_HINT,
+            )
         await progress(Step.NODE_READY, f"node {host.node_name} Ready")
 
         runner.step = Step.NODE_METADATA

@@ -147,8 +147,8 @@ async def wait_for_annotation(
                 instance.address,
                 step,
                 f"node {node_name} {state} after {timeout:.0f}s; the cluster's OVN-Kubernetes "
-                "allocates it for nodes labelled kubernetes.io/os=windows when the hybrid "
-                "overlay is enabled (hybridClusterNetwork)",
+                f"allocates it for nodes labelled {names.OS_LABEL}={names.OS_LABEL_WINDOWS} when "
+                "the hybrid overlay is enabled (hybridClusterNetwork)",
             )
         await asyncio.sleep(POLL_INTERVAL)
 
@@ -161,6 +161,7 @@ async def wait_for_ready(
     timeout: float,
     progress: Progress,
     waiting: str,
+    hint: str = "see the kubelet log on the host (C:\\var\\log\\kubelet) and pending CSRs",
 ) -> Node:
     """Wait until the Node reports Ready.
 
@@ -171,6 +172,7 @@ async def wait_for_ready(
         timeout: Seconds.
         progress: Progress callback.
         waiting: What the node is waiting for (said once it is registered).
+        hint: What to look at when it does not happen (ends the error message).
 
     Raises:
         ConfigurationError: Not Ready before the deadline (with the node's own reason).
@@ -193,6 +195,6 @@ async def wait_for_ready(
                 Step.NODE_READY,
                 f"node {node_name} {state} after {timeout:.0f}s"
                 + (f" ({reason})" if reason else "")
-                + "; see the kubelet log on the host (C:\\var\\log\\kubelet) and pending CSRs",
+                + f"; {hint}",
             )
         await asyncio.sleep(POLL_INTERVAL)

@@ -286,28 +286,7 @@ async def configure(
             await configure_network(
                 client, runner, instance, inputs, host, desired, progress, tally
             )
-        runner.step = Step.NODE_READY
-        if ovn:
-            await node.wait_for_ready(
-                client,
-                instance,
-                host.node_name,
-                timeout=settings_.node_ready_timeout,
-                progress=progress,
-                waiting="waiting for Ready",
-            )
-        else:
-            await node.wait_for_ready(
-                client,
-                instance,
-                host.node_name,
-                timeout=settings_.node_ready_timeout,
-                progress=progress,
-                waiting=HOSTPROCESS_WAITING,
-                hint=HOSTPROCESS_HINT,
-            )
-        await progress(Step.NODE_READY, f"node {host.node_name} Ready")
-
+        await wait_until_ready(client, runner, instance, inputs, host, progress)
         runner.step = Step.NODE_METADATA
         await kube.patch(
             client,
@@ -328,6 +307,29 @@ async def configure(
         )
     finally:
         await runner.close()
+
+
+async def wait_until_ready(
+    client: kube.Client,
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    host: _Host,
+    progress: Progress,
+) -> None:
+    """Wait for the node to report Ready, saying what it waits for on each profile."""
+    runner.step = Step.NODE_READY
+    hostprocess = inputs.settings.network_profile is settings.NetworkProfile.HOSTPROCESS
+    await node.wait_for_ready(
+        client,
+        instance,
+        host.node_name,
+        timeout=inputs.settings.node_ready_timeout,
+        progress=progress,
+        waiting=HOSTPROCESS_WAITING if hostprocess else "waiting for Ready",
+        hint=HOSTPROCESS_HINT if hostprocess else node.READY_HINT,
+    )
+    await progress(Step.NODE_READY, f"node {host.node_name} Ready")
 
 
 async def configure_network(

@@ -29,6 +29,9 @@ from wmco.windows import ssh
 POLL_INTERVAL = 1.0
 """Seconds between two reads of a Node while waiting for it."""
 
+READY_HINT = "see the kubelet log on the host (C:\\var\\log\\kubelet) and pending CSRs"
+"""What to look at when a node does not become Ready."""
+
 
 def annotations_of(node: Node | None) -> dict[str, str]:
     """The node's annotations (empty when it has none or is ``None``)."""
@@ -161,7 +164,7 @@ async def wait_for_ready(
     timeout: float,
     progress: Progress,
     waiting: str,
-    hint: str = "see the kubelet log on the host (C:\\var\\log\\kubelet) and pending CSRs",
+    hint: str = READY_HINT,
 ) -> Node:
     """Wait until the Node reports Ready.
 

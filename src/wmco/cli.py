@@ -64,6 +64,11 @@ def version() -> None:
 @click.option("--api-server-url", help="API server URL for kubelets [WMCO_API_SERVER_URL].")
 @click.option("--probe-bind-address", help="host:port of /healthz, /readyz, /metrics.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="[WMCO_LOG_FORMAT]")
+@click.option(
+    "--network-profile",
+    type=click.Choice(["auto", "ovn-hybrid", "hostprocess"]),
+    help="How pods get their network [WMCO_NETWORK_PROFILE].",
+)
 @click.option("--leader-elect/--no-leader-elect", default=None, help="[WMCO_LEADER_ELECTION]")
 def run(kubeconfig: str | None, **flags: object) -> None:
     """Run the operator. Flags override WMCO_* environment variables, which override defaults."""
@@ -87,6 +92,10 @@ def run(kubeconfig: str | None, **flags: object) -> None:
             overrides["payload_dir"] = pathlib.Path(str(overrides["payload_dir"]))
         if "log_format" in overrides:
             overrides["log_format"] = settings_mod.LogFormat(str(overrides["log_format"]))
+        if "network_profile" in overrides:
+            overrides["network_profile"] = settings_mod.NetworkProfile(
+                str(overrides["network_profile"])
+            )
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     except settings_mod.SettingsError as exc:
         raise click.ClickException(str(exc)) from exc

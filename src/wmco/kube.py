@@ -71,6 +71,7 @@ __all__ = [
     "delete",
     "format_micro_time",
     "get",
+    "global_custom_resource",
     "list_objects",
     "make_client",
     "namespaced_custom_resource",
@@ -258,6 +259,29 @@ def namespaced_custom_resource(
     return cast(
         type[lk_resource.NamespacedResource],
         generic_resource.create_namespaced_resource(group, version, kind, plural),
+    )
+
+
+def global_custom_resource(
+    group: str, version: str, kind: str, plural: str
+) -> type[lk_resource.GlobalResource]:
+    """A typed handle for a cluster-scoped custom resource (e.g. OpenShift's ``Network``).
+
+    Objects read through it are dicts (``obj.get("spec")``). Reading a kind whose CRD is not
+    installed answers 404 like a missing object: :func:`get` returns ``None`` for both.
+
+    Args:
+        group: API group.
+        version: API version.
+        kind: Kind.
+        plural: Plural resource name used in URLs.
+
+    Returns:
+        A resource class usable with every function of this module.
+    """
+    return cast(
+        type[lk_resource.GlobalResource],
+        generic_resource.create_global_resource(group, version, kind, plural),
     )
 
 

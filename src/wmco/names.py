@@ -138,6 +138,57 @@ BOOTSTRAP_TOKEN_GROUP: Final = "system:bootstrappers:wmco"
 MACHINE_ANNOTATION: Final = "machine.openshift.io/machine"
 """On a Node: ``<namespace>/<name>`` of its Machine (what OpenShift's nodelink controller sets)."""
 
+KUBELET_CA_HASH_ANNOTATION: Final = _WMCO_PREFIX + "kubelet-ca-hash"
+"""sha256 hex of the kubelet client CA bundle written to the host (``C:\\k\\kubelet-ca.crt``).
+
+Compared in the up-to-date check: a rotated bundle re-queues the host, which rewrites only that
+file (the kubelet re-reads it; nothing restarts)."""
+
+# --- Network (OVN-Kubernetes hybrid overlay, HNS) -----------------------------------------------
+
+HYBRID_OVERLAY_SUBNET_ANNOTATION: Final = "k8s.ovn.org/hybrid-overlay-node-subnet"
+"""On a Windows Node: the pod subnet the OVN-Kubernetes control plane allocated (``10.132.0.0/24``)."""
+
+HYBRID_OVERLAY_DRMAC_ANNOTATION: Final = "k8s.ovn.org/hybrid-overlay-distributed-router-gateway-mac"
+"""On a Windows Node: set by hybrid-overlay-node once it made the overlay network."""
+
+HYBRID_OVERLAY_NETWORK: Final = "OVNKubernetesHybridOverlayNetwork"
+"""HNS network of the pods (Overlay, non-persistent), made by hybrid-overlay-node."""
+
+HYBRID_OVERLAY_BASE_NETWORK: Final = "BaseOVNKubernetesHybridOverlayNetwork"
+"""HNS network hybrid-overlay-node makes first so the host's vSwitch survives reboots."""
+
+VIP_ENDPOINT: Final = "VIPEndpoint"
+"""HNS endpoint on the overlay network, attached to the host; its address is kube-proxy's sourceVip."""
+
+HOST_COMPARTMENT: Final = 1
+"""Network compartment of the host, where the VIP endpoint is attached."""
+
+NETWORK_OPERATOR_GROUP: Final = "operator.openshift.io"
+NETWORK_OPERATOR_VERSION: Final = "v1"
+NETWORK_OPERATOR_KIND: Final = "Network"
+NETWORK_OPERATOR_PLURAL: Final = "networks"
+NETWORK_OPERATOR_NAME: Final = "cluster"
+"""``networks.operator.openshift.io/cluster``: OpenShift's network configuration (cluster-scoped)."""
+
+OVN_KUBERNETES_NETWORK_TYPE: Final = "OVNKubernetes"
+"""``spec.defaultNetwork.type`` of an OVN-Kubernetes cluster."""
+
+# --- Kubelet client CA (the CA that signs the API server's kubelet-client certificate) ----------
+
+OPENSHIFT_KUBE_APISERVER_OPERATOR_NAMESPACE: Final = "openshift-kube-apiserver-operator"
+KUBELET_CLIENT_CA_CONFIGMAP: Final = "kube-apiserver-to-kubelet-client-ca"
+"""OpenShift: the kube-apiserver-to-kubelet signer bundle (namespace above)."""
+
+KUBELET_CLIENT_CA_KEY: Final = "ca-bundle.crt"
+"""Data key of :data:`KUBELET_CLIENT_CA_CONFIGMAP`."""
+
+EXTENSION_APISERVER_AUTHENTICATION_CONFIGMAP: Final = "extension-apiserver-authentication"
+"""Plain Kubernetes: ``kube-system/extension-apiserver-authentication``, the API server's client CAs."""
+
+CLIENT_CA_FILE_KEY: Final = "client-ca-file"
+"""Data key of :data:`EXTENSION_APISERVER_AUTHENTICATION_CONFIGMAP`."""
+
 # --- Taints -----------------------------------------------------------------------------------
 
 WINDOWS_TAINT_KEY: Final = "os"
@@ -185,6 +236,7 @@ class EventReason(enum.StrEnum):
     PRIVATE_KEY_INVALID = "PrivateKeyInvalid"
     MONITORING_ENABLED = "monitoringEnabled"
     MONITORING_DISABLED = "monitoringDisabled"
+    KUBELET_CLIENT_CA_INVALID = "KubeletClientCAInvalid"
 
 
 def service_description(service_name: str) -> str:

@@ -5,7 +5,11 @@
 * ``userdata``: Secret ``cloud-private-key`` → Secret ``windows-user-data``;
 * ``csr``: strict approval of the kubelet CSRs of instances the operator configures;
 * ``instances``: ConfigMap ``windows-instances`` → configured (or removed) nodes;
-* ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served.
+* ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served;
+* ``kubelet-client-ca``: reports which kubelet client CA bundle the nodes get, and a bad one.
+
+Before any of them, the ``auto`` network profile is resolved from the cluster
+(:mod:`wmco.cluster.network`): every controller below sees ``ovn-hybrid`` or ``hostprocess``.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import uuid
 
 import wmco
 from wmco import kube, names
+from wmco.cluster import network as cluster_network
+from wmco.controllers import clientca as clientca_controller
 from wmco.controllers import csr as csr_controller
 from wmco.controllers import hosts as hosts_mod
 from wmco.controllers import instances as instances_controller
 from wmco.controllers import machines as machines_controller
 from wmco.controllers import userdata as userdata_controller
+from wmco.nodeconfig import hostfiles
 from wmco.payload import manifest as payload_manifest
 from wmco.runtime import leader
 from wmco.runtime import manager as manager_mod
-from wmco.settings import Settings
+from wmco.settings import NetworkProfile, Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,16 @@ def build_manager(
     machine_api: bool,
     port: int | None = None,
 ) -> manager_mod.Manager:
-    """Create the manager with every controller registered (nothing runs yet)."""
+    """Create the manager with every controller registered (nothing runs yet).
+
+    Raises:
+        StartupError: ``settings.network_profile`` is still ``auto``: resolve it first
+            (:func:`resolve_network_profile`).
+    """
+    if settings.network_profile is NetworkProfile.AUTO:
+        raise StartupError(
+            "the network profile is 'auto': resolve it first (operator.resolve_network_profile)"
+        )
     host, _, bind_port = settings.probe_bind_address.rpartition(":")
     election = (
         leader.LeaderElectionConfig(
@@ -86,6 +102,7 @@ def build_manager(
     userdata_controller.setup(manager, settings, recorder)
     csr_controller.setup(manager, settings, recorder)
     instances_controller.setup(manager, hosts)
+    clientca_controller.setup(manager, hosts)
     if machine_api:
         machines_controller.setup(manager, hosts)
     else:
@@ -102,9 +119,36 @@ def load_payload(settings: Settings) -> payload_manifest.Manifest:
         StartupError: The payload folder is missing or does not match its manifest.
     """
     try:
-        return payload_manifest.load_and_verify(settings.payload_dir)
+        payload = payload_manifest.load_and_verify(settings.payload_dir)
     except payload_manifest.PayloadError as exc:
         raise StartupError(f"payload {settings.payload_dir}: {exc}") from exc
+    clashes = hostfiles.clashes(payload)
+    if clashes:
+        raise StartupError(
+            f"payload {settings.payload_dir}: the operator generates {', '.join(clashes)} itself; "
+            "remove them from the manifest"
+        )
+    return payload
+
+
+async def resolve_network_profile(client: kube.Client, settings: Settings) -> Settings:
+    """The settings with ``network_profile`` resolved from the cluster when it is ``auto``.
+
+    Raises:
+        StartupError: No profile fits the cluster, or its network configuration is unreadable.
+    """
+    try:
+        resolved = await cluster_network.resolve(client, settings)
+    except cluster_network.NetworkProfileError as exc:
+        raise StartupError(str(exc)) from exc
+    except kube.KubeError as exc:
+        raise StartupError(f"cannot read the cluster's network configuration: {exc}") from exc
+    log.info(
+        "network profile %s%s",
+        resolved.network_profile,
+        " (auto)" if settings.network_profile is not resolved.network_profile else "",
+    )
+    return resolved
 
 
 async def run(settings: Settings, *, kubeconfig: str | None = None) -> None:
@@ -120,6 +164,7 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> None:
     except kube.KubeError as exc:
         raise StartupError(str(exc)) from exc
     try:
+        settings = await resolve_network_profile(client, settings)
         machine_api = await machine_api_served(client, settings.machine_api_namespace)
         manager = build_manager(client, settings, payload, machine_api=machine_api)
         log.info(

@@ -13,8 +13,9 @@ import enum
 import ipaddress
 import os
 import pathlib
+import re
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from wmco import names
 
@@ -35,15 +36,62 @@ class LogFormat(enum.StrEnum):
 
 
 class NetworkProfile(enum.StrEnum):
-    """Which node networking pieces are installed next to kubelet and kube-proxy.
+    """How pods on Windows nodes get their network (shared/reference/windows-networking.md).
 
-    ``none`` installs no CNI daemon (the CNI configuration is provided some other way, e.g. in the
-    sandbox); ``hybrid-overlay`` adds OVN-Kubernetes' ``hybrid-overlay-node`` (the reference
-    operator's only network).
+    ``ovn-hybrid``: OpenShift's OVN-Kubernetes hybrid overlay; the operator runs
+    hybrid-overlay-node, writes the win-overlay CNI configuration, makes the VIP endpoint and runs
+    kube-proxy (winkernel). ``hostprocess``: plain Kubernetes whose CNI and kube-proxy run as
+    HostProcess DaemonSets (Calico, Antrea, Flannel); the operator provides containerd and the
+    kubelet only, with the CNI directories those DaemonSets write to. ``auto`` is resolved once at
+    start-up from the cluster (``wmco.cluster.network``); nothing below the operator's start-up
+    ever sees it.
     """
 
-    NONE = "none"
-    HYBRID_OVERLAY = "hybrid-overlay"
+    AUTO = "auto"
+    OVN_HYBRID = "ovn-hybrid"
+    HOSTPROCESS = "hostprocess"
+
+
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_CONFIGMAP_KEY: Final = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigMapKey:
+    """One key of one ConfigMap: ``<namespace>/<name>:<key>``.
+
+    Attributes:
+        namespace: The ConfigMap's namespace.
+        name: The ConfigMap's name.
+        key: The data key.
+    """
+
+    namespace: str
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.key}"
+
+    @classmethod
+    def parse(cls, text: str) -> ConfigMapKey:
+        """Read ``<namespace>/<name>:<key>``.
+
+        Raises:
+            ValueError: Another shape, or a part Kubernetes would not accept as such a name.
+        """
+        location, sep, key = text.strip().rpartition(":")
+        namespace, slash, name = location.partition("/")
+        if not sep or not slash:
+            raise ValueError("expected <namespace>/<name>:<key>")
+        if not _DNS_LABEL.fullmatch(namespace):
+            raise ValueError("the namespace is not a DNS label")
+        if not _DNS_SUBDOMAIN.fullmatch(name):
+            raise ValueError("the name is not a DNS subdomain")
+        if not _CONFIGMAP_KEY.fullmatch(key) or key in (".", ".."):
+            raise ValueError("the key is not a ConfigMap key")
+        return cls(namespace, name, key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,7 +118,14 @@ class Settings:
         cluster_dns: Cluster DNS service IP; ``None`` means the 10th address of ``service_cidr``.
         cluster_domain: Cluster DNS domain.
         service_cidr: Service network (first one).
-        network_profile: Networking pieces installed on each host.
+        network_profile: How pods get their network (``auto`` until resolved at start-up).
+        network_timeout: Seconds to wait for the node's hybrid-overlay subnet annotation, and
+            again for its overlay HNS network (``ovn-hybrid``).
+        kubelet_ca_configmap: ConfigMap key whose PEM bundle becomes the kubelet's client CA,
+            instead of the cluster's own source (OpenShift's kubelet-client signer bundle, else
+            ``kube-system/extension-apiserver-authentication``).
+        pause_image: Sandbox (pause) image for containerd, instead of the one chosen for the
+            host's Windows build.
         debug: Verbose logging on hosts (kubelet ``--v=4``) and in the operator.
         metrics_bind_address: An extra ``host:port`` serving /metrics (and the probes); empty
             means /metrics is served on ``probe_bind_address`` only.
@@ -101,7 +156,10 @@ class Settings:
     cluster_dns: str | None = None
     cluster_domain: str = "cluster.local"
     service_cidr: str = "172.30.0.0/16"
-    network_profile: NetworkProfile = NetworkProfile.NONE
+    network_profile: NetworkProfile = NetworkProfile.AUTO
+    network_timeout: float = 600.0
+    kubelet_ca_configmap: ConfigMapKey | None = None
+    pause_image: str | None = None
     debug: bool = False
     metrics_bind_address: str = ""
     probe_bind_address: str = "0.0.0.0:8081"
@@ -129,6 +187,7 @@ class Settings:
             "node_ready_timeout",
             "drain_timeout",
             "retry_max",
+            "network_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
@@ -147,6 +206,10 @@ class Settings:
                 raise SettingsError(
                     f"cluster_dns {self.cluster_dns!r} is not an IP address"
                 ) from None
+        if self.pause_image is not None and (
+            not self.pause_image or any(c.isspace() or c in "\"'\\" for c in self.pause_image)
+        ):
+            raise SettingsError(f"pause_image {self.pause_image!r} is not an image reference")
 
     @property
     def cluster_dns_address(self) -> str:
@@ -240,6 +303,9 @@ _CONVERTERS: dict[str, Callable[[str], object]] = {
     "payload_dir": lambda raw: pathlib.Path(_string(raw)),
     "cluster_dns": _optional_string,
     "network_profile": _enum(NetworkProfile),
+    "network_timeout": float,
+    "kubelet_ca_configmap": lambda raw: ConfigMapKey.parse(raw) if raw else None,
+    "pause_image": _optional_string,
     "debug": _boolean,
     "leader_election": _boolean,
     "bootstrap_token_ttl": float,

@@ -64,8 +64,11 @@ def test_native_arg_round_trips(value: str) -> None:
 @given(SAFE_TEXT)
 def test_a_path_never_escapes_its_literal(suffix: str) -> None:
     path = "C:\\k\\" + suffix
-    command = commands.test_path(path)
-    prefix = "Test-Path -LiteralPath "
+    command = commands.make_directory(path)
+    prefix = "New-Item -ItemType Directory -Force -Path "
+    suffix = " | Out-Null"
+    assert command.endswith(suffix)
+    command = command[: -len(suffix)]
     assert command.startswith(prefix)
     parsed, end = parse_single_quoted(command, len(prefix))
     assert parsed == path

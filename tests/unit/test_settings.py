@@ -16,6 +16,8 @@ def test_defaults_are_reference_compatible() -> None:
     assert s.ssh_port == 22
     assert s.concurrency == 10
     assert s.cluster_dns_address == "172.30.0.10"
+    assert s.network_profile is settings.NetworkProfile.AUTO
+    assert s.kubelet_ca_configmap is None and s.pause_image is None
 
 
 def test_from_env_reads_prefixed_variables() -> None:
@@ -25,7 +27,10 @@ def test_from_env_reads_prefixed_variables() -> None:
             "WMCO_SSH_PORT": "2222",
             "WMCO_CONCURRENCY": "3",
             "WMCO_LOG_FORMAT": "JSON",
-            "WMCO_NETWORK_PROFILE": "hybrid-overlay",
+            "WMCO_NETWORK_PROFILE": "OVN-Hybrid",
+            "WMCO_KUBELET_CA_CONFIGMAP": "my-ns/my-ca:ca.crt",
+            "WMCO_PAUSE_IMAGE": "mirror.local/pause:3.10.2",
+            "WMCO_NETWORK_TIMEOUT": "120",
             "WMCO_PAYLOAD_DIR": "/tmp/payload",
             "WMCO_SERVICE_CIDR": "10.96.0.0/12",
             "WMCO_DEBUG": "yes",
@@ -37,7 +42,11 @@ def test_from_env_reads_prefixed_variables() -> None:
     assert s.ssh_port == 2222
     assert s.concurrency == 3
     assert s.log_format is settings.LogFormat.JSON
-    assert s.network_profile is settings.NetworkProfile.HYBRID_OVERLAY
+    assert s.network_profile is settings.NetworkProfile.OVN_HYBRID
+    assert s.kubelet_ca_configmap == settings.ConfigMapKey("my-ns", "my-ca", "ca.crt")
+    assert str(s.kubelet_ca_configmap) == "my-ns/my-ca:ca.crt"
+    assert s.pause_image == "mirror.local/pause:3.10.2"
+    assert s.network_timeout == 120
     assert s.payload_dir == pathlib.Path("/tmp/payload")
     assert s.cluster_dns_address == "10.96.0.10"
     assert s.debug is True
@@ -61,6 +70,14 @@ def test_cluster_dns_override() -> None:
         ({"WMCO_CONCURRENCY": "0"}, "concurrency"),
         ({"WMCO_DEBUG": "maybe"}, "WMCO_DEBUG"),
         ({"WMCO_NETWORK_PROFILE": "calico"}, "WMCO_NETWORK_PROFILE"),
+        ({"WMCO_NETWORK_PROFILE": "hybrid-overlay"}, "WMCO_NETWORK_PROFILE"),
+        ({"WMCO_NETWORK_PROFILE": "none"}, "WMCO_NETWORK_PROFILE"),
+        ({"WMCO_KUBELET_CA_CONFIGMAP": "no-key"}, "WMCO_KUBELET_CA_CONFIGMAP"),
+        ({"WMCO_KUBELET_CA_CONFIGMAP": "ns/name"}, "WMCO_KUBELET_CA_CONFIGMAP"),
+        ({"WMCO_KUBELET_CA_CONFIGMAP": "NS/name:key"}, "WMCO_KUBELET_CA_CONFIGMAP"),
+        ({"WMCO_KUBELET_CA_CONFIGMAP": "ns/name:a/b"}, "WMCO_KUBELET_CA_CONFIGMAP"),
+        ({"WMCO_PAUSE_IMAGE": "pause image"}, "pause_image"),
+        ({"WMCO_NETWORK_TIMEOUT": "0"}, "network_timeout"),
         ({"WMCO_SERVICE_CIDR": "nope"}, "service_cidr"),
         ({"WMCO_CLUSTER_DNS": "dns"}, "cluster_dns"),
         ({"WMCO_SSH_COMMAND_TIMEOUT": "-1"}, "ssh_command_timeout"),
@@ -69,3 +86,8 @@ def test_cluster_dns_override() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(settings.SettingsError, match=fragment):
         settings.Settings.from_env(env)
+
+
+def test_empty_optional_values_mean_unset() -> None:
+    s = settings.Settings.from_env({"WMCO_KUBELET_CA_CONFIGMAP": "", "WMCO_PAUSE_IMAGE": ""})
+    assert s.kubelet_ca_configmap is None and s.pause_image is None

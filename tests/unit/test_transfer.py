@@ -1,4 +1,4 @@
-"""Hash-skipping file transfer, against a fake host that answers the contract's commands."""
+"""Comparing and writing files by hash, against a fake host that answers the contract's commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from wmco.nodeconfig import hostfiles
 from wmco.payload import manifest
 from wmco.windows import commands, ssh, transfer
 
@@ -23,10 +24,14 @@ class FakeHost:
         self.directories: set[str] = set()
         self.uploads: list[str] = []
         self.corrupt_uploads = corrupt_uploads
+        self.drop_next_hash = False
 
     async def run(
         self, command: str, *, timeout: float | None = None, what: str = "command"
     ) -> ssh.Result:
+        if command.startswith("(Get-FileHash") and self.drop_next_hash:
+            self.drop_next_hash = False
+            return ssh.Result(None, "", "")
         for path, data in self.files.items():
             if command == commands.file_hash(path):
                 return ssh.Result(0, hashlib.sha256(data).hexdigest().upper() + "\r\n", "")
@@ -38,38 +43,54 @@ class FakeHost:
         raise AssertionError(f"unexpected command {command}")
 
     async def put_file(self, source: pathlib.Path, destination: str) -> None:
+        data = await asyncio.to_thread(source.read_bytes)
+        await self.put_bytes(data, destination)
+
+    async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         assert transfer.parent_directory(destination) in self.directories
         self.uploads.append(destination)
-        data = await asyncio.to_thread(source.read_bytes)
         self.files[destination] = data[:-1] if self.corrupt_uploads else data
 
 
-async def test_copies_missing_files_then_skips_identical_ones(tmp_path: pathlib.Path) -> None:
+async def test_missing_files_differ_then_identical_ones_do_not(tmp_path: pathlib.Path) -> None:
     payload = manifest.generate_test_payload(tmp_path)
+    items = hostfiles.payload_files(payload)
     host = FakeHost()
-    first = await transfer.ensure_files(host, payload.files)
-    assert len(first.copied) == len(payload.files) and first.skipped == ()
+    assert await transfer.differing(host, items) == items
+    for item in items:
+        await transfer.send(host, item)
     assert "C:\\k\\containerd" in host.directories
-    second = await transfer.ensure_files(host, payload.files)
-    assert second.copied == () and len(second.skipped) == len(payload.files)
-    assert len(host.uploads) == len(payload.files)
+    assert await transfer.differing(host, items) == ()
+    assert len(host.uploads) == len(items)
 
 
-async def test_changed_file_is_copied_again(tmp_path: pathlib.Path) -> None:
+async def test_a_changed_file_differs_and_generated_bytes_are_written(
+    tmp_path: pathlib.Path,
+) -> None:
     payload = manifest.generate_test_payload(tmp_path)
     host = FakeHost()
-    await transfer.ensure_files(host, payload.files)
+    items = hostfiles.payload_files(payload)
+    for item in items:
+        await transfer.send(host, item)
     host.files["C:\\k\\kubelet.exe"] = b"old version"
-    report = await transfer.ensure_files(host, payload.files)
-    assert report.copied == ("C:\\k\\kubelet.exe",)
+    assert [i.destination for i in await transfer.differing(host, items)] == ["C:\\k\\kubelet.exe"]
+    generated = transfer.Content.of_bytes("C:\\k\\kubelet-ca.crt", b"PEM", "kubelet client CA")
+    await transfer.send(host, generated)
+    assert host.files["C:\\k\\kubelet-ca.crt"] == b"PEM"
+    assert "PEM" not in repr(generated)
 
 
-async def test_bad_upload_is_detected(tmp_path: pathlib.Path) -> None:
-    source = tmp_path / "x.exe"
-    source.write_bytes(b"content")
-    item = transfer.FileToSend(source, "C:\\k\\x.exe", hashlib.sha256(b"content").hexdigest())
+async def test_a_dropped_hash_is_not_mistaken_for_a_missing_file(tmp_path: pathlib.Path) -> None:
+    host = FakeHost()
+    host.drop_next_hash = True
+    with pytest.raises(ssh.TransferError, match="no answer"):
+        await transfer.remote_sha256(host, "C:\\k\\kubelet.exe")
+
+
+async def test_bad_upload_is_detected() -> None:
+    item = transfer.Content.of_bytes("C:\\k\\x.exe", b"content", "x")
     with pytest.raises(transfer.TransferVerificationError, match=re.escape("C:\\k\\x.exe")):
-        await transfer.ensure_file(FakeHost(corrupt_uploads=True), item)
+        await transfer.send(FakeHost(corrupt_uploads=True), item)
 
 
 def test_parent_directory() -> None:

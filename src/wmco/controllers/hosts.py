@@ -3,9 +3,16 @@
 Both controllers turn "this instance should be a node" into a call of
 :func:`wmco.nodeconfig.configure.configure` and "this instance is gone" into
 :func:`wmco.nodeconfig.deconfigure.deconfigure`. This module owns the parts that are the same for
-both: reading the private key, the shared bound on hosts worked on at once (``settings.concurrency``
-across both controllers), the fast path that skips SSH for a node already configured by this
-version with the current key, and turning outcomes into log lines and Kubernetes Events.
+both: reading the private key and the kubelet client CA, the shared bound on hosts worked on at
+once (``settings.concurrency`` across both controllers), the fast path that skips SSH for a node
+already configured by this version with the current key and client CA, and turning outcomes into
+log lines and Kubernetes Events.
+
+The kubelet client CA is read from the informers of its source ConfigMaps
+(:func:`wmco.cluster.clientca.sources`); both controllers watch them (:func:`ca_changed` filters
+out resyncs), so a rotated bundle re-queues every host, and the up-to-date check, which compares
+the bundle's digest with the Node's ``kubelet-ca-hash``, sends exactly those hosts through the
+flow, which then rewrites only ``kubelet-ca.crt``.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ import asyncio
 import base64
 import dataclasses
 import logging
+from typing import Any
 
-from lightkube.resources.core_v1 import Node, Secret
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
+from wmco.cluster import clientca
 from wmco.nodeconfig import configure, deconfigure
+from wmco.nodeconfig import instance as instance_mod
+from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
@@ -43,15 +54,34 @@ class Hosts:
     version: str
     nodes: informer_mod.Informer[Node]
     private_keys: informer_mod.Informer[Secret]
+    ca_sources: tuple[informer_mod.Informer[ConfigMap], ...] = ()
     slots: asyncio.Semaphore = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.settings.concurrency)
 
-    async def inputs(self) -> configure.Inputs | None:
+    def client_ca(self) -> clientca.Choice:
+        """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
+        return clientca.choose(self.settings.kubelet_ca_configmap, self.ca_configmaps())
+
+    def ca_configmaps(self) -> dict[tuple[str, str], dict[str, str] | None]:
+        """The data of every CA source ConfigMap, ``None`` for those that do not exist."""
+        result: dict[tuple[str, str], dict[str, str] | None] = {}
+        for source in clientca.sources(self.settings.kubelet_ca_configmap):
+            found: ConfigMap | None = None
+            for informer in self.ca_sources:
+                found = found or informer.store.get_by_name(source.name, source.namespace)
+            result[(source.namespace, source.name)] = (
+                dict(found.data or {}) if found is not None else None
+            )
+        return result
+
+    async def inputs(self) -> instance_mod.Inputs | None:
         """The inputs of the flow, or ``None`` while the private key is missing or unusable.
 
         The user-data controller reports a bad key in an Event; here it only means "not yet".
+        A bad kubelet client CA does not stop here: the inputs carry the problem, up-to-date
+        nodes stay as they are, and a new host fails its ``bootstrap-files`` step with it.
         """
         secret = self.private_keys.store.get_by_name(
             names.PRIVATE_KEY_SECRET, self.settings.namespace
@@ -62,25 +92,31 @@ class Hosts:
         if not raw:
             return None
         try:
-            return configure.Inputs.from_key(
-                self.settings, base64.b64decode(raw), self.payload, self.version
+            return instance_mod.Inputs.from_key(
+                self.settings,
+                base64.b64decode(raw),
+                self.payload,
+                self.version,
+                client_ca=self.client_ca(),
             )
         except userdata.PrivateKeyError:
             return None
 
-    async def up_to_date(self, instance: configure.Instance, inputs: configure.Inputs) -> bool:
-        """Whether the instance's node is Ready and was configured by us with the current key."""
-        node = configure.match_node(self.nodes.store.objects(), instance)
-        return configure.is_up_to_date(
-            node, inputs.version, inputs.pub_key_hash
-        ) and configure.node_is_ready(node)
+    async def up_to_date(
+        self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
+    ) -> bool:
+        """Whether the node is Ready and was configured by us with the current key and CA."""
+        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        return node_mod.is_up_to_date(
+            node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash
+        ) and node_mod.node_is_ready(node)
 
     async def configure_instance(
-        self, instance: configure.Instance, inputs: configure.Inputs
-    ) -> configure.Outcome:
+        self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
+    ) -> instance_mod.Outcome:
         """Configure one instance, waiting for a free slot first."""
 
-        async def progress(step: configure.Step, detail: str) -> None:
+        async def progress(step: instance_mod.Step, detail: str) -> None:
             log.info("instance %s: %s: %s", instance.address, step, detail)
 
         async with self.slots:
@@ -88,8 +124,8 @@ class Hosts:
 
     async def converge(
         self,
-        instance: configure.Instance,
-        inputs: configure.Inputs,
+        instance: instance_mod.Instance,
+        inputs: instance_mod.Inputs,
         *,
         subject: str,
         ref: kube.ObjectRef | None,
@@ -113,19 +149,20 @@ class Hosts:
             return None
         try:
             outcome = await self.configure_instance(instance, inputs)
-        except configure.ConfigurationError as exc:
+        except instance_mod.ConfigurationError as exc:
             log.warning("%s: %s", subject, exc)
             if ref is not None:
                 reason = (
                     names.EventReason.HOST_KEY_MISMATCH
-                    if isinstance(exc, configure.HostKeyChangedError)
+                    if isinstance(exc, instance_mod.HostKeyChangedError)
                     else failure_reason
                 )
                 await self.recorder.emit_event(ref, "Warning", reason, str(exc))
             return controller_mod.Result(requeue=True)
         message = (
             f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
-            f"({outcome.files_copied} files copied, {outcome.files_skipped} unchanged)"
+            f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
+            f"restarted: {', '.join(outcome.services_restarted) or 'none'})"
         )
         log.info("%s", message)
         if ref is not None:
@@ -134,8 +171,8 @@ class Hosts:
 
     async def deconfigure_instance(
         self,
-        instance: configure.Instance,
-        inputs: configure.Inputs,
+        instance: instance_mod.Instance,
+        inputs: instance_mod.Inputs,
         *,
         clean_host: bool = True,
     ) -> deconfigure.Teardown:
@@ -147,18 +184,37 @@ class Hosts:
 
 
 def instance_of_node(
-    node: Node, origin: configure.Origin, default_username: str
-) -> configure.Instance | None:
+    node: Node, origin: instance_mod.Origin, default_username: str
+) -> instance_mod.Instance | None:
     """Rebuild the :class:`Instance` a configured node came from (for teardown)."""
     annotations = (node.metadata.annotations if node.metadata else None) or {}
     address = annotations.get(names.INSTANCE_ADDRESS_ANNOTATION)
     if not address:
         return None
-    return configure.Instance(
+    return instance_mod.Instance(
         address=address,
         username=annotations.get(names.USERNAME_ANNOTATION) or default_username,
         origin=origin,
         machine=annotations.get(names.MACHINE_ANNOTATION),
+    )
+
+
+def ca_changed(event: informer_mod.Event[Any]) -> bool:
+    """A CA source ConfigMap appeared, went, or changed its data (not a periodic resync)."""
+    if event.type is not informer_mod.EventType.MODIFIED or event.old is None:
+        return True
+    return bool(event.obj.data != event.old.data)
+
+
+def ca_informers(
+    manager: manager_mod.Manager, settings: Settings
+) -> tuple[informer_mod.Informer[ConfigMap], ...]:
+    """One informer per kubelet client CA source ConfigMap (a name field selector each)."""
+    return tuple(
+        manager.informer(
+            ConfigMap, namespace=source.namespace, fields={"metadata.name": source.name}
+        )
+        for source in clientca.sources(settings.kubelet_ca_configmap)
     )
 
 
@@ -180,4 +236,5 @@ def setup(
         private_keys=manager.informer(
             Secret, namespace=settings.namespace, fields={"metadata.name": names.PRIVATE_KEY_SECRET}
         ),
+        ca_sources=ca_informers(manager, settings),
     )

@@ -20,7 +20,8 @@ from lightkube.resources.core_v1 import ConfigMap, Node
 
 from wmco import instances, kube, names
 from wmco.controllers import hosts as hosts_mod
-from wmco.nodeconfig import configure, drain
+from wmco.nodeconfig import drain
+from wmco.nodeconfig import instance as instance_mod
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
@@ -76,6 +77,10 @@ class InstancesReconciler:
                 result.add(annotations[names.INSTANCE_ADDRESS_ANNOTATION])
         return result
 
+    def keys_for_client_ca(self, obj: Any) -> Iterable[str]:
+        """A changed kubelet client CA concerns every listed instance."""
+        return sorted(i.address for i in self.parsed().instances)
+
     @staticmethod
     def keys_for_node(obj: Any) -> Iterable[str]:
         """A BYOH node maps to its instance address."""
@@ -112,10 +117,10 @@ class InstancesReconciler:
             )
 
     async def _configure(
-        self, listed: instances.Instance, inputs: configure.Inputs
+        self, listed: instances.Instance, inputs: instance_mod.Inputs
     ) -> controller_mod.Result | None:
-        instance = configure.Instance(
-            address=listed.address, username=listed.username, origin=configure.Origin.BYOH
+        instance = instance_mod.Instance(
+            address=listed.address, username=listed.username, origin=instance_mod.Origin.BYOH
         )
         configmap = self._configmap()
         return await self.hosts.converge(
@@ -128,7 +133,7 @@ class InstancesReconciler:
         )
 
     async def _teardown(
-        self, address: str, inputs: configure.Inputs
+        self, address: str, inputs: instance_mod.Inputs
     ) -> controller_mod.Result | None:
         node = next(
             (n for n in self.nodes.store.objects() if address in self.keys_for_node(n)), None
@@ -136,7 +141,7 @@ class InstancesReconciler:
         if node is None:
             return None
         instance = hosts_mod.instance_of_node(
-            node, configure.Origin.BYOH, self.hosts.settings.default_username
+            node, instance_mod.Origin.BYOH, self.hosts.settings.default_username
         )
         if instance is None:
             return None
@@ -182,4 +187,6 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
 
     controller.watch(configmaps, reconciler.keys_for_configmap, is_instances_configmap)
     controller.watch(nodes, reconciler.keys_for_node)
+    for source in hosts.ca_sources:
+        controller.watch(source, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
     return controller

@@ -21,7 +21,9 @@ from lightkube.resources.core_v1 import Node
 
 from wmco import kube, names
 from wmco.controllers import hosts as hosts_mod
-from wmco.nodeconfig import configure, drain
+from wmco.nodeconfig import drain
+from wmco.nodeconfig import instance as instance_mod
+from wmco.nodeconfig import node as node_mod
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import keys
@@ -85,12 +87,16 @@ class MachinesReconciler:
         annotations = (node.metadata.annotations if node.metadata else None) or {}
         if annotations.get(names.MACHINE_ANNOTATION):
             return (annotations[names.MACHINE_ANNOTATION],)
-        addresses = configure.node_addresses(node)
+        addresses = node_mod.node_addresses(node)
         return [
             keys.key_of(machine)
             for machine in self.machines.store.objects()
             if internal_ipv4(machine) in addresses
         ]
+
+    def keys_for_client_ca(self, obj: Any) -> Iterable[str]:
+        """A changed kubelet client CA concerns every Windows Machine."""
+        return sorted(keys.key_of(machine) for machine in self.machines.store.objects())
 
     def _node_of(self, machine_key: str) -> Node | None:
         for node in self.nodes.store.objects():
@@ -114,10 +120,10 @@ class MachinesReconciler:
         address = internal_ipv4(machine)
         if phase not in CONFIGURABLE_PHASES or address is None:
             return None
-        instance = configure.Instance(
+        instance = instance_mod.Instance(
             address=address,
             username=self.hosts.settings.default_username,
-            origin=configure.Origin.MACHINE,
+            origin=instance_mod.Origin.MACHINE,
             machine=key,
             provider_id=_field(machine, "spec", "providerID"),
         )
@@ -131,13 +137,13 @@ class MachinesReconciler:
         )
 
     async def _teardown(
-        self, key: str, machine: Any, inputs: configure.Inputs
+        self, key: str, machine: Any, inputs: instance_mod.Inputs
     ) -> controller_mod.Result | None:
         node = self._node_of(key)
         if node is None:
             return None
         instance = hosts_mod.instance_of_node(
-            node, configure.Origin.MACHINE, self.hosts.settings.default_username
+            node, instance_mod.Origin.MACHINE, self.hosts.settings.default_username
         )
         if instance is None:
             return None
@@ -178,4 +184,6 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
     )
     controller.watch(machines)
     controller.watch(nodes, reconciler.keys_for_node)
+    for source in hosts.ca_sources:
+        controller.watch(source, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
     return controller

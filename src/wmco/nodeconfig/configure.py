@@ -1,418 +1,234 @@
-"""Configure ONE Windows instance into a Ready node: an idempotent sequence of resumable steps.
+r"""Configure ONE Windows instance into a Ready node: the list of its steps.
 
 Every step first looks at the host or the cluster and only then changes what differs, so the
 sequence can be interrupted anywhere (operator killed, connection dropped, host rebooted) and run
-again from the start without harm: files whose SHA-256 already matches are not copied again, the
-bootstrap token of the instance is reused while fresh, services already as declared are left
-alone, and the Node is the one the instance's kubelet registers under its own host name, so a
-second Node never appears.
+again from the start without harm. The order on the host is the rule of contract §5 / issue 8 §4:
+*compute what differs, stop exactly the services whose held files or definitions change, write,
+then create / change / start*; nothing else restarts, and files that change live (the kubelet's
+client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop anything.
 
-The steps, in order (:class:`Step`):
-
-1. ``connect``: SSH with key authentication, retried while the host boots, host key pinned on
-   first use (:mod:`wmco.nodeconfig.hostkeys`); a changed host key is refused.
-2. ``identify``: the host name (the node name) and the Windows build.
-3. ``containers-feature``: enable the Containers feature, rebooting when Windows asks for it.
-4. ``directories`` and ``payload``: the payload manifest's files, copied only when their hash
-   differs (:mod:`wmco.windows.transfer`).
-5. ``bootstrap-files``: CA, bootstrap kubeconfig with a per-instance token, kubelet configuration.
-6. ``services``: the declarative service list (:mod:`wmco.windows.services`) applied with sc.exe.
-7. ``node-ready``: wait for the kubelet to register its Node and report Ready.
-8. ``node-metadata``: labels, annotations (version, pub-key-hash, username, pinned host key) and
-   removal of the bootstrap token.
+1. ``connect``, ``identify`` (host name = node name, Windows build = pause image),
+   ``containers-feature`` (rebooting when Windows asks), ``directories``;
+2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`);
+3. ``changes``: payload and generated files whose hash differs, and the services as installed;
+4. ``stop-services``, ``files``, ``services``: the plan of :func:`wmco.windows.planner.plan_services`
+   (containerd, kubelet, hybrid-overlay-node, windows_exporter; kube-proxy waits for step 5);
+5. ``ovn-hybrid`` only: ``node-subnet``, ``hns-network``, ``cni-config``, ``vip-endpoint``,
+   ``kube-proxy`` (its configuration, then the service) — :mod:`.network`;
+6. ``node-ready`` (``hostprocess``: NotReady until the cluster's CNI DaemonSet writes its
+   configuration), ``node-metadata``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import enum
-import hashlib
-import ipaddress
-import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 from lightkube.resources.core_v1 import Node
 
-from wmco import kube, names, userdata
-from wmco.nodeconfig import bootstrap, hostkeys
-from wmco.payload import manifest as payload_manifest
-from wmco.settings import Settings
-from wmco.windows import commands, services, ssh, transfer
+from wmco import kube, names, settings
+from wmco.cluster import clientca
+from wmco.nodeconfig import bootstrap, hostfiles, hostkeys, network, node, servicectl
+from wmco.nodeconfig import runner as runner_mod
+from wmco.nodeconfig.instance import (
+    ConfigurationError,
+    Inputs,
+    Instance,
+    Outcome,
+    Progress,
+    Step,
+    no_progress,
+)
+from wmco.nodeconfig.runner import Runner, parsed
+from wmco.windows import (
+    answers,
+    commands,
+    configfiles,
+    kubelet,
+    layout,
+    planner,
+    services,
+    transfer,
+)
 
-log = logging.getLogger(__name__)
-
-
-class Origin(enum.StrEnum):
-    """What brought an instance to the operator."""
-
-    MACHINE = "machine"
-    BYOH = "byoh"
-
-
-class Step(enum.StrEnum):
-    """The steps of :func:`configure`, in order (used in progress reports and errors)."""
-
-    CONNECT = "connect"
-    IDENTIFY = "identify"
-    CONTAINERS_FEATURE = "containers-feature"
-    DIRECTORIES = "directories"
-    PAYLOAD = "payload"
-    BOOTSTRAP_FILES = "bootstrap-files"
-    SERVICES = "services"
-    NODE_READY = "node-ready"
-    NODE_METADATA = "node-metadata"
-    DONE = "done"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Instance:
-    """One Windows instance to configure.
-
-    Attributes:
-        address: IPv4 address or DNS name the operator reaches it at over SSH.
-        username: SSH user (an administrator).
-        origin: A Machine or the ``windows-instances`` ConfigMap.
-        machine: ``<namespace>/<name>`` of the Machine, for Machine-backed instances.
-        provider_id: The Machine's ``spec.providerID``, registered by the kubelet.
-        ssh_port: Overrides ``settings.ssh_port`` (the sandbox's hosts listen elsewhere).
-    """
-
-    address: str
-    username: str
-    origin: Origin
-    machine: str | None = None
-    provider_id: str | None = None
-    ssh_port: int | None = None
-
-    @property
-    def node_ip(self) -> str | None:
-        """The address as the node's InternalIP when it is an IPv4 address."""
-        try:
-            return str(ipaddress.IPv4Address(self.address))
-        except ValueError:
-            return None
+HOSTPROCESS_HINT = (
+    "on the hostprocess profile the node needs the cluster's CNI DaemonSet (flannel, Calico, "
+    "Antrea as HostProcess pods) to write its configuration to "
+    f"{layout.HOSTPROCESS_CNI_CONF_DIR} and its plugins to {layout.HOSTPROCESS_CNI_BIN_DIR}"
+)
+HOSTPROCESS_WAITING = (
+    "waiting for Ready: it stays NotReady (container runtime network not ready: cni plugin not "
+    f"initialized) until the cluster's CNI DaemonSet writes its configuration to "
+    f"{layout.HOSTPROCESS_CNI_CONF_DIR}"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Inputs:
-    """Cluster-wide inputs of the flow, the same for every instance of one reconcile.
-
-    Build it with :meth:`from_key`, which parses the key once and derives its hash.
-    """
-
-    settings: Settings
-    private_key_pem: bytes = dataclasses.field(repr=False)
-    payload: payload_manifest.Manifest
-    version: str
-    pub_key_hash: str
-
-    @classmethod
-    def from_key(
-        cls,
-        settings: Settings,
-        private_key_pem: bytes,
-        payload: payload_manifest.Manifest,
-        version: str,
-    ) -> Inputs:
-        """Parse the key once; raise ``userdata.PrivateKeyError`` if it is unusable."""
-        key = userdata.load_private_key(private_key_pem)
-        return cls(settings, private_key_pem, payload, version, userdata.pub_key_hash(key))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
-    """What :func:`configure` did."""
+class _Host:
+    """What ``identify`` learnt."""
 
     node_name: str
-    files_copied: int
-    files_skipped: int
-    service_actions: int
-    seconds: float
+    build: int
 
 
-class ConfigurationError(Exception):
-    """A step failed; the message says which instance, which step and what to do."""
+@dataclasses.dataclass(slots=True)
+class _Tally:
+    """Counts for the :class:`Outcome`."""
 
-    def __init__(self, address: str, step: Step, message: str) -> None:
-        super().__init__(f"instance {address}: step {step}: {message}")
-        self.address = address
-        self.step = step
+    written: int = 0
+    unchanged: int = 0
+    stopped: list[str] = dataclasses.field(default_factory=list)
+    started: set[str] = dataclasses.field(default_factory=set)
+    actions: int = 0
+
+    def add(self, plan: planner.ServicePlan, changed: int, total: int) -> None:
+        self.written += changed
+        self.unchanged += total - changed
+        self.actions += len(plan)
+        self.stopped += [name for name in plan.stopped if name not in self.stopped]
+        self.started |= {action.service for action in plan.start}
+
+    @property
+    def restarted(self) -> tuple[str, ...]:
+        """Services that were running, were stopped and were started again."""
+        return tuple(name for name in self.stopped if name in self.started)
 
 
-class HostKeyChangedError(ConfigurationError):
-    """The instance presented a host key different from the pinned one: refused, not retried."""
-
-
-Progress = Callable[[Step, str], Awaitable[None]]
-
-
-async def _no_progress(step: Step, detail: str) -> None:
-    return None
-
-
-def is_up_to_date(node: Node | None, version: str, pub_key_hash: str) -> bool:
-    """Whether a node was fully configured by this version with the current key (no SSH needed)."""
-    if node is None or node.metadata is None:
-        return False
-    annotations = node.metadata.annotations or {}
-    return (
-        annotations.get(names.VERSION_ANNOTATION) == version
-        and annotations.get(names.PUB_KEY_HASH_ANNOTATION) == pub_key_hash
+async def identify(runner: Runner, existing: Node | None) -> _Host:
+    """The node name (lower-case host name) and the Windows build."""
+    runner.step = Step.IDENTIFY
+    node_name = parsed(
+        runner, answers.parse_node_name, await runner.check(commands.hostname(), "hostname query")
     )
-
-
-def node_is_ready(node: Node | None) -> bool:
-    """Whether the node's Ready condition is True."""
-    conditions = (node.status.conditions if node and node.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def node_addresses(node: Node) -> set[str]:
-    """Every address the node reports."""
-    return {a.address for a in (node.status.addresses if node.status else None) or []}
-
-
-def match_node(nodes: Iterable[Node], instance: Instance) -> Node | None:
-    """The Node of an instance among ``nodes``: annotated with its address, else reporting it."""
-    candidates = list(nodes)
-    for node in candidates:
-        annotations = (node.metadata.annotations if node.metadata else None) or {}
-        if annotations.get(names.INSTANCE_ADDRESS_ANNOTATION) == instance.address:
-            return node
-    for node in candidates:
-        if instance.address in node_addresses(node):
-            return node
-    return None
-
-
-async def find_node(client: kube.Client, instance: Instance) -> Node | None:
-    """The Node of an instance, read fresh from the API server."""
-    result = await kube.list_objects(client, Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
-    return match_node(result.items, instance)
-
-
-class _Runner:
-    """Runs commands on one host and turns failures into :class:`ConfigurationError`."""
-
-    def __init__(self, host: ssh.WindowsHost, address: str) -> None:
-        self.host = host
-        self.address = address
-        self.step = Step.CONNECT
-
-    async def run(self, command: str, what: str, *, ok: tuple[int, ...] = (0,)) -> ssh.Result:
-        try:
-            result = await self.host.run(command, what=what)
-        except ssh.SshError as exc:
-            raise ConfigurationError(self.address, self.step, str(exc)) from None
-        if result.exit_status not in ok:
-            detail = result.stderr.strip().splitlines()[-1:] or ["no error text"]
-            raise ConfigurationError(
-                self.address,
-                self.step,
-                f"{what} failed with exit status {result.exit_status}: {detail[0][:300]}",
-            )
-        return result
-
-
-async def _connect(
-    client: kube.Client, instance: Instance, inputs: Inputs, node: Node | None
-) -> ssh.WindowsHost:
-    settings = inputs.settings
-    pinned = await hostkeys.pinned(client, settings.namespace, instance.address, node)
-
-    async def on_first_use(key: ssh.HostKey) -> None:
-        await hostkeys.remember(client, settings.namespace, instance.address, key)
-
-    try:
-        key = ssh.load_ssh_key(inputs.private_key_pem)
-    except ssh.SshKeyError as exc:
-        raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
-    host = ssh.WindowsHost(
-        instance.address,
-        instance.username,
-        key,
-        settings=settings,
-        pinned_host_key=pinned,
-        on_first_use=on_first_use,
-        port=instance.ssh_port,
-    )
-    try:
-        await host.connect(within=settings.ssh_boot_deadline)
-    except ssh.HostKeyMismatchError as exc:
-        raise HostKeyChangedError(
-            instance.address,
-            Step.CONNECT,
-            f"{exc}; if the host was really reinstalled, delete its pinned key (ConfigMap "
-            f"{names.SSH_HOST_KEYS_CONFIGMAP} entry or the Node's {names.SSH_HOST_KEY_ANNOTATION} "
-            "annotation)",
-        ) from None
-    except ssh.SshError as exc:
-        raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
-    return host
-
-
-async def _reboot(runner: _Runner, settings: Settings) -> None:
-    """Restart Windows and reconnect once it answers again."""
-    # The connection drops while Restart-Computer runs; that is the expected answer.
-    with contextlib.suppress(ssh.SshError):
-        await runner.host.run(
-            commands.reboot(), what="reboot", timeout=settings.ssh_command_timeout
+    if existing is not None and existing.metadata and existing.metadata.name != node_name:
+        raise runner.fail(
+            f"the host calls itself {node_name!r} but node {existing.metadata.name!r} already "
+            "has this address; rename the host back or delete that node"
         )
-    await runner.host.close()
-    try:
-        await runner.host.reconnect(within=settings.ssh_boot_deadline)
-    except ssh.SshError as exc:
-        raise ConfigurationError(
-            runner.address, runner.step, f"host did not come back after reboot: {exc}"
-        ) from None
-
-
-async def _ensure_containers_feature(runner: _Runner, settings: Settings) -> bool:
-    """Enable the Containers feature; return whether a reboot was needed."""
-    state = commands.parse_feature_state(
-        (await runner.run(commands.containers_feature(), "containers feature query")).stdout
+    build = parsed(
+        runner, answers.parse_os_build, await runner.check(commands.os_build(), "OS build query")
     )
-    if state is commands.FeatureState.ENABLED:
-        return False
-    result = await runner.run(commands.enable_containers_feature(), "enable containers feature")
-    if (
-        commands.parse_restart_needed(result.stdout)
-        or state is commands.FeatureState.ENABLE_PENDING
+    return _Host(node_name, build)
+
+
+async def ensure_containers_feature(runner: Runner, inputs: Inputs, progress: Progress) -> None:
+    """Enable the Containers feature, rebooting when Windows asks for it."""
+    runner.step = Step.CONTAINERS_FEATURE
+    query = commands.containers_feature()
+    state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
+    if state is answers.FeatureState.ENABLED:
+        return
+    result = await runner.check(commands.enable_containers_feature(), "enable containers feature")
+    restart = parsed(runner, answers.parse_restart_needed, result)
+    if not restart and state is not answers.FeatureState.ENABLE_PENDING:
+        return
+    settings_ = inputs.settings
+    await runner_mod.reboot(runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout)
+    state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
+    if state is not answers.FeatureState.ENABLED:
+        raise runner.fail(f"Containers feature is {state} after a reboot")
+    await progress(Step.CONTAINERS_FEATURE, "Containers feature enabled (rebooted)")
+
+
+async def ensure_directories(runner: Runner, inputs: Inputs) -> None:
+    """The profile's directories and every payload destination directory."""
+    runner.step = Step.DIRECTORIES
+    profile = inputs.settings.network_profile
+    for directory in (
+        *layout.required_directories(profile),
+        *inputs.payload.destination_directories,
     ):
-        await _reboot(runner, settings)
-        state = commands.parse_feature_state(
-            (await runner.run(commands.containers_feature(), "containers feature query")).stdout
+        await runner.check(commands.make_directory(directory), f"creation of {directory}")
+
+
+async def bootstrap_files(
+    client: kube.Client, runner: Runner, instance: Instance, inputs: Inputs, host: _Host
+) -> tuple[tuple[transfer.Content, ...], str]:
+    """Every file this node must hold before its services start, and the API server's URL."""
+    runner.step = Step.BOOTSTRAP_FILES
+    settings_ = inputs.settings
+    if not isinstance(inputs.client_ca, clientca.ClientCa):
+        raise runner.fail(inputs.client_ca.message)
+    image = configfiles.pause_image(host.build, settings_.pause_image)
+    if configfiles.pause_serves_build(image, host.build) is False:
+        raise runner.fail(
+            f"pause image {image} has no entry for Windows build {host.build}; use "
+            f"{configfiles.DEFAULT_PAUSE_IMAGE} or newer (setting pause_image)"
         )
-        if state is not commands.FeatureState.ENABLED:
-            raise ConfigurationError(
-                runner.address, runner.step, f"Containers feature is {state} after a reboot"
-            )
-        return True
-    return False
-
-
-async def _ensure_content(runner: _Runner, path: str, data: bytes, what: str) -> bool:
-    """Write ``data`` to ``path`` unless the host already has exactly that; return if written."""
-    if await transfer.remote_sha256(runner.host, path) == hashlib.sha256(data).hexdigest():
-        return False
     try:
-        await runner.host.put_bytes(data, path, what=what)
-    except ssh.SshError as exc:
-        raise ConfigurationError(runner.address, runner.step, str(exc)) from None
-    return True
-
-
-async def observe_services(runner: _Runner) -> dict[str, services.ObservedService]:
-    """Ask the host about every service the operator may manage."""
-    observed: dict[str, services.ObservedService] = {}
-    for name in services.ALL_MANAGED_SERVICES:
-        qc = await runner.run(
-            commands.service_exists(name),
-            f"query of service {name}",
-            ok=(0, commands.ScExitCode.SERVICE_DOES_NOT_EXIST),
+        endpoint = await bootstrap.cluster_endpoint(client, settings_)
+    except bootstrap.BootstrapError as exc:
+        raise runner.fail(str(exc)) from None
+    token = await bootstrap.ensure_token(
+        client, address=instance.address, node_name=host.node_name, settings=settings_
+    )
+    generated = hostfiles.generated_files(
+        hostfiles.NodeFiles(
+            profile=settings_.network_profile,
+            sandbox_image=image,
+            endpoint=endpoint,
+            token=token,
+            client_ca=inputs.client_ca,
+            kubelet=kubelet.KubeletConfigInputs(
+                cluster_dns=(settings_.cluster_dns_address,),
+                cluster_domain=settings_.cluster_domain,
+                provider_id=instance.provider_id,
+            ),
         )
-        if qc.exit_status == commands.ScExitCode.SERVICE_DOES_NOT_EXIST:
-            observed[name] = services.ObservedService(name=name)
-            continue
-        query = await runner.run(commands.service_state(name), f"state of service {name}")
-        observed[name] = services.ObservedService(
-            name=name,
-            config=commands.parse_sc_qc(qc.stdout),
-            state=commands.parse_sc_query(query.stdout).state,
-        )
-    return observed
+    )
+    return (*hostfiles.payload_files(inputs.payload), *generated), endpoint.server
 
 
-async def _wait_stopped(runner: _Runner, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        query = await runner.run(
-            commands.service_state(name),
-            f"state of service {name}",
-            ok=(0, commands.ScExitCode.SERVICE_DOES_NOT_EXIST),
-        )
-        if query.exit_status != 0:
-            return
-        if commands.parse_sc_query(query.stdout).state is commands.ServiceState.STOPPED:
-            return
-        if time.monotonic() > deadline:
-            raise ConfigurationError(
-                runner.address, runner.step, f"service {name} did not stop in {timeout:.0f}s"
-            )
-        await asyncio.sleep(0.5)
+async def converge_services(
+    runner: Runner,
+    desired: tuple[services.ServiceSpec, ...],
+    files: tuple[transfer.Content, ...],
+    *,
+    progress: Progress,
+    remove: tuple[str, ...] = (),
+    deferred: tuple[str, ...] = (),
+    observe: tuple[str, ...] = services.ALL_MANAGED_SERVICES,
+    step: Step | None = None,
+) -> tuple[planner.ServicePlan, int]:
+    """Compare, stop what must stop, write what differs, then create / change / start.
 
+    Args:
+        runner: The host.
+        desired: The declared services this pass may create, change or start.
+        files: The files this pass owns.
+        progress: Progress callback.
+        remove: Managed services that must not exist.
+        deferred: Declared services whose turn comes later (stopped if needed, never started).
+        observe: The services to ask the host about.
+        step: Report every stage as this step (default: changes, stop-services, files,
+            services).
 
-async def apply_service_actions(
-    runner: _Runner, actions: list[services.ServiceAction], *, stop_timeout: float = 120.0
-) -> None:
-    """Run a service plan; tolerate the answers that mean "already so"."""
-    tolerated: dict[services.ActionKind, tuple[int, ...]] = {
-        services.ActionKind.START: (0, commands.ScExitCode.SERVICE_ALREADY_RUNNING),
-        services.ActionKind.STOP: (0, commands.ScExitCode.SERVICE_NOT_ACTIVE),
-        services.ActionKind.DELETE: (
-            0,
-            commands.ScExitCode.SERVICE_DOES_NOT_EXIST,
-            commands.ScExitCode.SERVICE_MARKED_FOR_DELETE,
-        ),
-        services.ActionKind.CREATE: (0, commands.ScExitCode.SERVICE_EXISTS),
-    }
-    for action in actions:
-        await runner.run(
-            action.command(),
-            f"{action.kind} of service {action.service}",
-            ok=tolerated.get(action.kind, (0,)),
-        )
-        if action.kind is services.ActionKind.STOP:
-            await _wait_stopped(runner, action.service, stop_timeout)
-
-
-async def _wait_for_node(
-    client: kube.Client, instance: Instance, node_name: str, timeout: float, progress: Progress
-) -> Node:
-    deadline = time.monotonic() + timeout
-    announced = False
-    while True:
-        node = await kube.get(client, Node, node_name)
-        if node is not None and not announced:
-            await progress(Step.NODE_READY, f"node {node_name} registered, waiting for Ready")
-            announced = True
-        if node_is_ready(node):
-            assert node is not None
-            return node
-        if time.monotonic() > deadline:
-            state = "not registered" if node is None else "registered but not Ready"
-            raise ConfigurationError(
-                instance.address,
-                Step.NODE_READY,
-                f"node {node_name} {state} after {timeout:.0f}s; see the kubelet log on the host "
-                "(C:\\var\\log\\kubelet) and pending CSRs",
-            )
-        await asyncio.sleep(1.0)
-
-
-def node_metadata_patch(
-    instance: Instance, inputs: Inputs, host_key: ssh.HostKey | None
-) -> dict[str, Any]:
-    """The labels and annotations a configured node carries (a merge patch)."""
-    labels: dict[str, str | None] = {names.WORKER_ROLE_LABEL: ""}
-    if instance.origin is Origin.BYOH:
-        labels[names.BYOH_LABEL] = names.TRUE
-    annotations: dict[str, str | None] = {
-        names.VERSION_ANNOTATION: inputs.version,
-        names.DESIRED_VERSION_ANNOTATION: inputs.version,
-        names.PUB_KEY_HASH_ANNOTATION: inputs.pub_key_hash,
-        names.USERNAME_ANNOTATION: instance.username,
-        names.INSTANCE_ADDRESS_ANNOTATION: instance.address,
-    }
-    if instance.machine:
-        annotations[names.MACHINE_ANNOTATION] = instance.machine
-    if host_key is not None:
-        annotations.update(hostkeys.node_annotations(host_key))
-    return {"metadata": {"labels": labels, "annotations": annotations}}
+    Returns:
+        The plan that ran and how many files were written.
+    """
+    runner.step = step or Step.CHANGES
+    changed = await transfer.differing(runner, files)
+    observed = await servicectl.observe_services(runner, observe)
+    plan = planner.plan_services(
+        desired,
+        observed,
+        changed_files=[item.destination for item in changed],
+        remove=remove,
+        deferred=deferred,
+    )
+    await progress(
+        runner.step,
+        f"{len(changed)} of {len(files)} files differ; stopping "
+        f"{', '.join(plan.stopped) or 'nothing'}",
+    )
+    runner.step = step or Step.STOP_SERVICES
+    await servicectl.apply(runner, plan.stop)
+    runner.step = step or Step.FILES
+    for item in changed:
+        await transfer.send(runner, item)
+    runner.step = step or Step.SERVICES
+    await servicectl.apply(runner, (*plan.apply, *plan.start))
+    return plan, len(changed)
 
 
 async def configure(
@@ -420,7 +236,7 @@ async def configure(
     instance: Instance,
     inputs: Inputs,
     *,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> Outcome:
     """Bring one instance to a Ready, labelled node; safe to call again at any point.
 
@@ -429,121 +245,144 @@ async def configure(
         ConfigurationError: A step failed (the message names the step and the cause).
     """
     started = time.monotonic()
-    settings = inputs.settings
-    existing = await find_node(client, instance)
+    settings_ = inputs.settings
+    profile = settings_.network_profile
+    if profile is settings.NetworkProfile.AUTO:
+        raise ConfigurationError(instance.address, Step.CONNECT, "network profile not resolved")
+    existing = await node.find_node(client, instance)
     await progress(Step.CONNECT, f"connecting to {instance.username}@{instance.address}")
-    host = await _connect(client, instance, inputs, existing)
-    runner = _Runner(host, instance.address)
+    runner = await runner_mod.connect(client, instance, inputs, existing)
+    tally = _Tally()
     try:
         await progress(Step.IDENTIFY, "SSH reachable")
-        runner.step = Step.IDENTIFY
-        node_name = commands.parse_node_name(
-            (await runner.run(commands.hostname(), "hostname query")).stdout
-        )
-        if existing is not None and existing.metadata and existing.metadata.name != node_name:
-            raise ConfigurationError(
-                instance.address,
-                Step.IDENTIFY,
-                f"the host calls itself {node_name!r} but node {existing.metadata.name!r} already "
-                "has this address; rename the host back or delete that node",
-            )
-
-        runner.step = Step.CONTAINERS_FEATURE
-        if await _ensure_containers_feature(runner, settings):
-            await progress(Step.CONTAINERS_FEATURE, "Containers feature enabled (rebooted)")
-
-        runner.step = Step.DIRECTORIES
-        for directory in (*services.REQUIRED_DIRECTORIES, *inputs.payload.destination_directories):
-            await runner.run(commands.make_directory(directory), f"creation of {directory}")
-
-        runner.step = Step.PAYLOAD
-        await progress(Step.PAYLOAD, f"checking {len(inputs.payload.files)} payload files")
+        host = await identify(runner, existing)
+        await ensure_containers_feature(runner, inputs, progress)
+        await ensure_directories(runner, inputs)
+        files, api_server_url = await bootstrap_files(client, runner, instance, inputs, host)
         try:
-            report = await transfer.ensure_files(host, inputs.payload.files)
-        except ssh.SshError as exc:
-            raise ConfigurationError(instance.address, Step.PAYLOAD, str(exc)) from None
-        await progress(
-            Step.PAYLOAD, f"files copied: {len(report.copied)}, unchanged: {len(report.skipped)}"
-        )
-
-        runner.step = Step.BOOTSTRAP_FILES
-        try:
-            endpoint = await bootstrap.cluster_endpoint(client, settings)
-        except bootstrap.BootstrapError as exc:
-            raise ConfigurationError(instance.address, Step.BOOTSTRAP_FILES, str(exc)) from None
-        token = await bootstrap.ensure_token(
-            client, address=instance.address, node_name=node_name, settings=settings
-        )
-        kubelet_inputs = services.KubeletConfigInputs(
-            cluster_dns=(settings.cluster_dns_address,),
-            cluster_domain=settings.cluster_domain,
-            provider_id=instance.provider_id,
-        )
-        files: Mapping[str, tuple[bytes, str]] = {
-            services.BOOTSTRAP_CA: (endpoint.ca_pem, "cluster CA"),
-            services.KUBELET_CA: (endpoint.ca_pem, "kubelet client CA"),
-            services.BOOTSTRAP_KUBECONFIG: (
-                bootstrap.bootstrap_kubeconfig(endpoint, services.BOOTSTRAP_CA, token),
-                "bootstrap kubeconfig",
-            ),
-            services.KUBELET_CONFIG: (
-                services.kubelet_config_json(kubelet_inputs).encode(),
-                "kubelet configuration",
-            ),
-        }
-        changed = [
-            path
-            for path, (data, what) in files.items()
-            if await _ensure_content(runner, path, data, what)
-        ]
-
-        runner.step = Step.SERVICES
-        desired = services.node_services(
-            services.NodeServiceOptions(
-                node_name=node_name,
-                node_ip=instance.node_ip,
-                network_profile=settings.network_profile,
-                api_server_url=endpoint.server,
-                debug=settings.debug,
+            desired = services.node_services(
+                services.NodeServiceOptions(
+                    network_profile=profile,
+                    node_name=host.node_name,
+                    node_ip=instance.node_ip,
+                    api_server_url=api_server_url,
+                    debug=settings_.debug,
+                )
             )
+        except services.ServiceSpecError as exc:
+            raise runner.fail(str(exc)) from None
+        ovn = profile is settings.NetworkProfile.OVN_HYBRID
+        plan, written = await converge_services(
+            runner,
+            desired,
+            files,
+            progress=progress,
+            remove=services.foreign_services(profile),
+            deferred=(services.KUBE_PROXY,) if ovn else (),
         )
-        observed = await observe_services(runner)
-        restart = bool(changed) or bool(report.copied)
-        if (
-            restart
-            and observed.get(services.KUBELET, services.ObservedService(services.KUBELET)).active
-        ):
-            # New binaries or configuration: the running kubelet (and what depends on it) must
-            # restart to pick them up. The plan starts them again.
-            stops = [
-                services.ServiceAction(services.ActionKind.STOP, name)
-                for name in reversed(services.start_order(desired))
-                if observed.get(name) is not None and observed[name].active
-            ]
-            await apply_service_actions(runner, stops)
-            observed = await observe_services(runner)
-        plan = services.plan_service_changes(desired, observed)
-        await progress(Step.SERVICES, f"{len(plan)} service changes")
-        await apply_service_actions(runner, plan)
-        await progress(Step.SERVICES, "services running")
-
-        runner.step = Step.NODE_READY
-        await _wait_for_node(client, instance, node_name, settings.node_ready_timeout, progress)
-        await progress(Step.NODE_READY, f"node {node_name} Ready")
-
+        tally.add(plan, written, len(files))
+        await progress(Step.SERVICES, f"{len(plan)} service steps; services running")
+        if ovn:
+            await configure_network(
+                client, runner, instance, inputs, host, desired, progress, tally
+            )
+        await wait_until_ready(client, runner, instance, inputs, host, progress)
         runner.step = Step.NODE_METADATA
         await kube.patch(
-            client, Node, node_name, node_metadata_patch(instance, inputs, host.host_key)
+            client,
+            Node,
+            host.node_name,
+            node.node_metadata_patch(instance, inputs, runner.host.host_key),
         )
-        await hostkeys.forget(client, settings.namespace, instance.address)
+        await hostkeys.forget(client, settings_.namespace, instance.address)
         await bootstrap.delete_tokens(client, instance.address)
-        await progress(Step.DONE, f"node {node_name} configured")
+        await progress(Step.DONE, f"node {host.node_name} configured")
         return Outcome(
-            node_name=node_name,
-            files_copied=len(report.copied),
-            files_skipped=len(report.skipped),
-            service_actions=len(plan),
+            node_name=host.node_name,
+            files_written=tally.written,
+            files_unchanged=tally.unchanged,
+            services_restarted=tally.restarted,
+            service_actions=tally.actions,
             seconds=time.monotonic() - started,
         )
     finally:
-        await host.close()
+        await runner.close()
+
+
+async def wait_until_ready(
+    client: kube.Client,
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    host: _Host,
+    progress: Progress,
+) -> None:
+    """Wait for the node to report Ready, saying what it waits for on each profile."""
+    runner.step = Step.NODE_READY
+    hostprocess = inputs.settings.network_profile is settings.NetworkProfile.HOSTPROCESS
+    await node.wait_for_ready(
+        client,
+        instance,
+        host.node_name,
+        timeout=inputs.settings.node_ready_timeout,
+        progress=progress,
+        waiting=HOSTPROCESS_WAITING if hostprocess else "waiting for Ready",
+        hint=HOSTPROCESS_HINT if hostprocess else node.READY_HINT,
+    )
+    await progress(Step.NODE_READY, f"node {host.node_name} Ready")
+
+
+async def configure_network(
+    client: kube.Client,
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    host: _Host,
+    desired: tuple[services.ServiceSpec, ...],
+    progress: Progress,
+    tally: _Tally,
+) -> None:
+    """The ``ovn-hybrid`` steps: subnet, overlay network, CNI config, VIP endpoint, kube-proxy."""
+    settings_ = inputs.settings
+    runner.step = Step.NODE_SUBNET
+    subnet = await node.wait_for_annotation(
+        client,
+        instance,
+        host.node_name,
+        names.HYBRID_OVERLAY_SUBNET_ANNOTATION,
+        timeout=settings_.network_timeout,
+        progress=progress,
+        step=Step.NODE_SUBNET,
+    )
+    runner.step = Step.HNS_NETWORK
+    overlay = await network.wait_for_overlay_network(
+        runner, subnet, timeout=settings_.network_timeout, progress=progress
+    )
+    runner.step = Step.CNI_CONFIG
+    written = await network.ensure_cni_config(runner, overlay, settings_.service_cidr)
+    tally.written += int(written)
+    tally.unchanged += int(not written)
+    await progress(
+        Step.CNI_CONFIG, f"{layout.OVN_CNI_CONFIG} {'written' if written else 'unchanged'}"
+    )
+    runner.step = Step.VIP_ENDPOINT
+    endpoint = await network.ensure_vip_endpoint(runner, overlay, timeout=settings_.network_timeout)
+    await progress(Step.VIP_ENDPOINT, f"{names.VIP_ENDPOINT} {endpoint.ip_address}")
+    runner.step = Step.KUBE_PROXY
+    try:
+        proxy_config = network.kube_proxy_content(
+            host.node_name, subnet, endpoint, debug=settings_.debug
+        )
+    except ValueError as exc:
+        raise runner.fail(str(exc)) from None
+    proxy = tuple(spec for spec in desired if spec.name == services.KUBE_PROXY)
+    plan, changed = await converge_services(
+        runner,
+        proxy,
+        (proxy_config,),
+        progress=progress,
+        observe=(services.KUBE_PROXY,),
+        step=Step.KUBE_PROXY,
+    )
+    tally.add(plan, changed, 1)
+    await progress(Step.KUBE_PROXY, "kube-proxy running")

@@ -1,25 +1,37 @@
-"""Deconfigure ONE Windows instance: the reverse of :mod:`wmco.nodeconfig.configure`.
+r"""Deconfigure ONE Windows instance: the reverse of :mod:`wmco.nodeconfig.configure`.
 
 Cordon and drain the Node through the Eviction API, stop and delete the managed Windows services
-(dependents first), remove the files the operator put there, then delete the Node and whatever the
-operator kept about the instance (bootstrap tokens, pinned host key). Cleaning the host itself is
-best effort: an instance that is already gone (its Machine deleted, the VM destroyed) or no longer
-answers must not keep its Node in the cluster forever. What could not be done is reported in the
-:class:`Teardown` so the caller can say so in an Event.
+(dependents first), remove what the network profile made (on ``ovn-hybrid``: the ``VIPEndpoint``
+and the two hybrid-overlay HNS networks, base network first as the reference operator does;
+removing the last one that holds the vSwitch drops the connection, which the runner redials),
+remove the CNI state (``C:\k\cni\config\cni.conf``, ``C:\var\lib\cni``) and the files the
+operator put there, then delete the Node and whatever the operator kept about the instance
+(bootstrap tokens, pinned host key).
+
+Cleaning the host itself is best effort: an instance that is already gone (its Machine deleted,
+the VM destroyed) or no longer answers must not keep its Node in the cluster forever. What could
+not be done is reported in the :class:`Teardown` so the caller can say so in an Event.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Final
 
 from lightkube.resources.core_v1 import Node
 
-from wmco import kube
-from wmco.nodeconfig import bootstrap, configure, drain, hostkeys
-from wmco.windows import commands, services, ssh
+from wmco import kube, names, settings
+from wmco.nodeconfig import bootstrap, drain, hostkeys, servicectl
+from wmco.nodeconfig import node as node_mod
+from wmco.nodeconfig import runner as runner_mod
+from wmco.nodeconfig.instance import ConfigurationError, Inputs, Instance, Step
+from wmco.windows import commands, layout, planner, ssh
 
 log = logging.getLogger(__name__)
+
+HNS_NETWORKS: Final = (names.HYBRID_OVERLAY_BASE_NETWORK, names.HYBRID_OVERLAY_NETWORK)
+"""The networks ``ovn-hybrid`` made (through hybrid-overlay-node), in removal order."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,40 +45,69 @@ class Teardown:
     node_deleted: bool
 
 
-async def _clean_host(
-    client: kube.Client, instance: configure.Instance, inputs: configure.Inputs, node: Node | None
-) -> None:
-    settings = inputs.settings
-    pinned = await hostkeys.pinned(client, settings.namespace, instance.address, node)
-    host = ssh.WindowsHost(
-        instance.address,
-        instance.username,
-        ssh.load_ssh_key(inputs.private_key_pem),
-        settings=settings,
-        pinned_host_key=pinned,
-        port=instance.ssh_port,
-    )
-    await host.connect(within=settings.ssh_connect_timeout)
-    runner = configure._Runner(host, instance.address)
-    runner.step = configure.Step.SERVICES
-    try:
-        observed = await configure.observe_services(runner)
-        await configure.apply_service_actions(runner, services.plan_service_removal(observed))
-        directories = sorted(
-            {*services.REQUIRED_DIRECTORIES, *inputs.payload.destination_directories},
-            key=len,
-            reverse=True,
+@dataclasses.dataclass(frozen=True, slots=True)
+class Removal:
+    """One removal command of the host clean-up."""
+
+    step: Step
+    command: str
+    what: str
+
+
+def removals(profile: settings.NetworkProfile) -> tuple[Removal, ...]:
+    """The network and file removals of a host of ``profile``, in order (pure)."""
+    steps: list[Removal] = []
+    if profile is settings.NetworkProfile.OVN_HYBRID:
+        steps.append(
+            Removal(
+                Step.REMOVE_NETWORK,
+                commands.remove_hns_endpoints(names.VIP_ENDPOINT),
+                f"removal of HNS endpoint {names.VIP_ENDPOINT}",
+            )
         )
-        for directory in directories:
-            await runner.run(commands.remove_path(directory), f"removal of {directory}")
+        steps += [
+            Removal(
+                Step.REMOVE_NETWORK,
+                commands.remove_hns_networks(network),
+                f"removal of HNS network {network}",
+            )
+            for network in HNS_NETWORKS
+        ]
+    paths = (
+        layout.OVN_CNI_CONFIG,
+        layout.CNI_STATE_DIR,
+        layout.HNS_MODULE,
+        *sorted(layout.REMOVABLE_DIRECTORIES, key=len, reverse=True),
+    )
+    steps += [Removal(Step.REMOVE_FILES, commands.remove_path(p), f"removal of {p}") for p in paths]
+    return tuple(steps)
+
+
+async def _clean_host(
+    client: kube.Client, instance: Instance, inputs: Inputs, node: Node | None
+) -> None:
+    # A host that is gone must not hold the teardown for the boot deadline.
+    runner = await runner_mod.connect(
+        client, instance, inputs, node, within=inputs.settings.ssh_connect_timeout
+    )
+    try:
+        runner.step = Step.REMOVE_SERVICES
+        observed = await servicectl.observe_services(runner)
+        await servicectl.apply(runner, planner.plan_service_removal(observed))
+        for removal in removals(inputs.settings.network_profile):
+            runner.step = removal.step
+            await runner.check(removal.command, removal.what)
+        runner.step = Step.REMOVE_FILES
+        for directory in sorted(inputs.payload.destination_directories, key=len, reverse=True):
+            await runner.check(commands.remove_path(directory), f"removal of {directory}")
     finally:
-        await host.close()
+        await runner.close()
 
 
 async def deconfigure(
     client: kube.Client,
-    instance: configure.Instance,
-    inputs: configure.Inputs,
+    instance: Instance,
+    inputs: Inputs,
     *,
     delete_node: bool = True,
     clean_host: bool = True,
@@ -78,24 +119,24 @@ async def deconfigure(
         instance: The instance being removed.
         inputs: Cluster-wide inputs (key, payload, settings).
         delete_node: Delete the Node at the end (the host is gone for good).
-        clean_host: Try to remove services and files from the host.
+        clean_host: Try to remove services, networks and files from the host.
 
     Raises:
         drain.DrainTimeoutError: Pods could not be evicted in time (retry later).
     """
-    settings = inputs.settings
-    node = await configure.find_node(client, instance)
+    settings_ = inputs.settings
+    node = await node_mod.find_node(client, instance)
     node_name = node.metadata.name if node and node.metadata else None
     evicted = 0
     if node_name:
-        evicted = await drain.drain(client, node_name, timeout=settings.drain_timeout)
+        evicted = await drain.drain(client, node_name, timeout=settings_.drain_timeout)
     problem: str | None = None
     cleaned = False
     if clean_host:
         try:
             await _clean_host(client, instance, inputs, node)
             cleaned = True
-        except (ssh.SshError, ssh.SshKeyError, configure.ConfigurationError) as exc:
+        except (ssh.SshError, ssh.SshKeyError, ConfigurationError) as exc:
             problem = str(exc)
             log.warning("instance %s: host not cleaned: %s", instance.address, problem)
     deleted = False
@@ -103,7 +144,7 @@ async def deconfigure(
         deleted = await kube.delete(client, Node, node_name)
     await bootstrap.delete_tokens(client, instance.address)
     if delete_node:
-        await hostkeys.forget(client, settings.namespace, instance.address)
+        await hostkeys.forget(client, settings_.namespace, instance.address)
     return Teardown(
         node_name=node_name,
         pods_evicted=evicted,

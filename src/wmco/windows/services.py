@@ -1,68 +1,29 @@
-r"""The Windows services of a node, declared as data, and the plan that reconciles them.
+r"""The Windows services of a node, declared as data: one :class:`ServiceSpec` per service.
 
 The reference operator ships a second program (WICD) that reconciles services on the host from a
 ``windows-services-<version>`` ConfigMap. We keep the idea (a declarative, versioned list of
-services) without the second program: the operator reads the host's services over SSH
-(``sc.exe qc`` / ``sc.exe query``) and :func:`plan_service_changes` decides, purely, which sc.exe
-steps move the host to the declared list. The thin async shell that runs the steps lives in
-``nodeconfig``.
+services) without the second program: :func:`node_services` declares the list for one node and
+:mod:`wmco.windows.planner` decides, purely, which sc.exe steps move the host to it.
 
-Every service is a :class:`ServiceSpec`; :func:`node_services` builds the list for one node
-(containerd, kubelet, kube-proxy, windows_exporter, plus the network profile's pieces) and
-:func:`kubelet_config` the kubelet's ``KubeletConfiguration`` (written to ``C:\k\kubelet.conf``).
+The network profile decides the list (contract §7): every node runs containerd, the kubelet and
+windows_exporter; ``ovn-hybrid`` adds hybrid-overlay-node and kube-proxy (ours), ``hostprocess``
+neither (the cluster's DaemonSets bring CNI and kube-proxy).
+
+Each spec also says which files it *holds* (:attr:`ServiceSpec.held_files`): its image, the child
+that kube-log-runner wraps, and the configuration it reads only at start. A change of one of them
+needs the service stopped first (Windows refuses to overwrite a running image) and started again
+afterwards (contract §5); every other file changes live.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 from wmco import names, settings
-from wmco.windows import commands, quoting
-
-# --- Paths on the host ------------------------------------------------------------------------
-
-K_DIR: Final = "C:\\k"
-LOG_DIR: Final = "C:\\var\\log"
-CONTAINERD_DIR: Final = "C:\\k\\containerd"
-CNI_DIR: Final = "C:\\k\\cni"
-CNI_CONFIG_DIR: Final = "C:\\k\\cni\\config"
-KUBELET_EXE: Final = "C:\\k\\kubelet.exe"
-KUBE_PROXY_EXE: Final = "C:\\k\\kube-proxy.exe"
-KUBE_LOG_RUNNER_EXE: Final = "C:\\k\\kube-log-runner.exe"
-CONTAINERD_EXE: Final = "C:\\k\\containerd\\containerd.exe"
-CONTAINERD_CONFIG: Final = "C:\\k\\containerd\\containerd_conf.toml"
-WINDOWS_EXPORTER_EXE: Final = "C:\\k\\windows_exporter.exe"
-HYBRID_OVERLAY_EXE: Final = "C:\\k\\hybrid-overlay-node.exe"
-KUBELET_CONFIG: Final = "C:\\k\\kubelet.conf"
-BOOTSTRAP_KUBECONFIG: Final = "C:\\k\\bootstrap-kubeconfig"
-KUBECONFIG: Final = "C:\\k\\kubeconfig"
-KUBELET_CA: Final = "C:\\k\\kubelet-ca.crt"
-BOOTSTRAP_CA: Final = "C:\\k\\bootstrap-ca.crt"
-KUBE_PROXY_CONFIG: Final = "C:\\k\\kube-proxy.conf"
-KUBELET_CERT_DIR: Final = "C:\\var\\lib\\kubelet\\pki"
-CONTAINERD_ENDPOINT: Final = "npipe://./pipe/containerd-containerd"
-
-REQUIRED_DIRECTORIES: Final = (
-    K_DIR,
-    CNI_DIR,
-    CNI_CONFIG_DIR,
-    CONTAINERD_DIR,
-    KUBELET_CERT_DIR,
-    LOG_DIR,
-    LOG_DIR + "\\kubelet",
-    LOG_DIR + "\\kube-proxy",
-    LOG_DIR + "\\containerd",
-    LOG_DIR + "\\windows_exporter",
-    LOG_DIR + "\\hybrid-overlay",
-)
-"""Directories created on every host before files are copied, parents first."""
-
-# --- Service names ----------------------------------------------------------------------------
+from wmco.windows import commands, kubelet, layout, quoting
 
 CONTAINERD: Final = "containerd"
 KUBELET: Final = "kubelet"
@@ -72,6 +33,9 @@ HYBRID_OVERLAY: Final = "hybrid-overlay-node"
 
 ALL_MANAGED_SERVICES: Final = (CONTAINERD, KUBELET, HYBRID_OVERLAY, KUBE_PROXY, WINDOWS_EXPORTER)
 """Every service any profile may install, in start order (the reverse is the removal order)."""
+
+NETWORK_SERVICES: Final = (HYBRID_OVERLAY, KUBE_PROXY)
+"""The services only ``ovn-hybrid`` runs."""
 
 _TOKEN: Final = re.compile(r"[^\s\"]+")
 
@@ -90,6 +54,7 @@ class ServiceSpec:
         args: Arguments, one token each (no whitespace, no ``"``), so the command line is
             unambiguous without any inner quoting.
         depends_on: Services that must run before this one (sc.exe ``depend=``).
+        config_files: Files it reads only when it starts (a change needs a restart).
         description: ``wmco managed <name>``, the mark of a managed service.
     """
 
@@ -97,6 +62,7 @@ class ServiceSpec:
     binary: str
     args: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    config_files: tuple[str, ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -123,26 +89,39 @@ class ServiceSpec:
         """The ``binPath=`` value: the binary and its arguments separated by single spaces."""
         return " ".join((self.binary, *self.args))
 
+    @property
+    def wrapped_binary(self) -> str | None:
+        """The program kube-log-runner runs for this service (its first non-flag argument)."""
+        if self.binary.lower() != layout.KUBE_LOG_RUNNER_EXE.lower():
+            return None
+        return next((arg for arg in self.args if not arg.startswith("-")), None)
+
+    @property
+    def held_files(self) -> tuple[str, ...]:
+        """Every file whose change needs this service stopped first and started afterwards."""
+        wrapped = self.wrapped_binary
+        return (self.binary, *((wrapped,) if wrapped else ()), *self.config_files)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NodeServiceOptions:
     r"""What differs from node to node in the service list.
 
     Attributes:
+        network_profile: ``ovn-hybrid`` or ``hostprocess`` (``auto`` is refused).
         node_name: The name the kubelet registers (lower-case); ``None`` lets the kubelet use the
             host name.
         node_ip: The IP the kubelet reports as InternalIP; ``None`` lets it choose.
-        network_profile: Networking pieces to add.
         api_server_url: API server URL (hybrid-overlay-node needs it).
-        debug: Verbose logging (kubelet ``--v=4``).
+        debug: Verbose logging (``--v=4``).
         log_runner: Wrap kubelet and kube-proxy in ``kube-log-runner.exe`` so that their logs go
             to files under ``C:\var\log`` (their own log-file flags were removed in 1.26).
         exporter_web_config: Path of windows_exporter's TLS web config, if any.
     """
 
+    network_profile: settings.NetworkProfile
     node_name: str | None = None
     node_ip: str | None = None
-    network_profile: settings.NetworkProfile = settings.NetworkProfile.NONE
     api_server_url: str | None = None
     debug: bool = False
     log_runner: bool = True
@@ -154,37 +133,105 @@ def _logged(
 ) -> tuple[str, tuple[str, ...]]:
     if not options.log_runner:
         return binary, tuple(args)
-    return KUBE_LOG_RUNNER_EXE, (f"-log-file={log_file}", binary, *args)
+    return layout.KUBE_LOG_RUNNER_EXE, (f"-log-file={log_file}", binary, *args)
 
 
-def kubelet_args(options: NodeServiceOptions) -> tuple[str, ...]:
-    """The kubelet's flags (kubelet-windows.md §6), without the binary.
+def _verbosity(options: NodeServiceOptions) -> str:
+    return f"--v={4 if options.debug else 2}"
 
-    Args:
-        options: Per-node values.
 
-    Returns:
-        ``--config``, ``--bootstrap-kubeconfig``, ``--kubeconfig``, ``--cert-dir``,
-        ``--windows-service``, ``--node-labels``, ``--windows-priorityclass``,
-        ``--container-runtime-endpoint``, ``--v``, and ``--hostname-override`` / ``--node-ip``
-        when known.
-    """
+def _containerd(options: NodeServiceOptions) -> ServiceSpec:
+    return ServiceSpec(
+        name=CONTAINERD,
+        binary=layout.CONTAINERD_EXE,
+        args=(
+            "--config",
+            layout.CONTAINERD_CONFIG,
+            "--log-file",
+            layout.CONTAINERD_LOG,
+            "--run-service",
+            "--log-level",
+            "debug" if options.debug else "info",
+        ),
+        config_files=(layout.CONTAINERD_SHIM_EXE, layout.CONTAINERD_CONFIG),
+    )
+
+
+def _kubelet(options: NodeServiceOptions) -> ServiceSpec:
+    binary, argv = _logged(
+        options,
+        layout.KUBELET_LOG,
+        layout.KUBELET_EXE,
+        kubelet.kubelet_args(
+            kubelet.KubeletFlags(
+                node_name=options.node_name, node_ip=options.node_ip, debug=options.debug
+            )
+        ),
+    )
+    return ServiceSpec(
+        name=KUBELET,
+        binary=binary,
+        args=argv,
+        depends_on=(CONTAINERD,),
+        config_files=(layout.KUBELET_CONFIG, layout.BOOTSTRAP_CA),
+    )
+
+
+def _hybrid_overlay(options: NodeServiceOptions) -> ServiceSpec:
+    if not options.api_server_url:
+        raise ServiceSpecError("hybrid-overlay-node needs the API server URL")
+    if not options.node_name:
+        raise ServiceSpecError("hybrid-overlay-node needs the node name")
     args = [
-        f"--config={KUBELET_CONFIG}",
-        f"--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}",
-        f"--kubeconfig={KUBECONFIG}",
-        f"--cert-dir={KUBELET_CERT_DIR}",
+        "--node",
+        options.node_name,
+        f"--bootstrap-kubeconfig={layout.KUBECONFIG}",
+        f"--cert-dir={layout.OVN_CNI_CONF_DIR}",
+        "--cert-duration=24h",
         "--windows-service",
-        f"--node-labels={names.NODE_OS_ID_LABEL}={names.NODE_OS_ID_WINDOWS}",
-        "--windows-priorityclass=ABOVE_NORMAL_PRIORITY_CLASS",
-        f"--container-runtime-endpoint={CONTAINERD_ENDPOINT}",
+        "--logfile",
+        layout.HYBRID_OVERLAY_LOG,
+        f"--k8s-apiserver={options.api_server_url}",
+        "--k8s-cacert",
+        layout.BOOTSTRAP_CA,
     ]
-    if options.node_name:
-        args.append(f"--hostname-override={options.node_name}")
-    if options.node_ip:
-        args.append(f"--node-ip={options.node_ip}")
-    args.append(f"--v={4 if options.debug else 2}")
-    return tuple(args)
+    if options.debug:
+        args += ["--loglevel", "5"]
+    return ServiceSpec(
+        name=HYBRID_OVERLAY,
+        binary=layout.HYBRID_OVERLAY_EXE,
+        args=tuple(args),
+        depends_on=(KUBELET,),
+    )
+
+
+def _kube_proxy(options: NodeServiceOptions) -> ServiceSpec:
+    # Everything else (node name, network, sourceVip) is in its configuration file.
+    binary, argv = _logged(
+        options,
+        layout.KUBE_PROXY_LOG,
+        layout.KUBE_PROXY_EXE,
+        (f"--config={layout.KUBE_PROXY_CONFIG}", "--windows-service", _verbosity(options)),
+    )
+    return ServiceSpec(
+        name=KUBE_PROXY,
+        binary=binary,
+        args=argv,
+        depends_on=(HYBRID_OVERLAY,),
+        config_files=(layout.KUBE_PROXY_CONFIG,),
+    )
+
+
+def _windows_exporter(options: NodeServiceOptions) -> ServiceSpec:
+    args = [
+        "--collectors.enabled",
+        "cpu,logical_disk,net,os,service,system,container,memory,cpu_info",
+        "--log.file",
+        layout.WINDOWS_EXPORTER_LOG,
+    ]
+    if options.exporter_web_config:
+        args += ["--web.config.file", options.exporter_web_config]
+    return ServiceSpec(name=WINDOWS_EXPORTER, binary=layout.WINDOWS_EXPORTER_EXE, args=tuple(args))
 
 
 def node_services(options: NodeServiceOptions) -> tuple[ServiceSpec, ...]:
@@ -194,237 +241,30 @@ def node_services(options: NodeServiceOptions) -> tuple[ServiceSpec, ...]:
         options: Per-node values.
 
     Returns:
-        containerd, kubelet, [hybrid-overlay-node], kube-proxy, windows_exporter.
+        ``ovn-hybrid``: containerd, kubelet, hybrid-overlay-node, kube-proxy, windows_exporter;
+        ``hostprocess``: containerd, kubelet, windows_exporter.
 
     Raises:
-        ServiceSpecError: An option produces an invalid argument (e.g. whitespace in a name).
+        ServiceSpecError: An option produces an invalid argument (e.g. whitespace in a name), or
+            the profile was not resolved.
     """
-    containerd = ServiceSpec(
-        name=CONTAINERD,
-        binary=CONTAINERD_EXE,
-        args=(
-            "--config",
-            CONTAINERD_CONFIG,
-            "--log-file",
-            f"{LOG_DIR}\\containerd\\containerd.log",
-            "--run-service",
-            "--log-level",
-            "debug" if options.debug else "info",
-        ),
-    )
-    kubelet_binary, kubelet_argv = _logged(
-        options, f"{LOG_DIR}\\kubelet\\kubelet.log", KUBELET_EXE, kubelet_args(options)
-    )
-    kubelet = ServiceSpec(
-        name=KUBELET, binary=kubelet_binary, args=kubelet_argv, depends_on=(CONTAINERD,)
-    )
-    specs = [containerd, kubelet]
-    proxy_dependency = KUBELET
-    if options.network_profile is settings.NetworkProfile.HYBRID_OVERLAY:
-        if not options.api_server_url:
-            raise ServiceSpecError("hybrid-overlay-node needs the API server URL")
-        if not options.node_name:
-            raise ServiceSpecError("hybrid-overlay-node needs the node name")
-        hybrid_args = [
-            "--node",
-            options.node_name,
-            f"--bootstrap-kubeconfig={KUBECONFIG}",
-            f"--cert-dir={CNI_CONFIG_DIR}",
-            "--cert-duration=24h",
-            "--windows-service",
-            "--logfile",
-            f"{LOG_DIR}\\hybrid-overlay\\hybrid-overlay.log",
-            f"--k8s-apiserver={options.api_server_url}",
-            "--k8s-cacert",
-            BOOTSTRAP_CA,
-        ]
-        if options.debug:
-            hybrid_args += ["--loglevel", "5"]
-        specs.append(
-            ServiceSpec(
-                name=HYBRID_OVERLAY,
-                binary=HYBRID_OVERLAY_EXE,
-                args=tuple(hybrid_args),
-                depends_on=(KUBELET,),
-            )
-        )
-        proxy_dependency = HYBRID_OVERLAY
-    proxy_args = [f"--config={KUBE_PROXY_CONFIG}", "--windows-service"]
-    if options.node_name:
-        proxy_args.append(f"--hostname-override={options.node_name}")
-    proxy_args.append(f"--v={4 if options.debug else 2}")
-    proxy_binary, proxy_argv = _logged(
-        options, f"{LOG_DIR}\\kube-proxy\\kube-proxy.log", KUBE_PROXY_EXE, proxy_args
-    )
-    specs.append(
-        ServiceSpec(
-            name=KUBE_PROXY,
-            binary=proxy_binary,
-            args=proxy_argv,
-            depends_on=(proxy_dependency,),
-        )
-    )
-    exporter_args = [
-        "--collectors.enabled",
-        "cpu,logical_disk,net,os,service,system,container,memory,cpu_info",
-        "--log.file",
-        f"{LOG_DIR}\\windows_exporter\\windows_exporter.log",
-    ]
-    if options.exporter_web_config:
-        exporter_args += ["--web.config.file", options.exporter_web_config]
-    specs.append(
-        ServiceSpec(name=WINDOWS_EXPORTER, binary=WINDOWS_EXPORTER_EXE, args=tuple(exporter_args))
-    )
+    profile = options.network_profile
+    if profile is settings.NetworkProfile.AUTO:
+        raise ServiceSpecError("the network profile must be resolved before services are declared")
+    specs = [_containerd(options), _kubelet(options)]
+    if profile is settings.NetworkProfile.OVN_HYBRID:
+        specs += [_hybrid_overlay(options), _kube_proxy(options)]
+    specs.append(_windows_exporter(options))
     result = tuple(specs)
     start_order(result)
     return result
 
 
-# --- Kubelet configuration --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KubeletConfigInputs:
-    """Cluster values that go into the ``KubeletConfiguration``.
-
-    Attributes:
-        cluster_dns: DNS service IPs.
-        cluster_domain: DNS domain.
-        client_ca_file: CA that signs clients of the kubelet's :10250 (the API server's).
-        provider_id: ``spec.providerID`` to register with (Machine-backed nodes), if any.
-    """
-
-    cluster_dns: tuple[str, ...]
-    cluster_domain: str = "cluster.local"
-    client_ca_file: str = KUBELET_CA
-    provider_id: str | None = None
-
-
-def kubelet_config(inputs: KubeletConfigInputs) -> dict[str, Any]:
-    """The ``KubeletConfiguration`` (kubelet-windows.md §6.3) as a JSON-ready dict."""
-    config: dict[str, Any] = {
-        "kind": "KubeletConfiguration",
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "rotateCertificates": True,
-        "serverTLSBootstrap": True,
-        "authentication": {
-            "x509": {"clientCAFile": inputs.client_ca_file},
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-        },
-        "authorization": {"mode": "Webhook"},
-        "clusterDomain": inputs.cluster_domain,
-        "clusterDNS": list(inputs.cluster_dns),
-        "cgroupsPerQOS": False,
-        "enforceNodeAllocatable": [],
-        "runtimeRequestTimeout": "10m",
-        "maxPods": 250,
-        "kubeAPIQPS": 50,
-        "kubeAPIBurst": 100,
-        "serializeImagePulls": False,
-        "logging": {"flushFrequency": "5s"},
-        "enableSystemLogHandler": True,
-        "enableSystemLogQuery": True,
-        "featureGates": {"NodeLogQuery": True, "RotateKubeletServerCertificate": True},
-        "containerLogMaxSize": "50Mi",
-        "evictionHard": {"nodefs.available": "10%", "imagefs.available": "15%"},
-        "systemReserved": {"cpu": "500m", "ephemeral-storage": "1Gi", "memory": "2Gi"},
-        "containerRuntimeEndpoint": CONTAINERD_ENDPOINT,
-        "registerNode": True,
-        "registerWithTaints": [
-            {
-                "key": names.WINDOWS_TAINT_KEY,
-                "value": names.WINDOWS_TAINT_VALUE,
-                "effect": names.WINDOWS_TAINT_EFFECT,
-            }
-        ],
-        "resolvConf": "",
-    }
-    if inputs.provider_id:
-        config["providerID"] = inputs.provider_id
-    return config
-
-
-def kubelet_config_json(inputs: KubeletConfigInputs) -> str:
-    """:func:`kubelet_config` as compact one-line JSON (fits ``commands.write_small_file``)."""
-    return json.dumps(kubelet_config(inputs), separators=(",", ":"), sort_keys=True)
-
-
-# --- Planning ---------------------------------------------------------------------------------
-
-
-class ActionKind(enum.StrEnum):
-    """One sc.exe step."""
-
-    CREATE = "create"
-    CHANGE = "change"
-    DESCRIBE = "describe"
-    SET_RECOVERY = "set-recovery"
-    STOP = "stop"
-    START = "start"
-    DELETE = "delete"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ServiceAction:
-    """One step of a plan: what to do to which service (and the declaration, when relevant)."""
-
-    kind: ActionKind
-    service: str
-    spec: ServiceSpec | None = None
-
-    def command(self) -> str:
-        """The exact command that performs this step (see :mod:`wmco.windows.commands`)."""
-        spec = self.spec
-        match self.kind:
-            case ActionKind.CREATE:
-                assert spec is not None
-                return commands.create_service(spec.name, spec.command_line, spec.depends_on)
-            case ActionKind.CHANGE:
-                assert spec is not None
-                return commands.change_service(spec.name, spec.command_line, spec.depends_on)
-            case ActionKind.DESCRIBE:
-                assert spec is not None
-                return commands.set_service_description(spec.name, spec.description)
-            case ActionKind.SET_RECOVERY:
-                return commands.set_service_recovery(self.service)
-            case ActionKind.STOP:
-                return commands.stop_service(self.service)
-            case ActionKind.START:
-                return commands.start_service(self.service)
-            case ActionKind.DELETE:
-                return commands.delete_service(self.service)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ObservedService:
-    """What the host says about one service: ``None`` config means it does not exist (1060).
-
-    Attributes:
-        name: Service name.
-        config: Parsed ``sc.exe qc``; ``None`` when the service does not exist.
-        state: Parsed ``sc.exe query`` state; ``None`` when unknown or absent.
-    """
-
-    name: str
-    config: commands.ServiceConfig | None = None
-    state: commands.ServiceState | None = None
-
-    @property
-    def exists(self) -> bool:
-        """Whether the service is installed."""
-        return self.config is not None
-
-    @property
-    def active(self) -> bool:
-        """Whether the service runs or is on its way (stopping it is needed before changes)."""
-        return self.state in (
-            commands.ServiceState.RUNNING,
-            commands.ServiceState.START_PENDING,
-            commands.ServiceState.CONTINUE_PENDING,
-            commands.ServiceState.PAUSED,
-            commands.ServiceState.PAUSE_PENDING,
-        )
+def foreign_services(profile: settings.NetworkProfile) -> tuple[str, ...]:
+    """Managed services the profile does not run (removed if a host still has them)."""
+    if profile is settings.NetworkProfile.OVN_HYBRID:
+        return ()
+    return NETWORK_SERVICES
 
 
 def start_order(specs: Sequence[ServiceSpec]) -> list[str]:
@@ -458,134 +298,4 @@ def start_order(specs: Sequence[ServiceSpec]) -> list[str]:
 
     for spec in specs:
         visit(spec.name, ())
-    return order
-
-
-def needs_change(spec: ServiceSpec, config: commands.ServiceConfig) -> bool:
-    """Whether the installed configuration differs from the declaration.
-
-    Compares the command line (exactly, as sc.exe stores it), the start type (automatic) and the
-    set of dependencies.
-    """
-    return (
-        config.binary_path != spec.command_line
-        or config.start_type is not commands.StartType.AUTO
-        or frozenset(config.dependencies) != frozenset(spec.depends_on)
-    )
-
-
-def plan_service_changes(
-    desired: Sequence[ServiceSpec],
-    observed: Mapping[str, ObservedService],
-    *,
-    remove: Sequence[str] = (),
-) -> list[ServiceAction]:
-    """Plan the sc.exe steps that turn the observed services into the desired ones.
-
-    The plan: stop what must change or go (dependents first), delete what goes, create what is
-    missing (with description and recovery actions), change what differs, then start every
-    desired service that is not running, dependencies first. An empty plan means the host is
-    already as declared.
-
-    Args:
-        desired: The declared services (any order; dependencies are respected).
-        observed: What the host reported, by service name. A desired name absent here is treated as
-            not installed.
-        remove: Managed service names that must not exist (e.g. pieces of another profile);
-            removed only if observed as installed.
-
-    Returns:
-        The ordered steps.
-
-    Raises:
-        ServiceSpecError: The declaration has duplicates or a cycle.
-    """
-    order = start_order(desired)
-    by_name = {spec.name: spec for spec in desired}
-    desired_names = set(order)
-
-    def seen(name: str) -> ObservedService:
-        return observed.get(name, ObservedService(name=name))
-
-    to_create = [name for name in order if not seen(name).exists]
-    to_change = [
-        name
-        for name in order
-        if (config := seen(name).config) is not None and needs_change(by_name[name], config)
-    ]
-    to_delete = [name for name in remove if name not in desired_names and seen(name).exists]
-
-    # Stopping a service needs its running dependents stopped first (else sc.exe answers 1051).
-    must_stop = {name for name in (*to_change, *to_delete) if seen(name).active}
-    dependents = _installed_dependents(observed)
-    frontier = list(must_stop)
-    while frontier:
-        current = frontier.pop()
-        for dependent in dependents.get(current, ()):
-            if dependent not in must_stop and seen(dependent).active:
-                must_stop.add(dependent)
-                frontier.append(dependent)
-
-    actions: list[ServiceAction] = []
-    for name in _stop_order(must_stop, dependents):
-        actions.append(ServiceAction(ActionKind.STOP, name))
-    for name in to_delete:
-        actions.append(ServiceAction(ActionKind.DELETE, name))
-    for name in to_create:
-        spec = by_name[name]
-        actions.append(ServiceAction(ActionKind.CREATE, name, spec))
-        actions.append(ServiceAction(ActionKind.DESCRIBE, name, spec))
-        actions.append(ServiceAction(ActionKind.SET_RECOVERY, name, spec))
-    for name in to_change:
-        spec = by_name[name]
-        actions.append(ServiceAction(ActionKind.CHANGE, name, spec))
-        actions.append(ServiceAction(ActionKind.DESCRIBE, name, spec))
-    for name in order:
-        stopped_by_plan = name in must_stop
-        if stopped_by_plan or not seen(name).active:
-            actions.append(ServiceAction(ActionKind.START, name, by_name[name]))
-    return actions
-
-
-def plan_service_removal(observed: Mapping[str, ObservedService]) -> list[ServiceAction]:
-    """Plan stopping and deleting every observed, installed service (deconfiguration).
-
-    Dependents are stopped before what they depend on; deletion follows the same order.
-    """
-    installed = {name for name, service in observed.items() if service.exists}
-    dependents = _installed_dependents(observed)
-    order = _stop_order(installed, dependents)
-    actions = [ServiceAction(ActionKind.STOP, name) for name in order if observed[name].active]
-    actions += [ServiceAction(ActionKind.DELETE, name) for name in order]
-    return actions
-
-
-def _installed_dependents(observed: Mapping[str, ObservedService]) -> dict[str, list[str]]:
-    dependents: dict[str, list[str]] = {}
-    for name, service in observed.items():
-        if service.config is None:
-            continue
-        for dependency in service.config.dependencies:
-            dependents.setdefault(dependency, []).append(name)
-    return dependents
-
-
-def _stop_order(names_to_stop: set[str], dependents: Mapping[str, list[str]]) -> list[str]:
-    """Dependents before their dependencies; ties in :data:`ALL_MANAGED_SERVICES` reverse order."""
-    rank = {name: index for index, name in enumerate(reversed(ALL_MANAGED_SERVICES))}
-    pending = sorted(names_to_stop, key=lambda name: (rank.get(name, -1), name))
-    order: list[str] = []
-    placed: set[str] = set()
-
-    def place(name: str, trail: frozenset[str]) -> None:
-        if name in placed or name in trail:
-            return
-        for dependent in dependents.get(name, ()):
-            if dependent in names_to_stop:
-                place(dependent, trail | {name})
-        placed.add(name)
-        order.append(name)
-
-    for name in pending:
-        place(name, frozenset())
     return order

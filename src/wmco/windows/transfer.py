@@ -1,23 +1,26 @@
-"""Copy files to a Windows host only when the host's copy differs (by SHA-256).
+"""Files on a Windows host, compared and written by SHA-256.
 
-For each file, the host is asked for ``Get-FileHash`` of the destination (``commands.file_hash``);
-a matching digest means the file is already there and nothing is sent. Otherwise the destination
-directory is created, the file uploaded over SFTP, and the digest checked again, so a truncated
-upload is caught here and not by a service that fails to start later.
+The flow first asks which files differ (:func:`differing`: ``Get-FileHash`` of each destination,
+``commands.file_hash``) and only then, once the services that hold them are stopped, writes them
+(:func:`send`: parent directory, SFTP upload, digest checked again, so a truncated upload is caught
+here and not by a service that fails to start later). Splitting the two is what lets the operator
+stop exactly the services whose files change, and nothing else (contract §5).
 
-The host is anything with ``run`` and ``put_file`` (:class:`wmco.windows.ssh.WindowsHost`, or a
-fake in tests); items are anything with ``source``, ``destination`` and ``sha256`` (e.g.
-``wmco.payload.manifest.PayloadFile``, which this layer does not import).
+A file is a :class:`Content`: a destination, the digest it must have, and either a local file (the
+payload) or bytes (what the operator generates). The host is anything with ``run``, ``put_file``
+and ``put_bytes`` (:class:`wmco.windows.ssh.WindowsHost`, the configure flow's reconnecting
+runner, or a fake in tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from wmco.windows import commands, ssh
+from wmco.windows import answers, commands, ssh
 
 
 class RemoteHost(Protocol):
@@ -32,12 +35,16 @@ class RemoteHost(Protocol):
         ...
 
     async def put_file(self, source: pathlib.Path, destination: str) -> None:
-        """Upload one file."""
+        """Upload one local file."""
+        ...
+
+    async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
+        """Write bytes to one file."""
         ...
 
 
 class TransferItem(Protocol):
-    """One file to place on the host."""
+    """One local file to place on the host (e.g. ``wmco.payload.manifest.PayloadFile``)."""
 
     @property
     def source(self) -> pathlib.Path:
@@ -56,20 +63,32 @@ class TransferItem(Protocol):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class FileToSend:
-    """A plain :class:`TransferItem`."""
+class Content:
+    """What one file on the host must contain.
 
-    source: pathlib.Path
+    Attributes:
+        destination: Absolute Windows path.
+        sha256: Lower-case hex digest of the content.
+        source: Local file with the content (payload files).
+        data: The content itself (generated files); never shown in ``repr``, it may hold a token.
+        what: A label for logs and errors (the content is never logged).
+    """
+
     destination: str
     sha256: str
+    source: pathlib.Path | None = None
+    data: bytes | None = dataclasses.field(default=None, repr=False)
+    what: str = "file"
 
+    @classmethod
+    def of_bytes(cls, destination: str, data: bytes, what: str) -> Content:
+        """Generated content."""
+        return cls(destination, hashlib.sha256(data).hexdigest(), data=data, what=what)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TransferReport:
-    """What :func:`ensure_files` did: destinations copied and destinations already up to date."""
-
-    copied: tuple[str, ...]
-    skipped: tuple[str, ...]
+    @classmethod
+    def of_file(cls, item: TransferItem) -> Content:
+        """A local file whose digest is already known (a payload manifest entry)."""
+        return cls(item.destination, item.sha256.lower(), source=item.source, what=item.source.name)
 
 
 class TransferVerificationError(ssh.SshError):
@@ -85,53 +104,51 @@ async def remote_sha256(host: RemoteHost, destination: str) -> str | None:
     """The lower-case SHA-256 of a file on the host, or ``None`` if it is absent.
 
     Raises:
-        commands.CommandOutputError: The host answered something that is not a digest.
+        ssh.TransferError: The connection dropped before an answer came (not the same as absent).
+        answers.CommandOutputError: The host answered something that is not a digest.
     """
     result = await host.run(commands.file_hash(destination), what=f"hash of {destination}")
+    if result.exit_status is None:
+        raise ssh.TransferError(host.address, f"no answer to the hash of {destination}")
     if not result.ok:
         return None
-    return commands.parse_file_hash(result.stdout)
+    return answers.parse_file_hash(result.stdout)
 
 
-async def ensure_file(host: RemoteHost, item: TransferItem) -> bool:
-    """Place one file on the host unless an identical copy is already there.
+async def differing(host: RemoteHost, items: Sequence[Content]) -> tuple[Content, ...]:
+    """The items whose destination is missing or has another digest, in order.
 
-    Returns:
-        ``True`` if the file was uploaded, ``False`` if it was already up to date.
+    Raises:
+        ssh.SshError: The connection failed.
+    """
+    result: list[Content] = []
+    for item in items:
+        if await remote_sha256(host, item.destination) != item.sha256:
+            result.append(item)
+    return tuple(result)
+
+
+async def send(host: RemoteHost, item: Content) -> None:
+    """Write one item (creating its directory) and check the host's digest afterwards.
 
     Raises:
         TransferVerificationError: The digest differs after the upload.
+        ssh.TransferError: The upload failed (e.g. the file is held by a running program).
         ssh.SshError: The connection failed.
     """
-    expected = item.sha256.lower()
-    if await remote_sha256(host, item.destination) == expected:
-        return False
     directory = parent_directory(item.destination)
     made = await host.run(commands.make_directory(directory), what=f"mkdir {directory}")
     if not made.ok:
         raise ssh.TransferError(host.address, f"cannot create directory {directory}")
-    await host.put_file(item.source, item.destination)
+    if item.data is not None:
+        await host.put_bytes(item.data, item.destination, what=item.what)
+    elif item.source is not None:
+        await host.put_file(item.source, item.destination)
+    else:
+        raise ValueError(f"{item.destination}: neither data nor a source file")
     actual = await remote_sha256(host, item.destination)
-    if actual != expected:
+    if actual != item.sha256:
         raise TransferVerificationError(
             host.address,
-            f"{item.destination} has sha256 {actual} after upload, expected {expected}",
+            f"{item.destination} has sha256 {actual} after upload, expected {item.sha256}",
         )
-    return True
-
-
-async def ensure_files(host: RemoteHost, items: Sequence[TransferItem]) -> TransferReport:
-    """Place every file (in order) on the host, copying only those that differ.
-
-    Raises:
-        TransferVerificationError: A digest differs after an upload.
-        ssh.SshError: The connection failed.
-    """
-    copied: list[str] = []
-    skipped: list[str] = []
-    for item in items:
-        if await ensure_file(host, item):
-            copied.append(item.destination)
-        else:
-            skipped.append(item.destination)
-    return TransferReport(copied=tuple(copied), skipped=tuple(skipped))

@@ -1,0 +1,241 @@
+r"""The ``ovn-hybrid`` network steps of one host, after hybrid-overlay-node has started.
+
+In order (windows-networking.md §1.2, contract §3 to §5):
+
+1. the node's ``k8s.ovn.org/hybrid-overlay-node-subnet`` annotation (set by OVN-Kubernetes) is
+   awaited by the flow (:func:`wmco.nodeconfig.node.wait_for_annotation`);
+2. :func:`wait_for_overlay_network`: hybrid-overlay-node makes ``OVNKubernetesHybridOverlayNetwork``
+   with that subnet; polled over SSH with a deadline (making its base network drops every SSH
+   connection once: the runner redials);
+3. :func:`ensure_cni_config`: ``C:\k\cni\config\cni.conf`` from the network's subnet and
+   ``ManagementIP`` (a live file: containerd loads it, nothing restarts);
+4. :func:`ensure_vip_endpoint`: the host endpoint ``VIPEndpoint`` on that network (reused when
+   one is there, a stale one on another network removed first); its address becomes kube-proxy's
+   ``sourceVip`` (:func:`kube_proxy_content`).
+
+The decisions (:func:`find_overlay_network`, :func:`decide_vip_endpoint`) are pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import ipaddress
+import time
+
+from wmco import names
+from wmco.nodeconfig.instance import Progress, Step
+from wmco.nodeconfig.runner import Runner, parsed
+from wmco.windows import answers, commands, configfiles, layout, transfer
+
+POLL_INTERVAL = 1.0
+"""Seconds between two looks at the host's HNS networks."""
+
+
+def _same_network(prefix: str | None, subnet: str) -> bool:
+    if not prefix:
+        return False
+    try:
+        return ipaddress.ip_network(prefix, strict=False) == ipaddress.ip_network(
+            subnet, strict=False
+        )
+    except ValueError:
+        return False
+
+
+def find_overlay_network(
+    networks: tuple[answers.HnsNetwork, ...], subnet: str
+) -> answers.HnsNetwork | None:
+    """The pods' overlay network once hybrid-overlay-node made it for ``subnet``.
+
+    It must be named ``OVNKubernetesHybridOverlayNetwork``, be of type ``Overlay``, have the
+    node's subnet as ``Subnets[0].AddressPrefix`` (an older network of a previous subnet does not
+    count: hybrid-overlay-node is about to re-create it) and a ``ManagementIP``.
+    """
+    for network in networks:
+        if (
+            network.name == names.HYBRID_OVERLAY_NETWORK
+            and network.type.lower() == "overlay"
+            and _same_network(network.address_prefix, subnet)
+            and network.management_ip
+        ):
+            return network
+    return None
+
+
+async def wait_for_overlay_network(
+    runner: Runner, subnet: str, *, timeout: float, progress: Progress
+) -> answers.HnsNetwork:
+    """Poll the host's HNS networks until the overlay network of ``subnet`` exists.
+
+    Raises:
+        ConfigurationError: Not there before the deadline (the message says what was seen).
+    """
+    await progress(
+        Step.HNS_NETWORK,
+        f"waiting for hybrid-overlay-node to create HNS network {names.HYBRID_OVERLAY_NETWORK} "
+        f"for {subnet}",
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await runner.check(commands.list_hns_networks(), "HNS network list")
+        networks = parsed(runner, answers.parse_hns_networks, result)
+        found = find_overlay_network(networks, subnet)
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            seen = ", ".join(f"{n.name} ({n.type} {n.address_prefix})" for n in networks) or "none"
+            raise runner.fail(
+                f"HNS network {names.HYBRID_OVERLAY_NETWORK} for {subnet} not created after "
+                f"{timeout:.0f}s (networks: {seen}); see "
+                f"{layout.HYBRID_OVERLAY_LOG} on the host"
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+def cni_content(network: answers.HnsNetwork, service_cidr: str) -> transfer.Content:
+    """``cni.conf`` for this network.
+
+    Raises:
+        ValueError: The network lacks its prefix or management IP.
+    """
+    if not network.address_prefix or not network.management_ip:
+        raise ValueError(f"HNS network {network.name} has no subnet or management IP")
+    text = configfiles.cni_config(
+        configfiles.OverlayNetwork(network.address_prefix, network.management_ip), service_cidr
+    )
+    return transfer.Content.of_bytes(layout.OVN_CNI_CONFIG, text.encode(), "CNI configuration")
+
+
+async def ensure_cni_config(runner: Runner, network: answers.HnsNetwork, service_cidr: str) -> bool:
+    """Write ``cni.conf`` unless the host has exactly it; return whether it was written."""
+    try:
+        content = cni_content(network, service_cidr)
+    except ValueError as exc:
+        raise runner.fail(str(exc)) from None
+    if not await transfer.differing(runner, (content,)):
+        return False
+    await transfer.send(runner, content)
+    return True
+
+
+class VipAction(enum.StrEnum):
+    """What to do about the VIP endpoint."""
+
+    REUSE = "reuse"
+    CREATE = "create"
+    REPLACE = "replace"
+    """Remove every ``VIPEndpoint`` (stale, or of unknown state) and create a new one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VipDecision:
+    """The decision and, for ``REUSE``, the endpoint to reuse."""
+
+    action: VipAction
+    endpoint: answers.HnsEndpoint | None = None
+
+
+def decide_vip_endpoint(
+    endpoints: tuple[answers.HnsEndpoint, ...],
+    network: answers.HnsNetwork,
+    *,
+    distrust: bool = False,
+) -> VipDecision:
+    """Decide whether the host's ``VIPEndpoint`` can serve as kube-proxy's ``sourceVip``.
+
+    Args:
+        endpoints: The host's endpoints.
+        network: The overlay network it must be on.
+        distrust: A creation attempt lost its connection: whatever it left may not be attached to
+            the host, so replace it.
+
+    Returns:
+        ``REUSE`` the one on this network with an address (when it is the only VIP endpoint);
+        ``REPLACE`` when any other ``VIPEndpoint`` exists (on a network that was re-created, or
+        without an address); ``CREATE`` when there is none.
+    """
+    vips = [endpoint for endpoint in endpoints if endpoint.name == names.VIP_ENDPOINT]
+    if not vips:
+        return VipDecision(VipAction.CREATE)
+    good = [
+        endpoint
+        for endpoint in vips
+        if (endpoint.virtual_network or "").lower() == network.id.lower() and endpoint.ip_address
+    ]
+    if distrust or len(good) != len(vips) or len(good) > 1:
+        return VipDecision(VipAction.REPLACE)
+    return VipDecision(VipAction.REUSE, good[0])
+
+
+async def ensure_vip_endpoint(
+    runner: Runner, network: answers.HnsNetwork, *, timeout: float
+) -> answers.HnsEndpoint:
+    """Make sure one ``VIPEndpoint`` is on the overlay network, attached to the host.
+
+    Looks first, so that a pass over a configured host changes nothing; creation is not
+    idempotent, so a creation that lost its connection is followed by a fresh look (and a
+    replacement) rather than a blind retry.
+
+    Raises:
+        ConfigurationError: HNS refused, or no usable endpoint before the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    distrust = False
+    while True:
+        listed = await runner.check(commands.list_hns_endpoints(), "HNS endpoint list")
+        decision = decide_vip_endpoint(
+            parsed(runner, answers.parse_hns_endpoints, listed), network, distrust=distrust
+        )
+        if decision.action is VipAction.REUSE:
+            assert decision.endpoint is not None
+            return decision.endpoint
+        if time.monotonic() > deadline:
+            raise runner.fail(f"no usable {names.VIP_ENDPOINT} after {timeout:.0f}s")
+        if decision.action is VipAction.REPLACE:
+            await runner.check(
+                commands.remove_hns_endpoints(names.VIP_ENDPOINT),
+                f"removal of the stale {names.VIP_ENDPOINT}",
+            )
+        created = await runner.attempt(
+            commands.create_host_endpoint(
+                network.id,
+                name=names.VIP_ENDPOINT,
+                module=layout.HNS_MODULE,
+                compartment=names.HOST_COMPARTMENT,
+            ),
+            f"creation of {names.VIP_ENDPOINT}",
+        )
+        if created is None:
+            distrust = True
+            continue
+        distrust = False
+        made = parsed(runner, answers.parse_hns_endpoints, created)
+        if len(made) == 1 and made[0].ip_address:
+            return made[0]
+        # An answer without an address: look again (and replace it) rather than trust it.
+        distrust = True
+
+
+def kube_proxy_content(
+    node_name: str, node_subnet: str, endpoint: answers.HnsEndpoint, *, debug: bool
+) -> transfer.Content:
+    """``kube-proxy.conf`` with the VIP endpoint's address as ``sourceVip``.
+
+    Raises:
+        ValueError: The endpoint has no address, or the subnet is not a network.
+    """
+    if not endpoint.ip_address:
+        raise ValueError(f"{names.VIP_ENDPOINT} has no IP address")
+    text = configfiles.kube_proxy_config(
+        configfiles.KubeProxyInputs(
+            node_name=node_name,
+            node_subnet=node_subnet,
+            source_vip=endpoint.ip_address,
+            debug=debug,
+        )
+    )
+    return transfer.Content.of_bytes(
+        layout.KUBE_PROXY_CONFIG, text.encode(), "kube-proxy configuration"
+    )

@@ -106,6 +106,7 @@ class SimulatedHybridOverlay:
 
     Attributes:
         subnet: The node subnet the overlay network was last made for.
+        node_events: How many watch events of its Node it has handled.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class SimulatedHybridOverlay:
         self._task: asyncio.Task[None] | None = None
         self._logfile: str | None = None
         self.subnet: str | None = None
+        self.node_events = 0
 
     # -- process ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -280,6 +282,7 @@ class SimulatedHybridOverlay:
             await asyncio.sleep(self.retry_interval)
 
     async def _on_node(self, client: AsyncClient, node: Node) -> None:
+        self.node_events += 1
         meta = node.metadata
         annotations = (meta.annotations if meta else None) or {}
         raw = annotations.get(SUBNET_ANNOTATION)

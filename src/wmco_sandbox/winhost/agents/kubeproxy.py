@@ -217,6 +217,10 @@ class SimulatedKubeProxy:
         argv: The program's argv (``C:\\k\\kube-proxy.exe --config=... --windows-service``).
         env: The host seen by the program.
         sync_period: Seconds between the running checks (config file, network).
+
+    Attributes:
+        running: Set once every check passed (it proxies).
+        syncs: How many periodic syncs it did since.
     """
 
     def __init__(self, argv: list[str], env: ProgramEnvironment, *, sync_period: float) -> None:
@@ -226,6 +230,7 @@ class SimulatedKubeProxy:
         self._log = agent_klog.Klog(env.log)
         self._task: asyncio.Task[None] | None = None
         self.running = False
+        self.syncs = 0
 
     async def start(self) -> None:
         """Parse the flags (a bad flag fails the start); the checks run right after."""
@@ -347,6 +352,7 @@ class SimulatedKubeProxy:
         self.running = True
         while True:
             await asyncio.sleep(self._sync_period)
+            self.syncs += 1
             current = self._env.read_file(path) if path else None
             if path is not None and current != data:
                 raise _run_failed("content of the proxy server's configuration file was updated")

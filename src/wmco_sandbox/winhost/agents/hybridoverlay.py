@@ -155,10 +155,11 @@ class SimulatedHybridOverlay:
 
     def _write_line(self, line: str) -> None:
         self._env.log(line)
-        if self._logfile:
-            old = self._env.read_file(self._logfile) or b""
+        if self._logfile:  # its log library creates the directory
+            disk = self._env.disk
             with contextlib.suppress(DiskError):
-                self._env.write_file(self._logfile, old + line.encode() + b"\n")
+                disk.mkdir(disk.format(disk.parse(self._logfile)[:-1]))
+                disk.append_file(self._logfile, line.encode() + b"\n")
 
     async def _main(self) -> None:
         try:

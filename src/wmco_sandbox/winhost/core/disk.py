@@ -398,6 +398,16 @@ class VirtualDisk:
             return node.size
         return sum(self._size_of(child) for _, child in node.children.values())
 
+    def append_file(self, path: str, data: bytes) -> None:
+        """Append to a file, creating it (a log); a sunk file keeps only its size growing.
+
+        Raises:
+            DiskError: As :meth:`open_writer` (``pathnotfound`` when the directory is missing).
+        """
+        writer = self.open_writer(path, truncate=False, create=True, exclusive=False)
+        writer.write(writer.node.size, data)
+        writer.close()
+
     def open_writer(
         self, path: str, *, truncate: bool, create: bool, exclusive: bool
     ) -> FileWriter:

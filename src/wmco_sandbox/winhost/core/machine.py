@@ -317,10 +317,10 @@ class _ProgramEnv:
             self.machine.kubelet_log.append(line)
         self.machine.service_log(self.service).append(line)
         if self.log_file is not None:
-            disk = self.machine.disk
-            old = disk.read_file(self.log_file) or b""
             with contextlib.suppress(DiskError):
-                disk.write_file(self.log_file, old + line.encode("utf-8", "replace") + b"\n")
+                self.machine.disk.append_file(
+                    self.log_file, line.encode("utf-8", "replace") + b"\n"
+                )
 
     def exited(self, code: int, reason: str) -> None:
         self.machine.scm.process_exited(self.service, code, reason)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 import pytest
-from winhost_helpers import connect, make_user_data, public_line
+from winhost_helpers import connect, enable_containers, make_user_data, public_line
 
 from wmco_sandbox.winhost.host import WindowsHost
 
@@ -61,3 +61,10 @@ def full_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
         return True
 
     monkeypatch.setattr(SSHClientChannel, "_process_exit_status_request", process_exit_status)
+
+
+@pytest.fixture
+async def containers_host(host: WindowsHost) -> WindowsHost:
+    """The booted host with the Containers feature installed and the reboot done."""
+    await enable_containers(host)
+    return host

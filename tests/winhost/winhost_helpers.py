@@ -69,3 +69,91 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before the deadline")
         await asyncio.sleep(0.01)
+
+
+# A module shaped like WMCO's hns.psm1: the three functions with their real param blocks (the
+# simulated host reads the declarations and Export-ModuleMember, not the bodies).
+HNS_PSM1 = """\
+function Get-VmComputeNativeMethods()
+{
+    $signature = @'
+                 [DllImport("vmcompute.dll")]
+                 public static extern void HNSCall([MarshalAs(UnmanagedType.LPWStr)] string method, [MarshalAs(UnmanagedType.LPWStr)] string path, [MarshalAs(UnmanagedType.LPWStr)] string request, [MarshalAs(UnmanagedType.LPWStr)] out string response);
+'@
+    Add-Type -MemberDefinition $signature -Namespace VmCompute.PrivatePInvoke -Name NativeMethods -PassThru
+}
+
+function New-HnsEndpoint
+{
+    param
+    (
+        [parameter(Mandatory=$false, Position = 0)] [string] $JsonString = $null,
+        [parameter(Mandatory = $false, Position = 0)] [Guid] $NetworkId,
+        [parameter(Mandatory = $false)] [string] $Name,
+        [parameter(Mandatory = $false)] [string] $IPAddress,
+        [parameter(Mandatory = $false)] [string] $Gateway,
+        [parameter(Mandatory = $false)] [string] $MacAddress,
+        [parameter(Mandatory = $false)] [switch] $EnableOutboundNat
+    )
+    Process { return Invoke-HNSRequest -Method POST -Type endpoints -Data $EndpointData }
+}
+
+function Attach-HnsHostEndpoint
+{
+    param
+    (
+     [parameter(Mandatory=$true)] [Guid] $EndpointID,
+     [parameter(Mandatory=$true)] [int] $CompartmentID
+     )
+    $request = @{ SystemType = "Host"; CompartmentId = $CompartmentID; };
+    return Invoke-HNSRequest -Method POST -Type endpoints -Data (ConvertTo-Json $request) -Action "attach" -Id $EndpointID
+}
+
+function Invoke-HNSRequest
+{
+    param
+    (
+        [ValidateSet('GET', 'POST', 'DELETE')]
+        [parameter(Mandatory=$true)] [string] $Method,
+        [ValidateSet('networks', 'endpoints', 'activities', 'policylists', 'endpointstats', 'plugins')]
+        [parameter(Mandatory=$true)] [string] $Type,
+        [parameter(Mandatory=$false)] [string] $Action = $null,
+        [parameter(Mandatory=$false)] [string] $Data = $null,
+        [parameter(Mandatory=$false)] [Guid] $Id = [Guid]::Empty
+    )
+    $hnsApi = Get-VmComputeNativeMethods
+    $hnsApi::HNSCall($Method, $hnsPath, "$request", [ref] $response);
+    return $output;
+}
+
+Export-ModuleMember -Function New-HNSEndpoint
+
+Export-ModuleMember -Function Attach-HNSHostEndpoint
+
+Export-ModuleMember -Function Invoke-HNSRequest
+""".replace("\n", "\r\n")
+
+
+async def enable_containers(host: WindowsHost) -> None:
+    """Install the Containers feature the operator's way and reboot so that it is Enabled."""
+    result = await host.run(
+        "$ProgressPreference = 'SilentlyContinue'; Install-WindowsFeature -Name Containers",
+        shell="powershell",
+    )
+    assert result.code == 0, result.stderr
+    await host.reboot()
+    assert host.machine.features["containers"] == "Enabled"
+
+
+async def run_dropped(conn: asyncssh.SSHClientConnection, command: str) -> bool:
+    """Run a command; True when the connection dropped without an exit status."""
+    try:
+        result = await conn.run(command, check=False)
+    except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError):
+        return True
+    return result.exit_status is None and result.exit_signal is None
+
+
+def flat(text: object) -> str:
+    """An error record's text with the 120-column word wrap undone (wraps replace a space)."""
+    return str(text).replace("\r\n", " ")

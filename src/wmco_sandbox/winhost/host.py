@@ -4,7 +4,11 @@
 user data runs. The SSH listener exists only while the ``sshd`` service runs, so a host whose
 user data did not install and start OpenSSH refuses connections, exactly like a fresh Windows
 Server 2019/2022. ``Restart-Computer`` drops every connection without an exit status, keeps the
-port closed for ``faults.reboot_unreachable`` seconds, then boots again (same host key).
+port closed for ``faults.reboot_unreachable`` seconds, then boots again (same host key). An HNS
+change that rebinds the virtual switch (first/last switch network) drops every connection too.
+
+The node agents (``kube-proxy``, ``hybrid-overlay-node``; ``agents/``) are registered here as
+program factories; the kubelet (and containerd) come from the caller.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Sequence
 
 import asyncssh
 
+from wmco_sandbox.winhost.agents.hybridoverlay import hybrid_overlay_factory
+from wmco_sandbox.winhost.agents.kubeproxy import kube_proxy_factory
 from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
 from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
 from wmco_sandbox.winhost.core.machine import IMAGES, OPENSSH_KEY, POWERSHELL_EXE, Machine
@@ -108,6 +114,9 @@ class WindowsHost:
         self._reboot_task: asyncio.Task[None] | None = None
         self._bytes: dict[int, int] = {}
         self.machine.scm.hooks["sshd"] = self._sshd_hook
+        self.machine.hns.on_connectivity_blip = self._connectivity_blip
+        self.machine.program_factories.setdefault("kube-proxy", kube_proxy_factory)
+        self.machine.program_factories.setdefault("hybrid-overlay-node", hybrid_overlay_factory)
         if preinstalled_sshd:
             self.machine.install_openssh()
             svc = self.machine.scm.require("sshd")
@@ -179,12 +188,21 @@ class WindowsHost:
             await asyncio.wait_for(asyncio.shield(task), timeout)
 
     async def run(self, command: str, *, shell: str | None = None) -> ShellResult:
-        """Run a command directly (no SSH), in the default shell or the one named."""
+        """Run a command directly (no SSH), in the default shell or the one named.
+
+        A command that cut the host's connectivity (an HNS network change) gets no exit status
+        (``code`` None), as its SSH client would see it.
+        """
         chosen = shell or self.machine.default_shell()
+        blips = self.machine.hns.blips
         if chosen == "powershell":
-            return await PowerShellSession(self.machine).run(command)
-        native = await run_cmd(self.machine, command)
-        return ShellResult(native.code, native.stdout, native.stderr)
+            result = await PowerShellSession(self.machine).run(command)
+        else:
+            native = await run_cmd(self.machine, command)
+            result = ShellResult(native.code, native.stdout, native.stderr)
+        if self.machine.hns.blips != blips:
+            return ShellResult(None, result.stdout, result.stderr)
+        return result
 
     def key_allowed(self, username: str, blob: bytes) -> bool:
         """Sshd's decision for a public key (see module doc)."""
@@ -238,6 +256,13 @@ class WindowsHost:
             return
         await asyncio.sleep(self.faults.reboot_unreachable)
         await self._power_on(first=False)
+
+    def _connectivity_blip(self) -> None:
+        """HNS (re)bound the virtual switch: every SSH connection drops, without exit status."""
+        self.machine.log("connectivity blip: HNS virtual switch change")
+        for conn in list(self.connections):
+            conn.abort()
+        self.connections.clear()
 
     async def _sshd_hook(self, started: bool) -> None:
         if started:

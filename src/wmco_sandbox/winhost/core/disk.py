@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wmco_sandbox.winhost.core.faults import Faults
@@ -29,14 +30,17 @@ class DiskError(Exception):
 
     Attributes:
         kind: ``notfound``, ``pathnotfound``, ``exists``, ``notdir``, ``isdir``, ``full``,
-            ``notempty``, ``badpath`` or ``sunk``.
+            ``notempty``, ``badpath``, ``sunk`` or ``inuse`` (a running process holds the file).
         path: The Windows path concerned.
+        held: For ``inuse`` after a recursive removal: every held file that is left (the rest
+            of the tree is gone, as on Windows).
     """
 
-    def __init__(self, kind: str, path: str) -> None:
+    def __init__(self, kind: str, path: str, held: tuple[str, ...] = ()) -> None:
         super().__init__(f"{kind}: {path}")
         self.kind = kind
         self.path = path
+        self.held = held
 
 
 @dataclass(slots=True)
@@ -85,8 +89,16 @@ class DirNode:
     mtime: float = field(default_factory=time.time)
 
 
+def _nothing_held() -> set[WinPath]:
+    return set()
+
+
 class VirtualDisk:
     r"""A case-insensitive tree of files under ``C:\\``.
+
+    Files that a running process holds (its image; see :meth:`held`) cannot be overwritten,
+    renamed or deleted: those operations raise :class:`DiskError` ``inuse``. Who holds what is
+    asked of :attr:`held_paths`, which the machine points at its service control manager.
 
     Args:
         capacity: Bytes available for file content (None = unlimited).
@@ -105,6 +117,19 @@ class VirtualDisk:
         self.sink_threshold = sink_threshold
         self.used = 0
         self.faults = faults
+        self.held_paths: Callable[[], set[WinPath]] = _nothing_held
+
+    def held(self, parts: WinPath) -> bool:
+        """Whether a running process holds the file at ``parts``."""
+        return tuple(p.lower() for p in parts) in self.held_paths()
+
+    def _holds_below(self, parts: WinPath) -> bool:
+        low = tuple(p.lower() for p in parts)
+        return any(h[: len(low)] == low for h in self.held_paths())
+
+    def _refuse_held(self, parts: WinPath) -> None:
+        if self.held(parts):
+            raise DiskError("inuse", self.format(self.canonical(parts)))
 
     # -- paths -------------------------------------------------------------------------------
     @staticmethod
@@ -265,6 +290,8 @@ class VirtualDisk:
         old = entry[1] if entry else None
         if isinstance(old, DirNode):
             raise DiskError("isdir", path)
+        if old is not None:
+            self._refuse_held(parts)
         old_size = old.size if old else 0
         self.reserve(len(data) - old_size)
         node = FileNode()
@@ -313,6 +340,8 @@ class VirtualDisk:
         node = self.lookup(src)
         if node is None or not src:
             raise DiskError("notfound", old)
+        if self._holds_below(src):
+            raise DiskError("inuse", self.format(self.canonical(src)))
         if self.lookup(dst) is not None:
             raise DiskError("exists", new)
         parent = self.parent_dir(dst, new)
@@ -324,8 +353,12 @@ class VirtualDisk:
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file or directory.
 
+        A held file is not removed; a recursive removal then removes everything else and
+        leaves the held files and the directories above them.
+
         Raises:
-            DiskError: ``notfound``; ``notempty`` for a non-empty directory without recursive.
+            DiskError: ``notfound``; ``notempty`` for a non-empty directory without recursive;
+                ``inuse`` (with ``held``) when a running process holds a file.
         """
         parts = self.parse(path)
         node = self.lookup(parts)
@@ -333,15 +366,47 @@ class VirtualDisk:
             raise DiskError("notfound", path)
         if isinstance(node, DirNode) and node.children and not recursive:
             raise DiskError("notempty", path)
+        if isinstance(node, FileNode):
+            self._refuse_held(parts)
+        elif self._holds_below(parts):
+            held = tuple(self._prune(self.canonical(parts), node))
+            raise DiskError("inuse", held[0], held)
         self.used -= self._size_of(node)
         parent = self.lookup(parts[:-1])
         assert isinstance(parent, DirNode)
         del parent.children[parts[-1].lower()]
 
+    def _prune(self, parts: WinPath, node: DirNode) -> list[str]:
+        """Remove every unheld descendant of a directory; return the held files left."""
+        held: list[str] = []
+        for key, (shown, child) in list(node.children.items()):
+            child_parts = (*parts, shown)
+            if isinstance(child, DirNode):
+                below = self._prune(child_parts, child)
+                held.extend(below)
+                if below:
+                    continue
+            elif self.held(child_parts):
+                held.append(self.format(child_parts))
+                continue
+            self.used -= self._size_of(child)
+            del node.children[key]
+        return held
+
     def _size_of(self, node: FileNode | DirNode) -> int:
         if isinstance(node, FileNode):
             return node.size
         return sum(self._size_of(child) for _, child in node.children.values())
+
+    def append_file(self, path: str, data: bytes) -> None:
+        """Append to a file, creating it (a log); a sunk file keeps only its size growing.
+
+        Raises:
+            DiskError: As :meth:`open_writer` (``pathnotfound`` when the directory is missing).
+        """
+        writer = self.open_writer(path, truncate=False, create=True, exclusive=False)
+        writer.write(writer.node.size, data)
+        writer.close()
 
     def open_writer(
         self, path: str, *, truncate: bool, create: bool, exclusive: bool
@@ -361,6 +426,7 @@ class VirtualDisk:
                 raise DiskError("isdir", path)
             if exclusive:
                 raise DiskError("exists", path)
+            self._refuse_held(parts)
             node = entry[1]
             if truncate:
                 self.used -= node.size

@@ -8,10 +8,11 @@ lets the interpreters be tested directly and keeps each concern small.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from wmco_sandbox.winhost.core.disk import VirtualDisk
+from wmco_sandbox.winhost.core.disk import DiskError, VirtualDisk
 from wmco_sandbox.winhost.core.faults import Faults
 from wmco_sandbox.winhost.core.processes import (
     ContainerBehaviour,
@@ -156,6 +157,8 @@ class Machine:
         self.scm = ServiceControlManager(
             self.disk, self.faults, self._program_env, self.program_factories, self.log
         )
+        self.disk.held_paths = self.scm.held_paths
+        self.hns.available = self._hns_available
         self._install_base()
 
     # -- set up -------------------------------------------------------------------------------
@@ -246,6 +249,10 @@ class Machine:
     def _program_env(self, service: str) -> ProgramEnvironment:
         return _ProgramEnv(self, service)
 
+    def _hns_available(self) -> bool:
+        """HNS (vmcompute, computenetwork) exists once the Containers feature is enabled."""
+        return self.features.get("containers") == "Enabled"
+
     def cri(self) -> CriRuntime | None:
         """The CRI of the running containerd service, if its process offers one."""
         svc = self.scm.get("containerd")
@@ -259,8 +266,28 @@ class Machine:
         return self.service_logs.setdefault(service.lower(), [])
 
 
+def _log_runner_file(argv: list[str]) -> str | None:
+    """The ``-log-file`` of a ``kube-log-runner.exe`` command line (None if not wrapped)."""
+    base = argv[0].replace("/", "\\").rsplit("\\", 1)[-1].lower() if argv else ""
+    if base not in ("kube-log-runner.exe", "kube-log-runner"):
+        return None
+    for index, arg in enumerate(argv[1:], start=1):
+        if not arg.startswith("-"):
+            return None
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name == "log-file":
+            if eq:
+                return value
+            return argv[index + 1] if index + 1 < len(argv) else None
+    return None
+
+
 class _ProgramEnv:
-    """The :class:`ProgramEnvironment` a machine offers to the program of one service."""
+    """The :class:`ProgramEnvironment` a machine offers to the program of one service.
+
+    A program wrapped in ``kube-log-runner.exe -log-file=X`` also has its log lines appended
+    to ``X`` (what the log runner does with the child's output), when X's directory exists.
+    """
 
     def __init__(self, machine: Machine, service: str) -> None:
         self.machine = machine
@@ -268,6 +295,8 @@ class _ProgramEnv:
         self.facts = machine.facts
         self.disk = machine.disk
         self.hns = machine.hns
+        svc = machine.scm.get(service)
+        self.log_file = _log_runner_file(svc.argv) if svc is not None else None
 
     def cri(self) -> CriRuntime | None:
         return self.machine.cri()
@@ -287,6 +316,11 @@ class _ProgramEnv:
         if self.service.lower() == "kubelet":
             self.machine.kubelet_log.append(line)
         self.machine.service_log(self.service).append(line)
+        if self.log_file is not None:
+            with contextlib.suppress(DiskError):
+                self.machine.disk.append_file(
+                    self.log_file, line.encode("utf-8", "replace") + b"\n"
+                )
 
     def exited(self, code: int, reason: str) -> None:
         self.machine.scm.process_exited(self.service, code, reason)

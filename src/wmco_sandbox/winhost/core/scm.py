@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
+from wmco_sandbox.winhost.core.disk import DiskError, FileNode, VirtualDisk, WinPath
 from wmco_sandbox.winhost.core.faults import Faults
 from wmco_sandbox.winhost.core.processes import (
     Process,
@@ -335,3 +335,24 @@ class ServiceControlManager:
     def processes(self) -> list[Service]:
         """Running services (their processes)."""
         return [s for s in self.services.values() if s.state is State.RUNNING]
+
+    def held_paths(self) -> set[WinPath]:
+        """The files running services hold: each image and the child of ``kube-log-runner``.
+
+        Windows maps a running program's image; while it runs the file cannot be overwritten,
+        renamed or deleted. Paths are lower-cased components (see ``VirtualDisk.held``).
+        """
+        held: set[WinPath] = set()
+        for svc in self.services.values():
+            if svc.state is State.STOPPED:
+                continue
+            argv = svc.argv
+            program = wrapped_program(argv)
+            for image in {argv[0] if argv else "", program[0] if program else ""}:
+                if not image:
+                    continue
+                try:
+                    held.add(tuple(p.lower() for p in self.disk.parse(image)))
+                except DiskError:
+                    continue
+        return held

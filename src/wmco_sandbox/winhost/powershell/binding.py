@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wmco_sandbox.winhost.powershell.errors import CMDLET_CLASSES, ErrorRecord, PSRuntimeError
 from wmco_sandbox.winhost.powershell.syntax import Command, Expr, ParamArg, ValueArg
@@ -60,7 +60,7 @@ class P:
 
 @dataclass
 class Invocation:
-    """One bound cmdlet call."""
+    """One bound cmdlet call (``piped``: a command before it in the pipeline feeds ``input``)."""
 
     session: PowerShellSession
     name: str
@@ -69,6 +69,7 @@ class Invocation:
     node: Command
     error_action: str
     had_error: bool = False
+    piped: bool = False
 
     def arg(self, name: str, default: object = None) -> object:
         """A bound parameter value."""
@@ -92,12 +93,22 @@ CmdletImpl = Callable[[Invocation], Awaitable[list[object]]]
 
 @dataclass
 class CmdletSpec:
-    """A cmdlet: its parameters and implementation."""
+    """A cmdlet (or a module function): its parameters and implementation.
+
+    Attributes:
+        name: The command name as PowerShell shows it.
+        params: Its parameters.
+        impl: The implementation.
+        common: Whether the common parameters (``-ErrorAction``...) apply.
+        available: Whether the command exists on a given machine (e.g. only with a Windows
+            feature enabled); ``None`` = always. A missing command is CommandNotFound.
+    """
 
     name: str
     params: list[P]
     impl: CmdletImpl
     common: bool = True
+    available: Callable[[Any], bool] | None = None
 
 
 class Binder:

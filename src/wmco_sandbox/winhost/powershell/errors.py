@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CMDLET_CLASSES", "ErrorRecord", "PSRuntimeError", "RebootRequested", "disk_error_record",
-    "ellipsize", "format_record",
+    "ellipsize", "format_record", "in_use_message",
 ]  # fmt: skip
 
 WIDTH = 120
@@ -51,6 +51,9 @@ CMDLET_CLASSES = {
     "Where-Object": "Microsoft.PowerShell.Commands.WhereObjectCommand",
     "Get-Help": "Microsoft.PowerShell.Commands.GetHelpCommand",
     "Invoke-Expression": "Microsoft.PowerShell.Commands.InvokeExpressionCommand",
+    "Move-Item": "Microsoft.PowerShell.Commands.MoveItemCommand",
+    "ConvertTo-Json": "Microsoft.PowerShell.Commands.ConvertToJsonCommand",
+    "Import-Module": "Microsoft.PowerShell.Commands.ImportModuleCommand",
 }
 
 
@@ -156,12 +159,26 @@ def format_record(record: ErrorRecord, script: str) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+def in_use_message(path: str | None) -> str:
+    """.NET's IOException text for ERROR_SHARING_VIOLATION (with the path when .NET has one)."""
+    if path is None:
+        return "The process cannot access the file because it is being used by another process."
+    return (
+        f"The process cannot access the file '{path}' because it is being used by another process."
+    )
+
+
 def disk_error_record(exc: DiskError, path: str) -> ErrorRecord:
     """Map a disk error to PowerShell's record for a path operation (fqid w/o class)."""
     if exc.kind == "full":
         return ErrorRecord(
             "There is not enough space on the disk.", "System.IO.IOException", "NotSpecified",
             reason="IOException",
+        )  # fmt: skip
+    if exc.kind == "inuse":
+        return ErrorRecord(
+            in_use_message(exc.path), "GetContentWriterIOError", "WriteError", target=exc.path,
+            target_type="String", reason="IOException",
         )  # fmt: skip
     if exc.kind == "pathnotfound":
         return ErrorRecord(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from wmco_sandbox.winhost.core.disk import DiskError, FileNode
 from wmco_sandbox.winhost.core.machine import Machine, NativeResult
 from wmco_sandbox.winhost.core.winargv import join_ps51_native, split_command_line
-from wmco_sandbox.winhost.powershell import cmdlets
+from wmco_sandbox.winhost.powershell import cmdlets, registry
 from wmco_sandbox.winhost.powershell.binding import COMMON, Binder, CmdletSpec, Invocation, P
 from wmco_sandbox.winhost.powershell.errors import (
     ErrorRecord,
@@ -103,6 +103,10 @@ class PowerShellSession(Binder):
         user: The user running it.
         console: True when a console exists (user data at boot); False over SSH, where
             progress bars fail (see Install-WindowsFeature).
+
+    Attributes:
+        imported: Functions made callable by ``Import-Module``: lower-case name -> (declared
+            name, module path).
     """
 
     machine: Machine
@@ -114,6 +118,7 @@ class PowerShellSession(Binder):
     out: list[str] = field(default_factory=list)
     err: list[str] = field(default_factory=list)
     status: bool = True
+    imported: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.variables.update(
@@ -244,20 +249,15 @@ class PowerShellSession(Binder):
         """Resolve and run one command of a pipeline."""
         key = node.name.lower()
         key = cmdlets.ALIASES.get(key, key)
-        spec = cmdlets.CMDLETS.get(key)
-        if spec is not None:
-            return await self.invoke_cmdlet(spec, node, input_)
+        if key in self.imported:  # functions come before cmdlets in command precedence
+            spec = registry.module_function(key, node, self.imported)
+            return await self.invoke_cmdlet(spec, node, input_, piped=not first)
+        found = cmdlets.CMDLETS.get(key)
+        if found is not None and (found.available is None or found.available(self.machine)):
+            return await self.invoke_cmdlet(found, node, input_, piped=not first)
         program = self.resolve_program(node.name)
         if program is None:
-            record = ErrorRecord(
-                f"The term '{node.name}' is not recognized as the name of a cmdlet, function, "
-                "script file, or operable program. Check the spelling of the name, or if a path "
-                "was included, verify that the path is correct and try again.",
-                "CommandNotFoundException", "ObjectNotFound", target=node.name,
-                target_type="String", reason="CommandNotFoundException", command=node.name,
-                offset=node.name_start, length=node.name_end - node.name_start,
-            )  # fmt: skip
-            raise PSRuntimeError(record)
+            raise registry.command_not_found(node)
         return await self.invoke_native(program, node, direct=direct)
 
     def resolve_program(self, name: str) -> str | None:
@@ -325,7 +325,7 @@ class PowerShellSession(Binder):
             raise PSRuntimeError(record) from None
 
     async def invoke_cmdlet(
-        self, spec: CmdletSpec, node: Command, input_: list[object]
+        self, spec: CmdletSpec, node: Command, input_: list[object], *, piped: bool = False
     ) -> list[object]:
         """Bind parameters, run the cmdlet, set ``$?``."""
         bound = await self.bind(spec, node)
@@ -335,7 +335,7 @@ class PowerShellSession(Binder):
         redirect = {stream: target.lower() for stream, target in node.redirections}
         if redirect.get("2") == "$null" or redirect.get("*") == "$null":
             action = "SilentlyContinue" if action != "Stop" else action
-        inv = Invocation(self, spec.name, bound, input_, node, action)
+        inv = Invocation(self, spec.name, bound, input_, node, action, piped=piped)
         try:
             result = await spec.impl(inv)
             if redirect.get("1") == "$null" or redirect.get("*") == "$null":

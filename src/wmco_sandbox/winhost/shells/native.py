@@ -302,7 +302,11 @@ def _tar(machine: Machine, argv: list[str], cwd: str) -> NativeResult:
             else:
                 disk.write_sunk(path, member.size, member.digest)
         except DiskError as exc:
-            reason = "Write failed" if exc.kind == "full" else "Can't create '" + rel + "'"
+            reason = {
+                "full": "Write failed",
+                # libarchive unlinks the existing file first; a running image refuses.
+                "inuse": "Can't unlink already-existing object: Permission denied",
+            }.get(exc.kind, "Can't create '" + rel + "'")
             errors.append(f"tar.exe: {rel}: {reason}\r\n")
     if errors:
         return NativeResult(

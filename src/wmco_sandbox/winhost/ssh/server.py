@@ -3,7 +3,8 @@
 Public-key authentication only, against ``administrators_authorized_keys`` (honoured only with
 the restricted ACL, read as UTF-8/ASCII, a UTF-16 file is ignored, as sshd does). Exec requests
 run in the default shell chosen from the registry; the exit status is the full 32-bit value.
-When a command reboots the host, no exit status is sent: the connection just drops.
+When a command reboots the host, or changes HNS so that connectivity blips, no exit status is
+sent: the connection just drops.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ async def handle_process(host: SshEndpoint, process: asyncssh.SSHServerProcess[b
     if host.faults.command_latency:
         await asyncio.sleep(host.faults.command_latency)
     shell = machine.default_shell()
+    blips = machine.hns.blips
     result: ShellResult
     if shell == "powershell":
         result = await PowerShellSession(machine, user=user).run(command)
@@ -121,6 +123,12 @@ async def handle_process(host: SshEndpoint, process: asyncssh.SSHServerProcess[b
         result = ShellResult(1, "", "The configured DefaultShell is not simulated.\r\n")
     rebooting = machine.reboot_requested
     code = None if rebooting else result.code
+    if machine.hns.blips != blips:
+        # The command rebound the virtual switch: the connection is gone, no exit status.
+        host.command_log.append(
+            CommandRecord(user, shell, command, None, result.stdout, result.stderr)
+        )
+        return
     host.command_log.append(CommandRecord(user, shell, command, code, result.stdout, result.stderr))
     if rebooting:
         host.request_reboot()

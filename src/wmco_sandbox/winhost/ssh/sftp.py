@@ -2,8 +2,9 @@ r"""The SFTP subsystem, as Win32-OpenSSH's ``sftp-server.exe`` serves it, on the
 
 Windows paths in all three spellings (``/C:/k/x``, ``C:/k/x``, ``C:\\k\\x``); ``realpath``
 answers ``/C:/...`` with forward slashes and the on-disk case; relative paths start at the user
-profile. Errors map to SFTP status codes a v3 client sees (a full disk is SSH_FX_FAILURE). The
-bandwidth cap and "drop after N bytes" faults apply here.
+profile. Errors map to SFTP status codes a v3 client sees (a full disk is SSH_FX_FAILURE; a
+file a running service holds, opened for writing, removed or renamed, is
+SSH_FX_PERMISSION_DENIED). The bandwidth cap and "drop after N bytes" faults apply here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _sftp_error(exc: DiskError) -> asyncssh.SFTPError:
         return asyncssh.SFTPFailure("There is not enough space on the disk.")
     if exc.kind == "exists":
         return asyncssh.SFTPFailure("File exists")
+    if exc.kind == "inuse":
+        # A running program's image: CreateFile/DeleteFile/MoveFile fail, errno EACCES.
+        return asyncssh.SFTPPermissionDenied("Permission denied")
     return asyncssh.SFTPFailure("Failure")
 
 
@@ -200,7 +204,10 @@ class WinSFTPServer(asyncssh.SFTPServer):
         """Remove a file."""
         if not isinstance(self._lookup(path), FileNode):
             raise asyncssh.SFTPFailure("Is a directory")
-        self._disk.remove(self._path(path))
+        try:
+            self._disk.remove(self._path(path))
+        except DiskError as exc:
+            raise _sftp_error(exc) from None
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         """Rename (fails if the target exists, as on Windows)."""

@@ -12,25 +12,26 @@ import time
 
 from wmco_sandbox.winhost.core.disk import DirNode, DiskError, FileNode
 from wmco_sandbox.winhost.powershell.binding import Invocation, P
-from wmco_sandbox.winhost.powershell.errors import ErrorRecord, disk_error_record
+from wmco_sandbox.winhost.powershell.errors import ErrorRecord, disk_error_record, in_use_message
 from wmco_sandbox.winhost.powershell.registry import ENCODINGS, fq, register, strs
 from wmco_sandbox.winhost.powershell.values import PSObject, to_str
 
 
-def _path_record(inv: Invocation, path: str, exc: DiskError | None = None) -> ErrorRecord:
+def path_record(inv: Invocation, path: str, exc: DiskError | None = None) -> ErrorRecord:
+    """The record of a failed path operation (``Cannot find path ...`` by default)."""
     record = disk_error_record(exc or DiskError("notfound", path), path)
     record.fqid = fq(inv, record.fqid)
     return record
 
 
-def _paths(inv: Invocation) -> tuple[list[str], bool]:
+def bound_paths(inv: Invocation) -> tuple[list[str], bool]:
     """The -LiteralPath / -Path values and whether wildcards apply."""
     if "LiteralPath" in inv.bound:
         return strs(inv, "LiteralPath"), False
     return strs(inv, "Path"), True
 
 
-def _resolve(inv: Invocation, path: str, wildcard: bool) -> list[str]:
+def resolve_paths(inv: Invocation, path: str, wildcard: bool) -> list[str]:
     """Existing paths matching ``path`` (wildcards only in the last component)."""
     disk = inv.session.machine.disk
     if not wildcard or not any(c in path for c in "*?["):
@@ -79,7 +80,7 @@ async def get_help(inv: Invocation) -> list[object]:
 ])  # fmt: skip
 async def test_path(inv: Invocation) -> list[object]:
     """Test-Path: True/False for files, directories and registry keys."""
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     if not paths:
         raise inv.fail(ErrorRecord(
             "Cannot process command because of one or more missing mandatory parameters: Path.",
@@ -93,7 +94,7 @@ async def test_path(inv: Invocation) -> list[object]:
         if _is_registry(path):
             out.append(_registry_key(path) in machine.registry and kind != "Leaf")
             continue
-        found = _resolve(inv, path, wildcard)
+        found = resolve_paths(inv, path, wildcard)
         nodes = [machine.disk.get(p) for p in found]
         if kind == "Leaf":
             nodes = [n for n in nodes if isinstance(n, FileNode)]
@@ -121,13 +122,13 @@ async def get_file_hash(inv: Invocation) -> list[object]:
     import hashlib
 
     algorithm = to_str(inv.arg("Algorithm", "SHA256"))
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     disk = inv.session.machine.disk
     out: list[object] = []
     for path in paths:
-        found = _resolve(inv, path, wildcard)
+        found = resolve_paths(inv, path, wildcard)
         if not found:
-            record = _path_record(inv, path)
+            record = path_record(inv, path)
             record.activity, record.fqid = (
                 "Resolve-Path",
                 ("PathNotFound,Microsoft.PowerShell.Commands.ResolvePathCommand"),
@@ -209,7 +210,7 @@ async def new_item(inv: Invocation) -> list[object]:
         try:
             parts = disk.parse(path, inv.session.cwd)
         except DiskError as exc:
-            inv.error(_path_record(inv, path, exc))
+            inv.error(path_record(inv, path, exc))
             continue
         shown = disk.format(disk.canonical(parts))
         existing = disk.lookup(parts)
@@ -242,7 +243,13 @@ async def new_item(inv: Invocation) -> list[object]:
                     reason="PSArgumentException",
                 ))  # fmt: skip
         except DiskError as exc:
-            inv.error(_path_record(inv, shown, exc))
+            if exc.kind == "inuse":
+                inv.error(ErrorRecord(
+                    in_use_message(exc.path), fq(inv, "NewItemIOError"), "WriteError",
+                    target=shown, target_type="String", reason="IOException",
+                ))  # fmt: skip
+            else:
+                inv.error(path_record(inv, shown, exc))
             continue
         out.append(item_object(disk.format(disk.canonical(parts)), node))
     return out
@@ -256,22 +263,24 @@ async def new_item(inv: Invocation) -> list[object]:
 async def remove_item(inv: Invocation) -> list[object]:
     """Remove-Item: files, directories (-Recurse), registry keys not supported."""
     disk = inv.session.machine.disk
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     piped = not paths and bool(inv.input)
     if piped:
         paths = [to_str(o.get("FullName")) for o in inv.input if isinstance(o, PSObject)]
         wildcard = False
     for path in paths:
-        found = _resolve(inv, path, wildcard)
+        found = resolve_paths(inv, path, wildcard)
         if not found:
             if not piped:  # piped children already went with their removed parent
-                inv.error(_path_record(inv, path))
+                inv.error(path_record(inv, path))
             continue
         for p in found:
             try:
                 disk.remove(p, recursive=bool(inv.arg("Recurse")))
             except DiskError as exc:
-                if exc.kind == "notempty":
+                if exc.kind == "inuse":
+                    _in_use_records(inv, disk.format(disk.canonical(disk.parse(p))), exc)
+                elif exc.kind == "notempty":
                     inv.error(ErrorRecord(
                         f"The item at {p} has children and the Recurse parameter was not "
                         "specified. If you continue, all children will be removed with the item. "
@@ -279,8 +288,32 @@ async def remove_item(inv: Invocation) -> list[object]:
                         "WriteError", target=p, target_type="String", reason="IOException",
                     ))  # fmt: skip
                 else:
-                    inv.error(_path_record(inv, p, exc))
+                    inv.error(path_record(inv, p, exc))
     return []
+
+
+def _cannot_remove(inv: Invocation, path: str, reason: str, target_type: str) -> ErrorRecord:
+    return ErrorRecord(
+        f"Cannot remove item {path}: {reason}", fq(inv, "RemoveFileSystemItemIOError"),
+        "WriteError", target=path, target_type=target_type, reason="IOException",
+    )  # fmt: skip
+
+
+def _in_use_records(inv: Invocation, root: str, exc: DiskError) -> None:
+    """Remove-Item met held files: one record per file, then one per directory left behind."""
+    held = exc.held or (exc.path,)
+    for path in held:
+        inv.error(_cannot_remove(inv, path, in_use_message(path), "FileInfo"))
+    left: set[str] = set()
+    for path in held:
+        parent = path.rsplit("\\", 1)[0]
+        while len(parent) >= len(root) and parent.lower() != path.lower():
+            left.add(parent)
+            if parent.lower() == root.lower():
+                break
+            parent = parent.rsplit("\\", 1)[0]
+    for directory in sorted(left, key=lambda d: -d.count("\\")):
+        inv.error(_cannot_remove(inv, directory, "The directory is not empty.", "DirectoryInfo"))
 
 
 def _encode(text: str, encoding: str) -> bytes:
@@ -314,14 +347,14 @@ async def set_content(inv: Invocation) -> list[object]:
     sep = "" if inv.arg("NoNewline") else "\r\n"
     text = "".join(to_str(v) + sep for v in items)
     data = _encode(text, to_str(inv.arg("Encoding", "Default")))
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     for path in paths:
-        targets = _resolve(inv, path, wildcard) or [path]
+        targets = resolve_paths(inv, path, wildcard) or [path]
         for p in targets:
             try:
                 disk.write_file(disk.format(disk.parse(p, inv.session.cwd)), data)
             except DiskError as exc:
-                record = _path_record(inv, p, exc)
+                record = path_record(inv, p, exc)
                 if exc.kind == "full":
                     record.target, record.target_type = "", ""
                 inv.error(record)
@@ -336,12 +369,12 @@ async def get_content(inv: Invocation) -> list[object]:
     """Get-Content: lines of a text file (or the whole text with -Raw)."""
     disk = inv.session.machine.disk
     out: list[object] = []
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     for path in paths:
-        found = _resolve(inv, path, wildcard)
+        found = resolve_paths(inv, path, wildcard)
         node = disk.get(found[0]) if found else None
         if not isinstance(node, FileNode) or node.data is None:
-            inv.error(_path_record(inv, path))
+            inv.error(path_record(inv, path))
             continue
         raw = bytes(node.data)
         if raw.startswith(b"\xff\xfe"):
@@ -367,7 +400,7 @@ async def get_content(inv: Invocation) -> list[object]:
 async def get_child_item(inv: Invocation) -> list[object]:
     """Get-ChildItem: directory listing (-Recurse, -Exclude/-Include on leaf names)."""
     disk = inv.session.machine.disk
-    paths, wildcard = _paths(inv)
+    paths, wildcard = bound_paths(inv)
     excludes = [e.lower() for e in strs(inv, "Exclude")]
     out: list[object] = []
 
@@ -384,9 +417,9 @@ async def get_child_item(inv: Invocation) -> list[object]:
                 walk(full, child)
 
     for path in paths or [inv.session.cwd]:
-        found = _resolve(inv, path, wildcard)
+        found = resolve_paths(inv, path, wildcard)
         if not found:
-            inv.error(_path_record(inv, path))
+            inv.error(path_record(inv, path))
             continue
         for p in found:
             node = disk.get(p)

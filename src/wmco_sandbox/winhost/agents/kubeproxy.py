@@ -1,0 +1,377 @@
+r"""The simulated ``kube-proxy.exe`` in winkernel (kernelspace) mode.
+
+It starts as a Windows service (RUNNING at once, like ``--windows-service``), then goes through
+the checks of the real binary in the real order, and exits on the first that fails, with the
+real text in its log (``Machine.service_log``; under ``kube-log-runner`` also the ``-log-file``).
+The SCM then applies the service's recovery actions. The order and texts are those of
+``cmd/kube-proxy/app`` and ``pkg/proxy/winkernel`` (``windows-networking.md`` §1.5, §4):
+
+1. ``--config`` is read and decoded as a ``KubeProxyConfiguration`` (JSON is YAML): a missing
+   file, bad YAML, a wrong ``kind``/``apiVersion`` or an unknown feature gate is
+   ``"command failed" err="failed complete: ..."``; unknown fields are only a lenient-decoding
+   notice, as in kube-proxy.
+2. ``mode`` must be ``kernelspace`` or blank (``failed validate: ...``).
+3. winkernel: HNS must exist (the Containers feature), ``winkernel.networkName`` must be set
+   and name an existing HNS network; on an Overlay network the ``WinOverlay`` gate must be on
+   (``WinDSR`` too when ``enableDSR``) and ``sourceVip`` set; and (the contract of issue 8)
+   ``sourceVip`` must be the address of an endpoint on that network attached to the host.
+
+While it runs it re-checks every ``sync_period``: a rewritten ``--config`` file ends it (``content
+of the proxy server's configuration file was updated``, as kube-proxy's fsnotify watch does); a
+vanished network is logged each sync. Approximations (docs/windows-surface.md): a missing
+network makes the real kube-proxy poll every second without exiting, and it creates a missing
+sourceVip endpoint itself; this one exits in both cases. It never talks to the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from wmco_sandbox.winhost.agents import flags as agent_flags
+from wmco_sandbox.winhost.agents import klog as agent_klog
+from wmco_sandbox.winhost.core.processes import Process, ProgramEnvironment, ProgramStartError
+
+__all__ = ["ProxyExit", "SimulatedKubeProxy", "factory_with", "kube_proxy_factory"]
+
+_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
+_KIND = "KubeProxyConfiguration"
+_FIELDS = frozenset(
+    [
+        "apiVersion",
+        "kind",
+        "featureGates",
+        "clientConnection",
+        "hostnameOverride",
+        "bindAddress",
+        "healthzBindAddress",
+        "metricsBindAddress",
+        "bindAddressHardFail",
+        "enableProfiling",
+        "showHiddenMetricsForVersion",
+        "mode",
+        "iptables",
+        "ipvs",
+        "nftables",
+        "winkernel",
+        "detectLocalMode",
+        "detectLocal",
+        "clusterCIDR",
+        "nodePortAddresses",
+        "oomScoreAdj",
+        "conntrack",
+        "configSyncPeriod",
+        "portRange",
+        "logging",
+        "windowsRunAsService",
+        "linux",
+        "windows",
+        "syncPeriod",
+        "minSyncPeriod",
+        "udpIdleTimeout",
+    ]
+)
+_WINKERNEL_FIELDS = frozenset(
+    ["networkName", "sourceVip", "enableDSR", "rootHnsEndpointName", "forwardHealthCheckVip"]
+)
+_GATES = {  # name -> default (the gates a Windows kube-proxy knows that matter here)
+    "WinDSR": False, "WinOverlay": True, "IPv6DualStack": True, "AllAlpha": False,
+    "AllBeta": False, "WindowsEndpointSliceProxying": True, "ServiceTrafficDistribution": True,
+    "TopologyAwareHints": True, "KubeProxyDrainingTerminatingNodes": True,
+}  # fmt: skip
+_FLAGS = frozenset(
+    [
+        "config",
+        "windows-service",
+        "v",
+        "hostname-override",
+        "cluster-cidr",
+        "proxy-mode",
+        "feature-gates",
+        "network-name",
+        "source-vip",
+        "enable-dsr",
+        "kubeconfig",
+        "master",
+        "bind-address",
+        "metrics-bind-address",
+        "healthz-bind-address",
+        "logtostderr",
+        "log-file",
+    ]
+)
+_BOOLS = frozenset({"windows-service", "enable-dsr", "logtostderr"})
+
+
+class ProxyExit(Exception):
+    """kube-proxy stops; ``lines`` are what it logs on the way out (klog source, message)."""
+
+    def __init__(self, reason: str, lines: list[tuple[str, str, str]]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.lines = lines
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _failed(err: str) -> ProxyExit:
+    """A failure before the proxier runs: only cli.Run's line."""
+    return ProxyExit(err, [("E", "run.go:72", f'"command failed" err={_quote(err)}')])
+
+
+def _run_failed(err: str, extra: list[tuple[str, str, str]] | None = None) -> ProxyExit:
+    """``opts.Run`` failed: 'Error running ProxyServer', then cli.Run's line."""
+    lines = [*(extra or [])]
+    lines.append(("E", "server.go:592", f'"Error running ProxyServer" err={_quote(err)}'))
+    lines.append(("E", "run.go:72", f'"command failed" err={_quote(err)}'))
+    return ProxyExit(err, lines)
+
+
+def _go_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def load_config(path: str, data: bytes | None) -> tuple[dict[str, Any], list[str]]:
+    """Decode a ``--config`` file; return the document and the lenient-decoding notices.
+
+    Raises:
+        ProxyExit: What kube-proxy reports for a missing or undecodable file.
+    """
+    if data is None:
+        raise _failed(f"failed complete: open {path}: The system cannot find the file specified.")
+    try:
+        doc = yaml.safe_load(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        problem = getattr(err, "problem", None) or str(err)
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise _failed(
+            f"failed complete: failed to decode: error converting YAML to JSON: yaml: {where}"
+            f"{problem}"
+        ) from None
+    if not isinstance(doc, dict) or "kind" not in doc:
+        shown = json.dumps(doc, separators=(",", ":")) if doc is not None else ""
+        raise _failed(f"failed complete: failed to decode: Object 'Kind' is missing in '{shown}'")
+    if doc.get("apiVersion") != _API_VERSION or doc.get("kind") != _KIND:
+        raise _failed(
+            f'failed complete: failed to decode: no kind "{doc.get("kind")}" is registered for '
+            f'version "{doc.get("apiVersion")}" in scheme '
+            '"pkg/proxy/apis/config/scheme/scheme.go:28"'
+        )
+    for key, kind in (("winkernel", dict), ("featureGates", dict), ("clientConnection", dict),
+                      ("mode", str), ("clusterCIDR", str)):  # fmt: skip
+        if key in doc and doc[key] is not None and not isinstance(doc[key], kind):
+            go = {"winkernel": "v1alpha1.KubeProxyWinkernelConfiguration",
+                  "featureGates": "map[string]bool",
+                  "clientConnection": "v1alpha1.ClientConnectionConfiguration"}.get(key, "string")  # fmt: skip
+            raise _failed(
+                f"failed complete: failed to decode: json: cannot unmarshal {_go_type(doc[key])} "
+                f"into Go struct field KubeProxyConfiguration.{key} of type {go}"
+            )
+    unknown = sorted(set(doc) - _FIELDS)
+    unknown += sorted(f"winkernel.{k}" for k in set(doc.get("winkernel") or {}) - _WINKERNEL_FIELDS)
+    notices = [
+        '"Using lenient decoding as strict decoding failed" '
+        f'err="strict decoding error: unknown field \\"{name}\\""'
+        for name in unknown
+    ]
+    return doc, notices
+
+
+def feature_gates(doc: dict[str, Any]) -> dict[str, bool]:
+    """The effective feature gates (defaults overlaid with ``featureGates``).
+
+    Raises:
+        ProxyExit: An unknown gate or a non-boolean value.
+    """
+    gates = dict(_GATES)
+    for name, value in (doc.get("featureGates") or {}).items():
+        if name not in _GATES:
+            raise _failed(f"failed complete: unrecognized feature gate: {name}")
+        if not isinstance(value, bool):
+            raise _failed(f"failed complete: invalid value of {name}: {value}, err: not a bool")
+        gates[name] = value
+    return gates
+
+
+class SimulatedKubeProxy:
+    r"""A simulated ``kube-proxy.exe`` (implements ``Process``).
+
+    Args:
+        argv: The program's argv (``C:\\k\\kube-proxy.exe --config=... --windows-service``).
+        env: The host seen by the program.
+        sync_period: Seconds between the running checks (config file, network).
+
+    Attributes:
+        running: Set once every check passed (it proxies).
+        syncs: How many periodic syncs it did since.
+    """
+
+    def __init__(self, argv: list[str], env: ProgramEnvironment, *, sync_period: float) -> None:
+        self._argv = list(argv)
+        self._env = env
+        self._sync_period = sync_period
+        self._log = agent_klog.Klog(env.log)
+        self._task: asyncio.Task[None] | None = None
+        self.running = False
+        self.syncs = 0
+
+    async def start(self) -> None:
+        """Parse the flags (a bad flag fails the start); the checks run right after."""
+        try:
+            self._flags = agent_flags.parse_flags(
+                self._argv, known=_FLAGS, booleans=_BOOLS, program="kube-proxy"
+            )
+        except agent_flags.FlagError as err:
+            self._env.log(f"Error: {err}")
+            raise ProgramStartError(str(err)) from None
+        with contextlib.suppress(ValueError):
+            self._log.verbosity = int(self._flags.get("v", "0"))
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    async def stop(self) -> None:
+        """Stop at once."""
+        task, self._task = self._task, None
+        self.running = False
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _write(self, lines: list[tuple[str, str, str]]) -> None:
+        for severity, source, message in lines:
+            getattr(self._log, {"E": "error", "W": "warning"}.get(severity, "info"))(
+                source, message
+            )
+
+    async def _main(self) -> None:
+        try:
+            config_path, data = self._read_config()
+            await self._run(config_path, data)
+        except ProxyExit as exit_:
+            self.running = False
+            self._write(exit_.lines)
+            self._env.exited(1, exit_.reason)
+
+    def _read_config(self) -> tuple[str | None, bytes | None]:
+        path = self._flags.get("config")
+        return path, (self._env.read_file(path) if path else None)
+
+    def check(self, path: str | None, data: bytes | None) -> dict[str, Any]:
+        """Everything kube-proxy verifies before it proxies; the decoded config.
+
+        Raises:
+            ProxyExit: The first check that fails, with kube-proxy's lines.
+        """
+        doc: dict[str, Any] = {"kind": _KIND, "apiVersion": _API_VERSION}
+        if path is not None:
+            doc, notices = load_config(path, data)
+            for notice in notices:
+                self._log.info("options.go:590", notice)
+        gates = feature_gates(doc)
+        mode = doc.get("mode") or ""
+        if mode not in ("", "kernelspace"):
+            raise _failed(
+                f'failed validate: KubeProxyConfiguration.ProxyMode: Invalid value: "{mode}": '
+                "must be kernelspace or blank (blank means the most-available proxy [currently "
+                "'kernelspace'])"
+            )
+        cidr = doc.get("clusterCIDR") or ""
+        for part in filter(None, cidr.split(",")):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise _failed(
+                    f"failed validate: KubeProxyConfiguration.DetectLocal.ClusterCIDRs: Invalid "
+                    f'value: "{cidr}": must be a valid CIDR block (e.g. 10.100.0.0/16 or '
+                    "fde4:8dba:82e1::/48)"
+                ) from None
+        hns = self._env.hns
+        if not hns.available():
+            raise _run_failed("Windows kernel is not compatible for Kernel mode")
+        winkernel = doc.get("winkernel") or {}
+        name = str(winkernel.get("networkName") or "")
+        if not name:
+            raise _run_failed("Environment variable KUBE_NETWORK and network-flag not initialized")
+        network = hns.network_named(name)
+        if network is None:
+            raise _run_failed(
+                f'Network name "{name}" not found',
+                [(
+                    "E", "hns.go:96",
+                    f'"Unable to find HNS Network specified, please check network name and CNI '
+                    f'deployment" err="Network name \\"{name}\\" not found" '
+                    f'hnsNetworkName="{name}"',
+                )],
+            )  # fmt: skip
+        if winkernel.get("enableDSR") and not gates["WinDSR"]:
+            raise _run_failed("WinDSR feature gate not enabled")
+        if network.type.lower() == "overlay":
+            if not gates["WinOverlay"]:
+                raise _run_failed("WinOverlay feature gate not enabled")
+            vip = str(winkernel.get("sourceVip") or "")
+            if not vip:
+                raise _run_failed("source-vip flag not set")
+            if hns.host_endpoint_with_ip(network.id, vip) is None:
+                raise _run_failed(
+                    f"no HNS endpoint with address {vip} attached to the host on network {name}",
+                    [("E", "proxier.go:1045", '"Source Vip endpoint creation failed" '
+                      f'err="hcnCreateEndpoint failed in Win32: An address provided is invalid '
+                      f'or reserved. (0x803b0002) sourceVip={vip}"')],
+                )  # fmt: skip
+        return doc
+
+    async def _run(self, path: str | None, data: bytes | None) -> None:
+        doc = self.check(path, data)
+        winkernel = doc.get("winkernel") or {}
+        name = str(winkernel.get("networkName"))
+        self._log.info("server_windows.go:106", '"Using Kernelspace Proxier."')
+        network = self._env.hns.network_named(name)
+        self._log.info(
+            "proxier.go:708",
+            f'"Hns Network loaded" hnsNetworkInfo="{{name:{name} id:'
+            f'{network.id if network else ""} networkType:{network.type if network else ""}}}"',
+            v=1,
+        )
+        self.running = True
+        while True:
+            await asyncio.sleep(self._sync_period)
+            self.syncs += 1
+            current = self._env.read_file(path) if path else None
+            if path is not None and current != data:
+                raise _run_failed("content of the proxy server's configuration file was updated")
+            if self._env.hns.network_named(name) is None:
+                self._log.error(
+                    "hns.go:96",
+                    '"Unable to find HNS Network specified, please check network name and CNI '
+                    f'deployment" err="Network name \\"{name}\\" not found" hnsNetworkName="{name}"',
+                )
+
+
+def factory_with(*, sync_period: float = 1.0) -> Callable[[list[str], ProgramEnvironment], Process]:
+    """A kube-proxy program factory with the given timing (tests shorten it)."""
+
+    def factory(argv: list[str], env: ProgramEnvironment) -> Process:
+        return SimulatedKubeProxy(argv, env, sync_period=sync_period)
+
+    return factory
+
+
+kube_proxy_factory = factory_with()
+"""The default factory, registered by the host under ``kube-proxy``."""

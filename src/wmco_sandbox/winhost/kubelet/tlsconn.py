@@ -107,9 +107,15 @@ class TlsStream:
             return
 
     def peer_chain(self) -> list[x509.Certificate]:
-        """The certificates the client sent, leaf first (empty when it sent none)."""
-        chain = self._conn.get_peer_cert_chain(as_cryptography=True)
-        return list(chain or [])
+        """The certificates the client sent, leaf first (empty when it sent none).
+
+        On the server side OpenSSL's peer chain leaves out the leaf: it is read on its own.
+        """
+        leaf = self._conn.get_peer_certificate(as_cryptography=True)
+        if leaf is None:
+            return []
+        rest = list(self._conn.get_peer_cert_chain(as_cryptography=True) or [])
+        return [leaf, *(c for c in rest if c != leaf)]
 
     async def read_until(self, marker: bytes, limit: int = 65536) -> bytes:
         """Read decrypted bytes until ``marker`` appears (or the client stops sending)."""

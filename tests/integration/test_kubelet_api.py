@@ -202,11 +202,14 @@ async def test_no_listener_without_the_firewall_rule_and_a_taken_port_is_fatal(
     address = allocate_address()
     host = await make_host(control_plane, token, address=address)
     started = await bootstrapped(kube, host, cleanup, "--hostname-override", address)
-    node = await kube.get(Node, started.node_name)
-    assert (
-        node.status and node.status.daemonEndpoints and node.status.daemonEndpoints.kubeletEndpoint
-    )
-    assert node.status.daemonEndpoints.kubeletEndpoint.Port == PORT
+
+    async def reported_port() -> bool:
+        node = await kube.get(Node, started.node_name)
+        endpoints = node.status.daemonEndpoints if node.status else None
+        endpoint = endpoints.kubeletEndpoint if endpoints else None
+        return endpoint is not None and endpoint.Port == PORT
+
+    await eventually(reported_port, "daemonEndpoints.kubeletEndpoint.Port = 10250")
     server = started.kubelet.server
     assert server is not None and not server.listening
     with pytest.raises(OSError):

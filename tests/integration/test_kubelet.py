@@ -2,10 +2,11 @@
 
 Covers: TLS bootstrap with a bootstrap token (the CSR stays pending until the test approves it),
 Node registration under NodeRestriction (labels, taints, annotations, nodeInfo, addresses,
-capacity), Ready following the containerd service, Lease renewal and its end on stop(), restart
+capacity), Ready following containerd's CRI (the service running, with a loadable CNI
+configuration whose HNS network exists), Lease renewal and its end on stop(), restart
 with the stored credentials, client-certificate rotation with the node's own identity, the
-serving-certificate CSR and its SANs, pods bound to the node reported Running (or Failed at
-admission) and graceful deletions finalised, and start-up failures (missing bootstrap
+serving-certificate CSR and its SANs, pods bound to the node run through the CRI (pod IP from
+the CNI, or Failed at admission) and graceful deletions finalised, and start-up failures (missing bootstrap
 kubeconfig, forbidden --node-labels, rejected bootstrap token). A few pure parsing checks come
 first; they need no cluster.
 
@@ -16,15 +17,6 @@ Waiting is always "poll a condition until a deadline"; intervals are short to ke
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import datetime as dt
-import json
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
 
 import pytest
 import yaml
@@ -32,291 +24,43 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lightkube import ApiError, AsyncClient
-from lightkube.models.certificates_v1 import (
-    CertificateSigningRequestCondition,
-    CertificateSigningRequestStatus,
-)
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
-    CertificateSigningRequestApproval,
 )
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node, Pod, Secret, ServiceAccount
+from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
 
+import containerd_helpers
+from kubelet_helpers import (
+    BOOTSTRAP_CA,
+    CLIENT_SIGNER,
+    FAST,
+    PKI,
+    SERVING_SIGNER,
+    FakeHost,
+    approve,
+    bootstrapped,
+    condition,
+    csr_request,
+    eventually,
+    find_csr,
+    kubelet_conf,
+    lease_renew_time,
+    make_host,
+    start,
+    wmco_argv,
+)
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost import kubelet
-from wmco_sandbox.winhost.core.processes import HostFacts, KubeletConfigError
+from wmco_sandbox.winhost.core.processes import KubeletConfigError
 from wmco_sandbox.winhost.kubelet import kubeconfig as kubelet_kubeconfig
 from wmco_sandbox.winhost.kubelet import node as kubelet_node
 from wmco_sandbox.winhost.kubelet import options as kubelet_options
 from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-FAST: dict[str, Any] = {
-    "lease_renew_interval": 0.3,
-    "status_interval": 0.5,
-    "runtime_check_interval": 0.1,
-    "backoff_base": 0.2,
-}
-CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
-SERVING_SIGNER = "kubernetes.io/kubelet-serving"
-PKI = "c:\\var\\lib\\kubelet\\pki"
-
-
-# ------------------------------------------------------------------------------------ the host
-
-
-@dataclass
-class FakeHost:
-    """An in-memory KubeletEnvironment: a case-insensitive disk, a set of running services."""
-
-    facts: HostFacts
-    files: dict[str, bytes] = field(default_factory=dict)
-    running: set[str] = field(default_factory=lambda: {"containerd"})
-    lines: list[str] = field(default_factory=list)
-    exits: list[tuple[int, str]] = field(default_factory=list)
-
-    @staticmethod
-    def _key(path: str) -> str:
-        return path.replace("/", "\\").lower()
-
-    def read_file(self, path: str) -> bytes | None:
-        return self.files.get(self._key(path))
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files[self._key(path)] = data
-
-    def service_running(self, name: str) -> bool:
-        return name in self.running
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
-
-    def exited(self, code: int, reason: str) -> None:
-        self.exits.append((code, reason))
-
-    def logged(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-
-def new_facts() -> HostFacts:
-    suffix = secrets.token_hex(3).upper()
-    return HostFacts(
-        hostname=f"WIN-{suffix}",
-        address=f"10.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 2}",
-        windows_build="10.0.20348",
-        os_image="Windows Server 2022 Datacenter",
-        kernel_version="10.0.20348.2527",
-    )
-
-
-def kubelet_conf(**overrides: Any) -> bytes:
-    """A KubeletConfiguration shaped like WMCO's (JSON)."""
-    conf: dict[str, Any] = {
-        "kind": "KubeletConfiguration",
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "rotateCertificates": True,
-        "serverTLSBootstrap": False,
-        "authentication": {
-            "x509": {"clientCAFile": "C:\\k\\kubelet-ca.crt"},
-            "anonymous": {"enabled": False},
-        },
-        "cgroupsPerQOS": False,
-        "enforceNodeAllocatable": [],
-        "registerNode": True,
-        "registerWithTaints": [{"key": "os", "value": "Windows", "effect": "NoSchedule"}],
-        "containerRuntimeEndpoint": "npipe://./pipe/containerd-containerd",
-        "resolvConf": "",
-        "clusterDomain": "cluster.local",
-        "clusterDNS": ["10.0.0.10"],
-        "maxPods": 250,
-        "evictionHard": {"nodefs.available": "10%", "imagefs.available": "15%"},
-        "systemReserved": {"cpu": "500m", "ephemeral-storage": "1Gi", "memory": "2Gi"},
-        "featureGates": {"RotateKubeletServerCertificate": True},
-    }
-    conf.update(overrides)
-    return json.dumps(conf, indent=2).encode()
-
-
-def bootstrap_kubeconfig(plane: ControlPlane, token: str, *, ca_by_path: bool) -> bytes:
-    cluster: dict[str, Any] = {"server": plane.server}
-    if ca_by_path:
-        cluster["certificate-authority"] = "C:\\k\\kubelet-ca.crt"
-    else:
-        cluster["certificate-authority-data"] = base64.b64encode(plane.ca_pem).decode()
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "local", "cluster": cluster}],
-            "users": [{"name": "kubelet", "user": {"token": token}}],
-            "contexts": [{"name": "kubelet", "context": {"cluster": "local", "user": "kubelet"}}],
-            "current-context": "kubelet",
-        }
-    ).encode()
-
-
-def wmco_argv(host: FakeHost, *extra: str) -> list[str]:
-    return [
-        "C:\\k\\kubelet.exe",
-        "--config=C:\\k\\kubelet.conf",
-        "--bootstrap-kubeconfig=C:\\k\\bootstrap-kubeconfig",
-        "--kubeconfig=C:\\k\\kubeconfig",
-        f"--cert-dir={PKI}\\",
-        "--windows-service",
-        "--node-labels=node.openshift.io/os_id=Windows",
-        "--windows-priorityclass=ABOVE_NORMAL_PRIORITY_CLASS",
-        "--v=2",
-        "--node-ip",
-        host.facts.address,
-        *extra,
-    ]
-
-
-def make_host(plane: ControlPlane, token: str, *, ca_by_path: bool = True, **conf: Any) -> FakeHost:
-    host = FakeHost(facts=new_facts())
-    host.write_file("C:\\k\\kubelet-ca.crt", plane.ca_pem)
-    host.write_file(
-        "C:\\k\\bootstrap-kubeconfig", bootstrap_kubeconfig(plane, token, ca_by_path=ca_by_path)
-    )
-    host.write_file("C:\\k\\kubelet.conf", kubelet_conf(**conf))
-    return host
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30) -> T:
-    """Poll `check()` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-def csr_request(csr: CertificateSigningRequest) -> x509.CertificateSigningRequest:
-    assert csr.spec is not None
-    return x509.load_pem_x509_csr(base64.b64decode(csr.spec.request))
-
-
-async def find_csr(kube: AsyncClient, signer: str, node_name: str) -> CertificateSigningRequest:
-    cn = f"system:node:{node_name}"
-
-    async def check() -> CertificateSigningRequest | None:
-        async for csr in kube.list(CertificateSigningRequest, fields={"spec.signerName": signer}):
-            subject = csr_request(csr).subject
-            if subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn:
-                return csr
-        return None
-
-    return await eventually(check, f"a {signer} CSR for {cn}")
-
-
-async def approve(kube: AsyncClient, name: str) -> None:
-    csr = await kube.get(CertificateSigningRequest, name)
-    csr.status = CertificateSigningRequestStatus(
-        conditions=[
-            CertificateSigningRequestCondition(
-                type="Approved",
-                status="True",
-                reason="TestApproved",
-                message="approved by the test",
-            )
-        ]
-    )
-    approval = cast(
-        CertificateSigningRequestApproval,
-        CertificateSigningRequestApproval.from_dict(csr.to_dict()),
-    )
-    await kube.replace(approval, name)
-
-
-def condition(node: Node, kind: str) -> Any:
-    assert node.status is not None and node.status.conditions is not None
-    return next(c for c in node.status.conditions if c.type == kind)
-
-
-async def lease_renew_time(kube: AsyncClient, name: str) -> dt.datetime | None:
-    try:
-        lease = await kube.get(Lease, name, namespace="kube-node-lease")
-    except ApiError:
-        return None
-    return lease.spec.renewTime if lease.spec else None
-
-
-@pytest.fixture
-async def token(kube: AsyncClient) -> AsyncIterator[str]:
-    token_id, secret = secrets.token_hex(3), secrets.token_hex(8)
-    name = f"bootstrap-token-{token_id}"
-    await kube.create(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace="kube-system"),
-            type="bootstrap.kubernetes.io/token",
-            stringData={
-                "token-id": token_id,
-                "token-secret": secret,
-                "usage-bootstrap-authentication": "true",
-                "usage-bootstrap-signing": "true",
-                "auth-extra-groups": "system:bootstrappers:worker",
-            },
-        )
-    )
-    try:
-        yield f"{token_id}.{secret}"
-    finally:
-        await kube.delete(Secret, name, namespace="kube-system")
-
-
-@dataclass
-class Started:
-    host: FakeHost
-    kubelet: kubelet.SimulatedKubelet
-    node_name: str
-
-
-@pytest.fixture
-async def cleanup(kube: AsyncClient) -> AsyncIterator[list[kubelet.SimulatedKubelet]]:
-    """Stop every kubelet a test started and delete its Node and Lease."""
-    started: list[kubelet.SimulatedKubelet] = []
-    yield started
-    for k in started:
-        await k.stop()
-        if k.node_name:
-            with contextlib.suppress(ApiError):
-                await kube.delete(Node, k.node_name)
-            with contextlib.suppress(ApiError):
-                await kube.delete(Lease, k.node_name, namespace="kube-node-lease")
-
-
-async def start(
-    host: FakeHost, cleanup: list[kubelet.SimulatedKubelet], *extra: str, **options: Any
-) -> kubelet.SimulatedKubelet:
-    k = kubelet.SimulatedKubelet(wmco_argv(host, *extra), host, **{**FAST, **options})
-    cleanup.append(k)
-    await k.start()
-    return k
-
-
-async def bootstrapped(
-    kube: AsyncClient, host: FakeHost, cleanup: list[kubelet.SimulatedKubelet], *extra: str
-) -> Started:
-    """Start a kubelet, approve its client CSR and wait for its Node."""
-    k = await start(host, cleanup, *extra)
-    assert k.node_name is not None
-    csr = await find_csr(kube, CLIENT_SIGNER, k.node_name)
-    assert csr.metadata is not None and csr.metadata.name is not None
-    await approve(kube, csr.metadata.name)
-    await asyncio.wait_for(k.registered.wait(), 30)
-    return Started(host=host, kubelet=k, node_name=k.node_name)
 
 
 # ------------------------------------------------------------------------------------ pure
@@ -355,7 +99,7 @@ def test_node_labels_refused_like_the_kubelet() -> None:
 
 
 def test_allocatable_follows_the_node_allocatable_rule() -> None:
-    host = FakeHost(facts=new_facts())
+    host = FakeHost(facts=containerd_helpers.new_facts())
     host.write_file("C:\\k\\kubelet.conf", kubelet_conf())
     opts = kubelet_options.resolve_options(
         ["--config=C:\\k\\kubelet.conf"], hostname="WIN-1", read_file=host.read_file
@@ -371,7 +115,7 @@ def test_allocatable_follows_the_node_allocatable_rule() -> None:
 
 
 def test_kubeconfig_files_are_read_from_the_host_disk() -> None:
-    host = FakeHost(facts=new_facts())
+    host = FakeHost(facts=containerd_helpers.new_facts())
     host.write_file("C:\\k\\ca.crt", b"CA")
     host.write_file("C:\\k\\token", b"abcdef.0123456789abcdef\n")
     doc = {
@@ -413,7 +157,7 @@ async def test_bootstrap_waits_for_approval_then_registers_a_windows_node(
     token: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    host = make_host(control_plane, token)
+    host = await make_host(control_plane, token)
     k = await start(host, cleanup)
     node_name = host.facts.hostname.lower()
     assert k.node_name == node_name
@@ -423,7 +167,7 @@ async def test_bootstrap_waits_for_approval_then_registers_a_windows_node(
     assert (
         kubeconfig["users"][0]["user"]["client-certificate"] == f"{PKI}\\kubelet-client-current.pem"
     )
-    assert kubeconfig["clusters"][0]["cluster"]["certificate-authority"] == "C:\\k\\kubelet-ca.crt"
+    assert kubeconfig["clusters"][0]["cluster"]["certificate-authority"] == BOOTSTRAP_CA
 
     csr = await find_csr(kube, CLIENT_SIGNER, node_name)
     assert csr.spec is not None and csr.metadata is not None and csr.metadata.name
@@ -455,7 +199,7 @@ async def test_bootstrap_waits_for_approval_then_registers_a_windows_node(
         cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         == f"system:node:{node_name}"
     )
-    assert any(name.endswith(".pem") and "kubelet-client-2" in name for name in host.files)
+    assert any(n.endswith(".pem") and n.startswith("kubelet-client-2") for n in host.files_in(PKI))
 
     async def ready_node() -> Node | None:
         node = await kube.get(Node, node_name)
@@ -537,7 +281,9 @@ async def test_ready_follows_containerd_and_stop_ends_heartbeats(
     token: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    started = await bootstrapped(kube, make_host(control_plane, token, ca_by_path=False), cleanup)
+    started = await bootstrapped(
+        kube, await make_host(control_plane, token, ca_by_path=False), cleanup
+    )
     name = started.node_name
 
     async def ready_is(status: str) -> Node | None:
@@ -547,13 +293,14 @@ async def test_ready_follows_containerd_and_stop_ends_heartbeats(
         return None
 
     await eventually(lambda: ready_is("True"), "Ready=True")
-    started.host.running.discard("containerd")
+    machine = started.host.machine
+    await machine.scm.stop("containerd")
     node = await eventually(
         lambda: ready_is("False"), "Ready=False after containerd stopped", timeout=10
     )
     ready = condition(node, "Ready")
     assert ready.reason == "KubeletNotReady" and "container runtime is down" in ready.message
-    started.host.running.add("containerd")
+    await machine.scm.start("containerd")
     await eventually(lambda: ready_is("True"), "Ready=True after containerd started", timeout=10)
 
     await started.kubelet.stop()
@@ -571,7 +318,7 @@ async def test_restart_reuses_the_client_certificate_and_updates_the_node(
     token: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    started = await bootstrapped(kube, make_host(control_plane, token), cleanup)
+    started = await bootstrapped(kube, await make_host(control_plane, token), cleanup)
     await started.kubelet.stop()
     csrs_before = {
         c.metadata.name
@@ -612,7 +359,7 @@ async def test_client_certificate_rotation_switches_identity_without_a_gap(
     token: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    host = make_host(control_plane, token)
+    host = await make_host(control_plane, token)
     k = await start(host, cleanup, client_rotation_after=0.5)
     node_name = k.node_name
     assert node_name is not None
@@ -658,7 +405,7 @@ async def test_serving_csr_carries_the_node_addresses(
     token: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    host = make_host(control_plane, token, serverTLSBootstrap=True)
+    host = await make_host(control_plane, token, serverTLSBootstrap=True)
     started = await bootstrapped(
         kube, host, cleanup, "--hostname-override", "IP-10-0-1-23.EC2.Internal"
     )
@@ -695,7 +442,7 @@ async def test_bound_pod_runs_and_graceful_delete_is_finalised(
     namespace: str,
     cleanup: list[kubelet.SimulatedKubelet],
 ) -> None:
-    started = await bootstrapped(kube, make_host(control_plane, token), cleanup)
+    started = await bootstrapped(kube, await make_host(control_plane, token), cleanup)
 
     async def has_default_sa() -> bool:
         try:
@@ -723,7 +470,8 @@ async def test_bound_pod_runs_and_graceful_delete_is_finalised(
 
     pod = await eventually(running, "the pod to run")
     assert pod.status is not None
-    assert pod.status.podIP == started.host.facts.address
+    assert pod.status.podIP == "10.132.0.2"  # host-local's first address of the node subnet
+    assert pod.status.hostIP == started.host.facts.address
     assert pod.status.startTime is not None
     statuses = pod.status.containerStatuses or []
     assert [(s.name, s.ready) for s in statuses] == [("iis", True)]
@@ -766,7 +514,7 @@ async def test_bound_pod_runs_and_graceful_delete_is_finalised(
 
 
 async def test_missing_bootstrap_kubeconfig_fails_the_start(control_plane: ControlPlane) -> None:
-    host = FakeHost(facts=new_facts())
+    host = FakeHost(facts=containerd_helpers.new_facts())
     host.write_file("C:\\k\\kubelet.conf", kubelet_conf())
     k = kubelet.SimulatedKubelet(wmco_argv(host), host, **FAST)
     with pytest.raises(KubeletConfigError, match="unable to load bootstrap kubeconfig"):
@@ -778,7 +526,7 @@ async def test_missing_bootstrap_kubeconfig_fails_the_start(control_plane: Contr
 async def test_forbidden_node_label_fails_the_start(
     control_plane: ControlPlane, token: str
 ) -> None:
-    host = make_host(control_plane, token)
+    host = await make_host(control_plane, token)
     argv = [a for a in wmco_argv(host) if not a.startswith("--node-labels")]
     k = kubelet.SimulatedKubelet(
         [*argv, "--node-labels=node-role.kubernetes.io/worker="], host, **FAST
@@ -791,7 +539,7 @@ async def test_forbidden_node_label_fails_the_start(
 async def test_rejected_bootstrap_token_makes_the_kubelet_exit(
     control_plane: ControlPlane, cleanup: list[kubelet.SimulatedKubelet]
 ) -> None:
-    host = make_host(control_plane, "abcdef.0123456789abcdef")
+    host = await make_host(control_plane, "abcdef.0123456789abcdef")
     k = await start(host, cleanup, client_cert_timeout=1.5)
 
     async def exited() -> bool:

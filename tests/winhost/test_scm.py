@@ -36,6 +36,9 @@ async def win() -> AsyncIterator[WindowsHost]:
     FakeKubelet.instances.clear()
     host = WindowsHost(kubelet_factory=lambda argv, env: FakeKubelet(argv, env))
     host.faults.reboot_unreachable = 0.01
+    # These tests are about the SCM: "containerd" is any service here, not the simulated
+    # containerd (tests/winhost/test_containerd.py covers that one).
+    del host.machine.program_factories["containerd"]
     await host.boot(None)
     for exe in ("containerd.exe", "kubelet.exe", "kube-proxy.exe"):
         host.machine.disk.mkdir("C:\\k")

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import asyncssh
 
+from wmco_sandbox.winhost import containerd
 from wmco_sandbox.winhost.agents.hybridoverlay import hybrid_overlay_factory
 from wmco_sandbox.winhost.agents.kubeproxy import kube_proxy_factory
 from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
@@ -100,6 +101,9 @@ class WindowsHost:
         self.machine = Machine(self.facts, win, initial, disk)
         if kubelet_factory is not None:
             self.machine.program_factories["kubelet"] = kubelet_factory
+        self.machine.program_factories["containerd"] = containerd.ContainerdFactory(
+            self.machine.container_behaviours
+        )
         self.machine.shells.update(cmd=run_cmd_exe, powershell=run_powershell_exe)
         self.users = {u.lower() for u in users}
         algorithm = "ssh-ed25519" if host_key_type == "ed25519" else "ssh-rsa"

@@ -312,6 +312,9 @@ class _ProgramEnv:
     def service_running(self, name: str) -> bool:
         return self.machine.scm.running(name)
 
+    def firewall_allows(self, port: int) -> bool:
+        return self.machine.firewall_allows(port)
+
     def log(self, line: str) -> None:
         if self.service.lower() == "kubelet":
             self.machine.kubelet_log.append(line)

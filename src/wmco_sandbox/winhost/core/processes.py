@@ -195,6 +195,10 @@ class ProgramEnvironment(Protocol):
         """The CRI of the running containerd service; ``None`` while containerd is not running."""
         ...
 
+    def firewall_allows(self, port: int) -> bool:
+        """Whether the host firewall lets inbound TCP connections reach ``port``."""
+        ...
+
     def log(self, line: str) -> None:
         """Append a line to this service's log (readable by tests)."""
         ...

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from lightkube import ApiError
 
@@ -50,6 +51,8 @@ class Timings:
         backoff_base: First retry delay of the certificate managers.
         client_rotation_after: Fixed delay before rotating the client certificate, or ``None``
             for a random point in 70-90 % of its lifetime.
+        pod_retry_interval: Delay before a pod that could not start is synced again (the pod
+            workers' 10 s back-off); a change of the runtime's readiness retries at once.
     """
 
     lease_renew_interval: float = 10.0
@@ -58,6 +61,7 @@ class Timings:
     client_cert_timeout: float = 300.0
     backoff_base: float = 2.0
     client_rotation_after: float | None = None
+    pod_retry_interval: float = 10.0
 
 
 class KubeletExit(Exception):
@@ -137,16 +141,21 @@ class NodeState:
     Attributes:
         uid: The Node's UID once registered (for the Lease's owner reference).
         labels: The Node's labels as last seen (for pod admission).
-        runtime_up: Whether containerd was running at the last check.
-        runtime_changed: Set when ``runtime_up`` changes.
+        runtime_up: Whether the CRI answered with RuntimeReady at the last check.
+        network_ready: Whether it also reported NetworkReady.
+        runtime_changed: Set when ``runtime_up`` or ``network_ready`` changes.
         registered: Set once the Node is registered.
+        pods: The pods bound to the node, by ``(namespace, name)`` (API dicts), as the pod
+            worker last saw them (the kubelet API looks pods up here).
     """
 
     uid: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     runtime_up: bool | None = None
+    network_ready: bool | None = None
     runtime_changed: asyncio.Event = field(default_factory=asyncio.Event)
     registered: asyncio.Event = field(default_factory=asyncio.Event)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -10,9 +10,9 @@ Two heartbeats reach the control plane, as from a real kubelet (``kubelet-window
 * :class:`NodeStatusController` registers the Node once (POST; on 409 it reconciles only the
   kubelet-owned labels with a PATCH and never PUTs the Node, which NodeRestriction would refuse),
   then computes the status every ``status_interval`` and PATCHes ``/status`` when anything but
-  heartbeat times changed or ``nodeStatusReportFrequency`` has passed. A change in the containerd
-  service is noticed within ``runtime_check_interval`` and reported at once; it also wakes the
-  pod worker.
+  heartbeat times changed or ``nodeStatusReportFrequency`` has passed. The CRI status
+  (``kubelet_runtime``: containerd running, RuntimeReady, NetworkReady) is checked every
+  ``runtime_check_interval``; a change is reported at once and wakes the pod worker.
 
 Both loops only retry on API and transport errors, with the kubelet's log lines; ``stop()`` of
 the process cancels them between two requests.
@@ -34,12 +34,12 @@ from lightkube.types import PatchType
 
 from wmco_sandbox.winhost.kubelet import context as kubelet_context
 from wmco_sandbox.winhost.kubelet import node as kubelet_node
+from wmco_sandbox.winhost.kubelet import runtime as kubelet_runtime
 
-__all__ = ["CONTAINERD_SERVICE", "RUNTIME_DOWN", "LeaseController", "NodeStatusController"]
+__all__ = ["LeaseController", "NodeStatusController"]
 
-CONTAINERD_SERVICE = "containerd"
-RUNTIME_DOWN = "container runtime is down"
 _STATUS_SOURCE = "kubelet_node_status.go"
+_NETWORK_LOG_PERIOD = 5.0  # updateRuntimeUp's period: how often a real kubelet repeats the line
 
 
 class LeaseController:
@@ -169,12 +169,23 @@ class NodeStatusController:
         opts, timings, state = self._k.opts, self._k.timings, self._k.state
         next_compute = loop.time()
         ip_error = kubelet_node.node_ip_error(opts.node_ip, self._host)
+        logged_at = -float("inf")
         while True:
-            runtime_up = self._k.env.service_running(CONTAINERD_SERVICE)
-            changed = runtime_up != state.runtime_up
+            health = kubelet_runtime.check(self._k.env)
+            changed = (health.runtime_up, health.network_ready) != (
+                state.runtime_up,
+                state.network_ready,
+            )
             if changed:
-                state.runtime_up = runtime_up
+                state.runtime_up, state.network_ready = health.runtime_up, health.network_ready
                 state.runtime_changed.set()
+            due = changed or loop.time() - logged_at >= _NETWORK_LOG_PERIOD
+            if health.runtime_up and health.network_error and due:
+                logged_at = loop.time()
+                detail = health.network_error.split(": ", 1)[-1]
+                self._k.log.error(
+                    "kubelet.go", f'"Container runtime network not ready" networkReady="{detail}"'
+                )
             if changed or loop.time() >= next_compute:
                 next_compute = loop.time() + timings.status_interval
                 if ip_error:
@@ -183,19 +194,19 @@ class NodeStatusController:
                         f'"Failed to set some node status fields" err="{ip_error}" '
                         f'node="{opts.node_name}"',
                     )
-                if not await self._sync(client, runtime_up):
+                if not await self._sync(client, health.node_error):
                     next_compute = loop.time() + min(timings.status_interval, 1.0)
             wait = next_compute - loop.time()
             await asyncio.sleep(max(0.0, min(timings.runtime_check_interval, wait)))
 
-    async def _sync(self, client: AsyncClient, runtime_up: bool) -> bool:
+    async def _sync(self, client: AsyncClient, node_error: str | None) -> bool:
         opts = self._k.opts
         loop = asyncio.get_running_loop()
         previous = self._posted["status"]["conditions"] if self._posted else ()
         body = kubelet_node.node_status(
             opts,
             self._host,
-            None if runtime_up else RUNTIME_DOWN,
+            node_error,
             kubelet_context.utcnow(),
             previous,
         )

@@ -1,11 +1,10 @@
-"""What the simulated kubelet writes into the API: Node, node status, Lease, pod status (pure).
+"""What the simulated kubelet writes into the API: Node, node status and Lease (pure).
 
 These are the *decisions* of the kubelet, kept free of I/O so that they can be unit-tested and
 read next to the reference (``kubelet-windows.md`` §2, §3, §5): the labels and taints of the
 initial Node (``initialNode``), the four node conditions with their literal reasons and messages,
 addresses, capacity and allocatable (generic node-allocatable rule), ``nodeInfo`` of a Windows
-host, the node Lease, and the status of a pod that the kubelet "runs" (no image is pulled: every
-container is reported running at once, with the node's IP as pod IP).
+host, and the node Lease. What the kubelet writes about pods is in ``kubelet_podstatus``.
 
 Bodies are plain ``dict``s in API (JSON) shape rather than lightkube models, because they are sent
 as strategic-merge patches and because the API server is strict about time formats: ``Time``
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import hashlib
 import ipaddress
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,7 +30,6 @@ __all__ = [
     "ATTACH_DETACH_ANNOTATION",
     "LEASE_NAMESPACE",
     "HostView",
-    "admission_failure",
     "allocatable",
     "conditions",
     "default_labels",
@@ -41,7 +38,6 @@ __all__ = [
     "micro_time",
     "node_addresses",
     "node_status",
-    "pod_status_patch",
     "status_differs",
     "time_str",
 ]
@@ -389,134 +385,3 @@ def lease_spec(node_name: str, duration_seconds: int, now: dt.datetime) -> dict[
 def node_owner_reference(node_name: str, node_uid: str) -> dict[str, str]:
     """The Lease's owner reference to its Node (no ``controller``/``blockOwnerDeletion``)."""
     return {"apiVersion": "v1", "kind": "Node", "name": node_name, "uid": node_uid}
-
-
-def admission_failure(
-    pod: Mapping[str, Any], node_labels: Mapping[str, str]
-) -> tuple[str, str] | None:
-    """Kubelet admission of a pod bound to this node (a small subset of the real predicates).
-
-    Args:
-        pod: The pod (API dict).
-        node_labels: The Node's current labels.
-
-    Returns:
-        ``(reason, message)`` for a rejected pod, or ``None`` when admitted.
-    """
-    spec = pod.get("spec") or {}
-    os_name = (spec.get("os") or {}).get("name")
-    if os_name and os_name != "windows":
-        return (
-            "PodOSNotSupported",
-            f"Pod Predicate PodOSNotSupported failed: pod OS {os_name} does not match node OS windows",
-        )
-    selector: Mapping[str, str] = spec.get("nodeSelector") or {}
-    if any(node_labels.get(k) != v for k, v in selector.items()):
-        return ("NodeAffinity", "Pod Predicate NodeAffinity failed")
-    return None
-
-
-def _container_id(pod_uid: str, name: str) -> str:
-    return "containerd://" + hashlib.sha256(f"{pod_uid}/{name}".encode()).hexdigest()
-
-
-def _image_id(image: str) -> str:
-    repo = image.rsplit("@", 1)[0]
-    if ":" in repo.rsplit("/", 1)[-1]:
-        repo = repo.rsplit(":", 1)[0]
-    return f"{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
-
-
-def pod_status_patch(
-    pod: Mapping[str, Any],
-    node_ip: str,
-    now: dt.datetime,
-    rejection: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """Build the status patch of a pod the kubelet runs (or rejects at admission).
-
-    Args:
-        pod: The pod (API dict).
-        node_ip: The node's InternalIP (host IP and, for the simulation, pod IP).
-        now: The time the containers started.
-        rejection: ``(reason, message)`` from :func:`admission_failure`.
-
-    Returns:
-        ``{"status": {...}}``.
-    """
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    old = pod.get("status") or {}
-    uid = str(meta.get("uid", ""))
-    stamp = time_str(now)
-    start = old.get("startTime") or stamp
-    if rejection is not None:
-        return {
-            "status": {
-                "phase": "Failed",
-                "reason": rejection[0],
-                "message": rejection[1],
-                "startTime": start,
-                "hostIP": node_ip,
-                "hostIPs": [{"ip": node_ip}],
-            }
-        }
-
-    def running(container: Mapping[str, Any]) -> dict[str, Any]:
-        image = str(container.get("image", ""))
-        return {
-            "name": container["name"],
-            "image": image,
-            "imageID": _image_id(image),
-            "containerID": _container_id(uid, str(container["name"])),
-            "ready": True,
-            "started": True,
-            "restartCount": 0,
-            "state": {"running": {"startedAt": start}},
-        }
-
-    def completed(container: Mapping[str, Any]) -> dict[str, Any]:
-        image = str(container.get("image", ""))
-        cid = _container_id(uid, str(container["name"]))
-        return {
-            "name": container["name"],
-            "image": image,
-            "imageID": _image_id(image),
-            "containerID": cid,
-            "ready": True,
-            "started": False,
-            "restartCount": 0,
-            "state": {
-                "terminated": {
-                    "exitCode": 0,
-                    "reason": "Completed",
-                    "startedAt": start,
-                    "finishedAt": start,
-                    "containerID": cid,
-                }
-            },
-        }
-
-    conds = [
-        {"type": kind, "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp}
-        for kind in (
-            "PodReadyToStartContainers",
-            "Initialized",
-            "Ready",
-            "ContainersReady",
-            "PodScheduled",
-        )
-    ]
-    status: dict[str, Any] = {
-        "phase": "Running",
-        "conditions": conds,
-        "hostIP": node_ip,
-        "hostIPs": [{"ip": node_ip}],
-        "podIP": node_ip,
-        "podIPs": [{"ip": node_ip}],
-        "startTime": start,
-        "containerStatuses": [running(c) for c in spec.get("containers") or []],
-    }
-    if spec.get("initContainers"):
-        status["initContainerStatuses"] = [completed(c) for c in spec["initContainers"]]
-    return {"status": status}

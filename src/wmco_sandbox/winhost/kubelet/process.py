@@ -19,7 +19,8 @@ The main task (everything a kubelet only finds out while running)
     2. From then on every request uses the node identity (``system:node:<name>``), so the Node
        authorizer and NodeRestriction apply. Concurrently, in one task group: the Lease and the
        node status (``kubelet_heartbeat``), the serving certificate, the pod worker
-       (``kubelet_pods``) and the client certificate's rotation. A rotation ends the group and
+       (``kubelet_pods``), the kubelet API on port 10250 (``kubelet_server``) and the client
+       certificate's rotation. A rotation ends the group and
        starts it again with the new certificate, as a real kubelet closes all its connections.
 
 ``stop()`` cancels every task at once (no further heartbeat) and closes the HTTP clients. A
@@ -55,6 +56,7 @@ from wmco_sandbox.winhost.kubelet import node as kubelet_node
 from wmco_sandbox.winhost.kubelet import options as kubelet_options
 from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 from wmco_sandbox.winhost.kubelet import pods as kubelet_pods
+from wmco_sandbox.winhost.kubelet import server as kubelet_server
 
 __all__ = ["KubeletPhase", "SimulatedKubelet", "factory_with", "kubelet_factory"]
 
@@ -88,8 +90,8 @@ class SimulatedKubelet:
             nodeLeaseDurationSeconds`` = 10 s).
         status_interval: Seconds between node status computations (default
             ``nodeStatusUpdateFrequency`` = 10 s).
-        runtime_check_interval: Seconds between checks of the containerd service; a change
-            triggers an immediate status update.
+        runtime_check_interval: Seconds between checks of the CRI status (and of the firewall
+            for the kubelet API); a change triggers an immediate status update.
         client_cert_timeout: Exit when no client certificate was obtained for this long while
             the API server answers (the kubelet's 5-minute rule).
         kubelet_version: ``nodeInfo.kubeletVersion`` (default: the API server's gitVersion).
@@ -100,11 +102,13 @@ class SimulatedKubelet:
         client_rotation_after: Rotate the client certificate this many seconds after it was
             obtained (default: at a random point in 70-90 % of its lifetime), when
             ``rotateCertificates`` is on.
+        pod_retry_interval: Seconds before a pod that could not start is synced again.
 
     Attributes:
         phase: Where the kubelet is in its life.
         options: The resolved options (after ``start()``).
         registered: Set once the Node is registered.
+        server: The kubelet API server (after the TLS bootstrap).
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class SimulatedKubelet:
         boot_id: str = "1",
         backoff_base: float = 2.0,
         client_rotation_after: float | None = None,
+        pod_retry_interval: float = 10.0,
     ) -> None:
         self._argv = list(argv)
         self._env = env
@@ -131,6 +136,7 @@ class SimulatedKubelet:
         self._client_cert_timeout = client_cert_timeout
         self._backoff_base = backoff_base
         self._client_rotation_after = client_rotation_after
+        self._pod_retry_interval = pod_retry_interval
         self._kubelet_version = kubelet_version
         self._containerd_version = containerd_version
         self._capacity = dict(capacity or DEFAULT_CAPACITY)
@@ -149,6 +155,7 @@ class SimulatedKubelet:
         self._clients: list[AsyncClient] = []
         self._raw_clients: list[httpx2.AsyncClient] = []
         self._main: asyncio.Task[None] | None = None
+        self.server: kubelet_server.KubeletServer | None = None
 
     # ----------------------------------------------------------------------------- observing
 
@@ -200,6 +207,7 @@ class SimulatedKubelet:
             client_cert_timeout=self._client_cert_timeout,
             backoff_base=self._backoff_base,
             client_rotation_after=self._client_rotation_after,
+            pod_retry_interval=self._pod_retry_interval,
         )
         state = kubelet_context.NodeState(registered=self.registered)
         self._kubelet = kubelet_context.Kubelet(self._env, opts, timings, self._log, state)
@@ -330,6 +338,7 @@ class SimulatedKubelet:
         assert self._credentials is not None
         lease = kubelet_heartbeat.LeaseController(kubelet)
         pods = kubelet_pods.PodWorker(kubelet)
+        self.server = kubelet_server.KubeletServer(kubelet)
         status: kubelet_heartbeat.NodeStatusController | None = None
         while True:  # one round per client certificate: a rotation closes every connection
             client, raw = self._client(self._credentials, self._client_bundle)
@@ -345,6 +354,7 @@ class SimulatedKubelet:
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(lease.run(client), name="node-lease")
+                    group.create_task(self.server.run(client), name="kubelet-server")
                     group.create_task(self._node(kubelet, client, host, status, pods, group))
                     if self._client_bundle is not None:
                         group.create_task(self._client_certs.run(self._client_bundle, client, raw))

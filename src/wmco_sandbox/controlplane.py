@@ -280,6 +280,8 @@ class ControlPlane:
                 f"--kubelet-client-key={kubelet_client_key}",
                 # Kubelet serving certificates come from the CSR signer; verify them.
                 f"--kubelet-certificate-authority={signer_crt}",
+                # Dial kubelets at their InternalIP, as OpenShift does: node names do not resolve.
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
                 "--allow-privileged=true",
                 # The `kubernetes` Service endpoints would point at an address nothing serves.
                 "--endpoint-reconciler-type=none",

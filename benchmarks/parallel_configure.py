@@ -30,8 +30,9 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Secret
 from wmco import names
 from wmco import operator as operator_mod
 from wmco.payload import manifest as payload_manifest
-from wmco.settings import Settings
+from wmco.settings import NetworkProfile, Settings
 from wmco_sandbox.controlplane import ControlPlane, free_port
+from wmco_sandbox.netsim import ovn
 from wmco_sandbox.winhost import kubelet as sim_kubelet
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
@@ -64,9 +65,12 @@ async def run_once(
         leader_election=False,
         service_cidr="10.0.0.0/24",
         probe_bind_address="127.0.0.1:0",
+        network_profile=NetworkProfile.OVN_HYBRID,
     )
     payload = payload_manifest.generate_test_payload(workdir / f"payload-{tag}", version=tag)
     manager = operator_mod.build_manager(kube, settings, payload, machine_api=False, port=0)
+    allocator = ovn.HybridOverlaySubnetAllocator(kube, resync=1.0)
+    await allocator.__aenter__()
     task = asyncio.create_task(manager.run())
     fleet: list[WindowsHost] = []
     try:
@@ -110,6 +114,7 @@ async def run_once(
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
+        await allocator.__aexit__(None, None, None)
         await asyncio.gather(*(h.stop() for h in fleet), return_exceptions=True)
         for h in fleet:
             with contextlib.suppress(Exception):

@@ -18,17 +18,10 @@ import secrets
 import asyncssh
 import pytest
 from lightkube import AsyncClient
-from lightkube.models.certificates_v1 import (
-    CertificateSigningRequestCondition,
-    CertificateSigningRequestStatus,
-)
-from lightkube.resources.certificates_v1 import (
-    CertificateSigningRequest,
-    CertificateSigningRequestApproval,
-)
 from lightkube.resources.core_v1 import Node, Secret
 from lightkube.types import PatchType
 
+from join_helpers import Shell, approve_pending, user_data
 from kube_helpers import bootstrap_token_secret, eventually
 from wmco_sandbox.controlplane import ControlPlane, free_port
 from wmco_sandbox.winhost import kubelet as sim_kubelet
@@ -37,74 +30,9 @@ from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 pytestmark = pytest.mark.integration
 
-ADMIN_KEYS = "C:\\ProgramData\\ssh\\administrators_authorized_keys"
 SUBNET = hybridoverlay.SUBNET_ANNOTATION
 DRMAC = hybridoverlay.DRMAC_ANNOTATION
 LIST_NETWORKS = "ConvertTo-Json -InputObject @(Get-HnsNetwork) -Depth 5 -Compress"
-
-
-def user_data(public_key: str) -> str:
-    return (
-        "<powershell>\n"
-        "Add-WindowsCapability -Online -Name 'OpenSSH.Server~~~~0.0.1.0'\n"
-        "New-ItemProperty -Path 'HKLM:\\SOFTWARE\\OpenSSH' -Name 'DefaultShell' -Value "
-        "'C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe' -PropertyType String -Force\n"
-        "Set-Service -Name 'sshd' -StartupType 'Automatic'\n"
-        "Start-Service -Name 'sshd'\n"
-        f"Set-Content -LiteralPath '{ADMIN_KEYS}' -Value '{public_key}' -Encoding ascii\n"
-        f"icacls.exe '{ADMIN_KEYS}' /inheritance:r /grant 'Administrators:F' /grant 'SYSTEM:F'\n"
-        "Restart-Service -Name 'sshd'\n"
-        "</powershell>\n<persist>true</persist>\n"
-    )
-
-
-class Shell:
-    """SSH to the host, reconnecting after drops (reboots, HNS connectivity blips)."""
-
-    def __init__(self, host: WindowsHost, key: asyncssh.SSHKey) -> None:
-        self.host, self.key = host, key
-        self.conn: asyncssh.SSHClientConnection | None = None
-
-    async def _connect(self) -> asyncssh.SSHClientConnection:
-        if self.conn is None:
-            self.conn = await asyncssh.connect(
-                self.host.address, self.host.port, username="Administrator",
-                client_keys=[self.key], known_hosts=([self.host.host_public_key], [], []),
-                agent_path=None, config=None, connect_timeout=5,
-            )  # fmt: skip
-        return self.conn
-
-    async def run(self, command: str) -> str:
-        conn = await self._connect()
-        result = await conn.run(command, check=False)
-        assert result.exit_status == 0, f"{command!r}: {result.stdout!r} {result.stderr!r}"
-        return str(result.stdout)
-
-    async def run_dropping(self, command: str) -> None:
-        """A command after which the connection drops (no exit status)."""
-        conn = await self._connect()
-        with contextlib.suppress(asyncssh.ConnectionLost, asyncssh.DisconnectError):
-            await conn.run(command, check=False)
-        self.drop()
-
-    def drop(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
-async def approve_pending(kube: AsyncClient) -> None:
-    async for csr in kube.list(CertificateSigningRequest):
-        if (csr.status and csr.status.conditions) or csr.metadata is None:
-            continue
-        csr.status = CertificateSigningRequestStatus(
-            conditions=[CertificateSigningRequestCondition(
-                type="Approved", status="True", reason="TestScript", message="approved",
-            )]
-        )  # fmt: skip
-        await kube.replace(
-            CertificateSigningRequestApproval.from_dict(csr.to_dict()), str(csr.metadata.name)
-        )
 
 
 async def join_kubelet(sh: Shell, control_plane: ControlPlane, token: str) -> None:
@@ -124,17 +52,15 @@ async def join_kubelet(sh: Shell, control_plane: ControlPlane, token: str) -> No
         "rotateCertificates": True, "containerRuntimeEndpoint": "npipe://./pipe/containerd-containerd",
         "authentication": {"x509": {"clientCAFile": "C:\\k\\bootstrap-ca.crt"}},
     }  # fmt: skip
-    assert sh.conn is not None
-    async with sh.conn.start_sftp_client() as sftp:
-        for path, data in {
+    await sh.put(
+        {
             "/C:/k/bootstrap-ca.crt": control_plane.ca_pem,
             "/C:/k/bootstrap-kubeconfig": json.dumps(kubeconfig).encode(),
             "/C:/k/kubelet.conf": json.dumps(config).encode(),
             "/C:/k/kubelet.exe": b"MZ kubelet",
             "/C:/k/hybrid-overlay-node.exe": b"MZ hybrid-overlay",
-        }.items():
-            async with sftp.open(path, "wb") as handle:
-                await handle.write(data)
+        }
+    )
     kubelet = (
         "C:\\k\\kubelet.exe --config=C:\\k\\kubelet.conf --bootstrap-kubeconfig=C:\\k\\bootstrap-kubeconfig "
         "--kubeconfig=C:\\k\\kubeconfig --cert-dir=C:\\var\\lib\\kubelet\\pki --windows-service "

@@ -30,8 +30,9 @@ from kube_helpers import eventually
 from wmco import names, userdata
 from wmco import operator as operator_mod
 from wmco.payload import manifest as payload_manifest
-from wmco.settings import Settings
+from wmco.settings import NetworkProfile, Settings
 from wmco_sandbox.controlplane import ControlPlane, free_port
+from wmco_sandbox.netsim import ovn
 from wmco_sandbox.winhost import kubelet as sim_kubelet
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
@@ -201,14 +202,20 @@ async def world(
         leader_election=False,
         service_cidr="10.0.0.0/24",
         probe_bind_address="127.0.0.1:0",
+        network_profile=NetworkProfile.OVN_HYBRID,
+        network_timeout=60,
     )
     payload = payload_manifest.generate_test_payload(tmp_path / "payload", version="test")
     world = World(kube, control_plane, settings, payload, key_pem, port)
+    # OVN-Kubernetes' side of the hybrid overlay: hybrid-overlay-node waits for its node subnet.
+    allocator = ovn.HybridOverlaySubnetAllocator(kube, resync=1.0)
+    await allocator.__aenter__()
     await world.start_operator()
     try:
         yield world
     finally:
         await world.stop_operator()
+        await allocator.__aexit__(None, None, None)
         await asyncio.gather(*(h.stop() for h in world.hosts), return_exceptions=True)
         for host in world.hosts:
             with contextlib.suppress(Exception):

@@ -251,3 +251,23 @@ async def test_a_creation_that_lost_its_connection_is_replaced_not_duplicated() 
     endpoint = await network.ensure_vip_endpoint(runner, OVERLAY, timeout=5)
     assert hns.created == 2 and runner.blips == 1
     assert [e["ID"] for e in hns.endpoints] == [endpoint.id], "exactly one VIPEndpoint is left"
+
+
+async def test_an_hns_list_with_error_text_is_refused_even_with_exit_0() -> None:
+    # Without the cmdlet, the error inside @(...) ends only that statement: "[]" and exit 0.
+    not_found = (
+        "Get-HnsNetwork : The term 'Get-HnsNetwork' is not recognized as the name of a cmdlet, "
+        "function, script file, or operable program.\r\n"
+    )
+    connection = FakeConnection(lambda command: ssh.Result(0, "[]\r\n", not_found))
+    runner = runner_for(connection)
+    with pytest.raises(
+        ConfigurationError, match="HNS network list reported an error: Get-HnsNetwork"
+    ):
+        await network.wait_for_overlay_network(
+            runner, "10.132.0.0/24", timeout=5, progress=_no_progress
+        )
+
+
+async def _no_progress(step: Step, detail: str) -> None:
+    return None

@@ -79,7 +79,9 @@ async def wait_for_overlay_network(
     )
     deadline = time.monotonic() + timeout
     while True:
-        result = await runner.check(commands.list_hns_networks(), "HNS network list")
+        result = await runner.check(
+            commands.list_hns_networks(), "HNS network list", clean_stderr=True
+        )
         networks = parsed(runner, answers.parse_hns_networks, result)
         found = find_overlay_network(networks, subnet)
         if found is not None:
@@ -184,7 +186,9 @@ async def ensure_vip_endpoint(
     deadline = time.monotonic() + timeout
     distrust = False
     while True:
-        listed = await runner.check(commands.list_hns_endpoints(), "HNS endpoint list")
+        listed = await runner.check(
+            commands.list_hns_endpoints(), "HNS endpoint list", clean_stderr=True
+        )
         decision = decide_vip_endpoint(
             parsed(runner, answers.parse_hns_endpoints, listed), network, distrust=distrust
         )

@@ -189,14 +189,28 @@ class Runner:
         *,
         ok: tuple[int, ...] = (0,),
         timeout: float | None = None,
+        clean_stderr: bool = False,
     ) -> ssh.Result:
         """:meth:`run`, then refuse an exit status outside ``ok``.
+
+        Args:
+            command: The command.
+            what: What it does, for messages.
+            ok: Accepted exit statuses.
+            timeout: Seconds allowed.
+            clean_stderr: Also refuse any error text. An error inside ``@(...)`` ends only that
+                inner statement, so ``ConvertTo-Json -InputObject @(Get-HnsNetwork)`` on a host
+                without the cmdlet prints its error, then ``[]``, and exits 0.
 
         Raises:
             ConfigurationError: The status is not in ``ok`` (the message has the last stderr
                 line), or :meth:`run` failed.
         """
-        return self._checked(await self.run(command, timeout=timeout, what=what), what, ok)
+        result = self._checked(await self.run(command, timeout=timeout, what=what), what, ok)
+        if clean_stderr and result.stderr.strip():
+            detail = result.stderr.strip().splitlines()[0]
+            raise self.fail(f"{what} reported an error: {detail[:300]}")
+        return result
 
     def _checked(self, result: ssh.Result, what: str, ok: tuple[int, ...]) -> ssh.Result:
         if result.exit_status not in ok:

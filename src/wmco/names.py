@@ -104,10 +104,21 @@ TRUE: Final = "true"
 # --- Node annotations -------------------------------------------------------------------------
 
 VERSION_ANNOTATION: Final = _WMCO_PREFIX + "version"
-"""Operator version the Node was configured with; set when configuration is complete."""
+"""What the Node was configured with (:func:`node_version`); set when configuration is complete."""
 
 DESIRED_VERSION_ANNOTATION: Final = _WMCO_PREFIX + "desired-version"
-"""Operator version the Node is being configured to."""
+"""What the Node is being configured to (:func:`node_version`)."""
+
+
+def node_version(operator_version: str, payload_version: str) -> str:
+    """The ``version`` a configured Node carries: the operator's and its payload's.
+
+    The reference operator ships one payload per release, so its version alone says what is on a
+    node; ours can run another payload (``WMCO_PAYLOAD_DIR``), and a node configured with other
+    binaries is not up to date.
+    """
+    return f"{operator_version}+payload.{payload_version}"
+
 
 PUB_KEY_HASH_ANNOTATION: Final = _WMCO_PREFIX + "pub-key-hash"
 """sha256 hex of the authorized_keys form of the public key in use; ``""`` requests replacement."""

@@ -98,7 +98,9 @@ def build_manager(
         workers=settings.concurrency,
     )
     recorder = kube.EventRecorder(client, component="windows-machine-config-operator")
-    hosts = hosts_mod.setup(manager, settings, recorder, payload, wmco.__version__)
+    hosts = hosts_mod.setup(
+        manager, settings, recorder, payload, names.node_version(wmco.__version__, payload.version)
+    )
     userdata_controller.setup(manager, settings, recorder)
     csr_controller.setup(manager, settings, recorder)
     instances_controller.setup(manager, hosts)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +28,13 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret
 from lightkube.types import PatchType
 
+import wmco
 from kube_helpers import eventually
 from wmco import names, userdata
 from wmco import operator as operator_mod
 from wmco.payload import manifest as payload_manifest
-from wmco.settings import NetworkProfile, Settings
+from wmco.settings import ConfigMapKey, NetworkProfile, Settings
+from wmco_sandbox import pki
 from wmco_sandbox.controlplane import ControlPlane, free_port
 from wmco_sandbox.netsim import ovn
 from wmco_sandbox.winhost import kubelet as sim_kubelet
@@ -416,3 +420,109 @@ async def test_secrets_never_reach_logs_or_events(
     for text in texts:
         assert token_secret not in text
         assert key_body[:40] not in text
+
+
+def service_pids(host: WindowsHost) -> dict[str, int]:
+    """The process id of every running service (a restart changes it)."""
+    return {svc.name: svc.pid for svc in host.machine.scm.processes()}
+
+
+async def restart_operator_with(world: World, **changes: Any) -> None:
+    await world.stop_operator()
+    world.settings = dataclasses.replace(world.settings, **changes)
+    await world.start_operator()
+
+
+async def test_one_changed_binary_restarts_only_its_service(world: World, tmp_path: Path) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    before = service_pids(host)
+    assert {
+        "containerd",
+        "kubelet",
+        "hybrid-overlay-node",
+        "kube-proxy",
+        "windows_exporter",
+    } <= set(before)
+    # A new payload version whose only new byte is in windows_exporter.exe.
+    new_dir = tmp_path / "payload-2"
+    shutil.copytree(world.payload.directory, new_dir)
+    (new_dir / "windows_exporter.exe").write_bytes(b"MZ windows_exporter, the next release")
+    await world.stop_operator()
+    world.payload = payload_manifest.write_manifest(
+        new_dir, payload_manifest.TEST_PAYLOAD_FILES, version="test-2"
+    )
+    await world.start_operator()
+
+    async def upgraded() -> bool:
+        node = await world.node_of(host)
+        annotations = (node.metadata.annotations if node and node.metadata else None) or {}
+        return annotations.get(names.VERSION_ANNOTATION) == names.node_version(
+            wmco.__version__, "test-2"
+        )
+
+    await eventually(upgraded, "the node to carry the new version", 90)
+    after = service_pids(host)
+    assert host.machine.disk.read_file("C:\\k\\windows_exporter.exe") == (
+        b"MZ windows_exporter, the next release"
+    )
+    assert after["windows_exporter"] != before["windows_exporter"]
+    unchanged = {name: pid for name, pid in before.items() if name != "windows_exporter"}
+    assert {name: after[name] for name in unchanged} == unchanged, "only windows_exporter restarts"
+
+
+async def test_rotated_kubelet_client_ca_is_rewritten_without_a_restart(world: World) -> None:
+    namespace = world.settings.namespace
+    bundle = world.plane.kubelet_client_ca_pem.decode()
+    await world.kube.create(
+        ConfigMap(
+            metadata=ObjectMeta(name="kubelet-client-ca", namespace=namespace),
+            data={"ca-bundle.crt": bundle},
+        )
+    )
+    await restart_operator_with(
+        world,
+        kubelet_ca_configmap=ConfigMapKey.parse(f"{namespace}/kubelet-client-ca:ca-bundle.crt"),
+    )
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    assert host.machine.disk.read_file("C:\\k\\kubelet-ca.crt") == bundle.encode()
+    before = service_pids(host)
+    # The signer rotates: the bundle carries the next CA next to the current one.
+    rotated = bundle + pki.CertificateAuthority("next-kubelet-client-signer").pair.cert_pem.decode()
+    await world.kube.patch(
+        ConfigMap,
+        "kubelet-client-ca",
+        {"data": {"ca-bundle.crt": rotated}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+
+    async def rewritten() -> bool:
+        return host.machine.disk.read_file("C:\\k\\kubelet-ca.crt") == rotated.encode()
+
+    await eventually(rewritten, "the rotated bundle on the host", 60)
+    assert service_pids(host) == before, "a new client CA restarts nothing"
+
+
+async def test_removed_host_keeps_no_network_state(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    hns = host.machine.hns
+    assert hns.network_named(names.HYBRID_OVERLAY_NETWORK) is not None
+    assert any(e.name == names.VIP_ENDPOINT for e in hns.endpoints.values())
+
+    await world.list_instances({host.address: None})
+
+    async def gone() -> bool:
+        return await world.node_of(host) is None
+
+    await eventually(gone, "the node of the removed instance to be deleted", 90)
+    assert hns.network_named(names.HYBRID_OVERLAY_NETWORK) is None
+    assert hns.network_named(names.HYBRID_OVERLAY_BASE_NETWORK) is None
+    assert not hns.endpoints
+    for path in ("C:\\k\\cni\\config\\cni.conf", "C:\\var\\lib\\cni"):
+        assert host.machine.disk.get(path) is None, f"{path} is left behind"

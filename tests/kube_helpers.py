@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
+T = TypeVar("T")
+
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60, poll: float = 0.2
-) -> None:
-    """Wait until ``check()`` is true, polling, or fail the test after ``timeout`` seconds."""
+    check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60, poll: float = 0.2
+) -> T:
+    """Poll ``check()`` until it returns something truthy and return that, or fail the test
+    after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while True:
+        result = await check()
+        if result:
+            return result
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(poll)

@@ -12,13 +12,11 @@ import asyncio
 import base64
 import datetime as dt
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +34,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
 import containerd_helpers
+import kube_helpers
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost import kubelet
 from wmco_sandbox.winhost.core.disk import DirNode, VirtualDisk
@@ -228,15 +227,8 @@ async def make_host(
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30) -> T:
-    """Poll `check()` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+    """The shared poller (``kube_helpers.eventually``) with this module's shorter defaults."""
+    return await kube_helpers.eventually(check, what, timeout, poll=0.1)
 
 
 def csr_request(csr: CertificateSigningRequest) -> x509.CertificateSigningRequest:

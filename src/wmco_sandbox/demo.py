@@ -2,14 +2,16 @@
 
 The story: the private key Secret makes the operator write the user data; a Windows MachineSet
 scaled to 2 gives two Ready Windows nodes tainted ``os=Windows:NoSchedule``; a RuntimeClass for the
-Windows build steers a Windows Deployment onto them while a Linux pod stays off them; scaling the
-MachineSet to 1 drains and removes one node. A summary table closes it. The command exits 0 only if
-every step held.
+Windows build steers a Windows Deployment onto them, its pods get addresses of their node's pod
+network and ``kubectl logs`` reads one of them through the kubelet's API, while a Linux pod stays
+off the Windows nodes; scaling the MachineSet to 1 drains and removes one node. A summary table
+closes it. The command exits 0 only if every step held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +33,8 @@ from wmco_sandbox.sandbox import Sandbox, SandboxError
 REAL = "the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the operator, SSH/SFTP"
 SIMULATED = "the Windows Server hosts (strict simulated PowerShell, sc.exe and kubelet) and the cloud behind the Machine API"
 DEMO_NAMESPACE = "windows-demo"
+HELLO = "Hello from a Windows container"
+SUBNET_ANNOTATION = "k8s.ovn.org/hybrid-overlay-node-subnet"
 BUILDS = {"2019": "10.0.17763", "2022": "10.0.20348", "2025": "10.0.26100"}
 
 
@@ -172,6 +176,11 @@ class Story:
                                 Container(
                                     name="iis",
                                     image="mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022",
+                                    command=[
+                                        "powershell.exe",
+                                        "-Command",
+                                        f"Write-Output '{HELLO}'; C:\\ServiceMonitor.exe w3svc",
+                                    ],
                                 )
                             ],
                         ),
@@ -190,11 +199,49 @@ class Story:
 
         await self.sandbox.wait_for(running, "2 IIS pods Running on Windows nodes", 120, self.tick)
         pods = [p async for p in kube.list(Pod, namespace=DEMO_NAMESPACE, labels=labels)]
-        placed = ", ".join(
-            f"{p.metadata.name}->{p.spec.nodeName}" for p in pods if p.metadata and p.spec
-        )
+        placed = []
+        for pod in pods:
+            assert pod.metadata and pod.spec and pod.spec.nodeName and pod.status
+            network = await self.pod_network(pod.spec.nodeName)
+            ip = pod.status.podIP or ""
+            assert ip and ipaddress.ip_address(ip) in ipaddress.ip_network(network), (
+                f"pod {pod.metadata.name} has address {ip!r}, not one of its node's pod network "
+                f"{network}"
+            )
+            placed.append(f"{pod.metadata.name}->{pod.spec.nodeName} {ip}")
         return (
-            f"Deployment iis: 2 pods bound by the scheduler to Windows nodes and Running ({placed})"
+            "Deployment iis: 2 pods bound by the scheduler to Windows nodes, Running with "
+            f"addresses of their node's pod network ({', '.join(placed)})"
+        )
+
+    async def pod_network(self, node_name: str) -> str:
+        """The pod network of a Windows node: its hybrid-overlay subnet, or its pod CIDR."""
+        node = await self.sandbox.kube.get(Node, node_name)
+        annotations = (node.metadata.annotations if node.metadata else None) or {}
+        if self.sandbox.network_profile == "ovn-hybrid":
+            return str(annotations[SUBNET_ANNOTATION])
+        assert node.spec is not None and node.spec.podCIDR, f"node {node_name} has no pod CIDR"
+        return node.spec.podCIDR
+
+    async def pod_log(self) -> str:
+        """``kubectl logs`` of a Windows pod: the API server reads it from the node's kubelet."""
+        pods = [
+            p
+            async for p in self.sandbox.kube.list(
+                Pod, namespace=DEMO_NAMESPACE, labels={"app": "iis"}
+            )
+        ]
+        name = pods[0].metadata.name if pods and pods[0].metadata else None
+        assert name, "no IIS pod to read"
+        try:
+            text = await asyncio.to_thread(
+                self.sandbox.plane.kubectl, "logs", "-n", DEMO_NAMESPACE, name
+            )
+        except Exception as exc:
+            raise AssertionError(f"kubectl logs {name} failed: {exc}") from exc
+        assert HELLO in text, f"the log of {name} does not say {HELLO!r}: {text!r}"
+        return (
+            f"kubectl logs {name}: {HELLO!r} (served by its kubelet on :10250, client CA checked)"
         )
 
     async def linux_pod(self) -> str:
@@ -278,6 +325,7 @@ async def run_demo(
         await story.step(
             "Windows Deployment (2 replicas) on Windows nodes", story.windows_deployment
         )
+        await story.step("read a Windows pod's log with kubectl logs", story.pod_log)
         await story.step("a Linux pod stays off the Windows nodes", story.linux_pod)
         await story.step("scale the MachineSet to 1", story.scale_down)
         story.summary()

@@ -31,7 +31,7 @@ from wmco_sandbox import progress as progress_mod
 from wmco_sandbox.sandbox import Sandbox, SandboxError
 
 REAL = "the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the operator, SSH/SFTP"
-SIMULATED = "the Windows Server hosts (strict simulated PowerShell, sc.exe and kubelet) and the cloud behind the Machine API"
+SIMULATED = "the Windows Server hosts (strict simulated PowerShell, sc.exe, HNS, containerd, kube-proxy, hybrid-overlay-node and kubelet), the cloud behind the Machine API, and the cluster side of the network plugin"
 DEMO_NAMESPACE = "windows-demo"
 HELLO = "Hello from a Windows container"
 SUBNET_ANNOTATION = "k8s.ovn.org/hybrid-overlay-node-subnet"

@@ -77,9 +77,14 @@ class World:
             done, _ = await asyncio.wait({self.manager_task}, timeout=30)
             if not done:
                 stuck = [
-                    "".join(f"{frame.f_code.co_name}:{frame.f_lineno} " for frame in t.get_stack())
+                    f"{t.get_name()}: "
+                    + " <- ".join(
+                        f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_code.co_name}:"
+                        f"{frame.f_lineno}"
+                        for frame in t.get_stack(limit=4)
+                    )
                     for t in asyncio.all_tasks()
-                    if t is not asyncio.current_task()
+                    if t is not asyncio.current_task() and not t.done()
                 ]
                 pytest.fail(f"the operator did not stop within 30s of being cancelled: {stuck}")
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -218,12 +223,16 @@ async def world(
     try:
         yield world
     finally:
-        await world.stop_operator()
-        await allocator.__aexit__(None, None, None)
-        await asyncio.gather(*(h.stop() for h in world.hosts), return_exceptions=True)
-        for host in world.hosts:
-            with contextlib.suppress(Exception):
-                await kube.delete(Node, host.facts.hostname)
+        try:
+            await world.stop_operator()
+        finally:
+            # Even when the operator hangs, leave no host or Windows node to later tests (the
+            # user-data controller, for one, looks at every Windows node of the cluster).
+            await allocator.__aexit__(None, None, None)
+            await asyncio.gather(*(h.stop() for h in world.hosts), return_exceptions=True)
+            for host in world.hosts:
+                with contextlib.suppress(Exception):
+                    await kube.delete(Node, host.facts.hostname)
         for ns in (operator_ns, mapi_ns):
             with contextlib.suppress(Exception):
                 await kube.delete(Namespace, ns)

@@ -511,8 +511,12 @@ class WindowsHost:
                     await self.close()
                     continue
                 try:
-                    completed = await process.wait(check=False, timeout=limit)
-                except asyncssh.TimeoutError:
+                    # Our own asyncio.timeout, not asyncssh's (asyncssh 2.x wraps the wait in
+                    # asyncio.wait_for, which on Python 3.11 swallows a cancellation that
+                    # arrives as the command completes: the worker then never stops).
+                    async with asyncio.timeout(limit):
+                        completed = await process.wait(check=False)
+                except TimeoutError:
                     process.close()
                     raise CommandTimeoutError(
                         self.address, f"{what} did not finish within {limit:.0f}s"

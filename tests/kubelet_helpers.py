@@ -31,7 +31,7 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequestApproval,
 )
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, ServiceAccount
 
 import containerd_helpers
 import kube_helpers
@@ -229,6 +229,26 @@ async def make_host(
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30) -> T:
     """The shared poller (``kube_helpers.eventually``) with this module's shorter defaults."""
     return await kube_helpers.eventually(check, what, timeout, poll=0.1)
+
+
+NETWORK_NOT_READY = (
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+    "message:Network plugin returns error: cni plugin not initialized"
+)
+"""The Ready condition's message of a Windows node whose CNI configuration does not load."""
+
+
+async def default_service_account(kube: AsyncClient, namespace: str) -> None:
+    """Wait for the namespace's ``default`` ServiceAccount (pods cannot be created before it)."""
+
+    async def exists() -> bool:
+        try:
+            await kube.get(ServiceAccount, "default", namespace=namespace)
+        except ApiError:
+            return False
+        return True
+
+    await eventually(exists, f"the default ServiceAccount of {namespace}")
 
 
 def csr_request(csr: CertificateSigningRequest) -> x509.CertificateSigningRequest:

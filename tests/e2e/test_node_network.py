@@ -26,6 +26,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node, Pod
 
+import kubelet_helpers
 from wmco import names
 from wmco_sandbox import cloud
 from wmco_sandbox.netsim import hostprocess
@@ -33,10 +34,7 @@ from wmco_sandbox.sandbox import HOSTPROCESS, OVN_HYBRID, Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-NOT_READY = (
-    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
-    "message:Network plugin returns error: cni plugin not initialized"
-)
+NOT_READY = kubelet_helpers.NETWORK_NOT_READY
 CNI_CONF = "C:\\k\\cni\\config\\cni.conf"
 
 

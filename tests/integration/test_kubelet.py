@@ -30,9 +30,10 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
 )
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
+from lightkube.resources.core_v1 import Node, Pod
 
 import containerd_helpers
+import kubelet_helpers
 from kubelet_helpers import (
     BOOTSTRAP_CA,
     CLIENT_SIGNER,
@@ -444,14 +445,7 @@ async def test_bound_pod_runs_and_graceful_delete_is_finalised(
 ) -> None:
     started = await bootstrapped(kube, await make_host(control_plane, token), cleanup)
 
-    async def has_default_sa() -> bool:
-        try:
-            await kube.get(ServiceAccount, "default", namespace=namespace)
-        except ApiError:
-            return False
-        return True
-
-    await eventually(has_default_sa, "the default ServiceAccount")
+    await kubelet_helpers.default_service_account(kube, namespace)
     await kube.create(
         Pod(
             metadata=ObjectMeta(name="web", namespace=namespace),

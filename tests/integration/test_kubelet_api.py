@@ -25,9 +25,10 @@ from lightkube import ApiError, AsyncClient
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
-from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
+from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
+import kubelet_helpers
 from kubelet_helpers import (
     KUBELET_CA,
     SERVING_SIGNER,
@@ -126,14 +127,7 @@ async def test_kubelet_api_authenticates_authorizes_and_serves_logs(
     await approve(kube, csr.metadata.name)
     await asyncio.wait_for(started.kubelet.serving_certificate_ready.wait(), 30)
 
-    async def has_default_sa() -> bool:
-        try:
-            await kube.get(ServiceAccount, "default", namespace=namespace)
-        except ApiError:
-            return False
-        return True
-
-    await eventually(has_default_sa, "the default ServiceAccount")
+    await kubelet_helpers.default_service_account(kube, namespace)
     await kube.create(
         Pod(
             metadata=ObjectMeta(name="greeter", namespace=namespace),

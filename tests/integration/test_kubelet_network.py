@@ -18,32 +18,23 @@ from typing import Any
 import pytest
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Node, Pod, ServiceAccount
+from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
 
 import containerd_helpers
+import kubelet_helpers
 from kubelet_helpers import bootstrapped, condition, eventually, make_host
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost import kubelet
 
 pytestmark = pytest.mark.integration
 
-NOT_READY = (
-    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
-    "message:Network plugin returns error: cni plugin not initialized"
-)
+NOT_READY = kubelet_helpers.NETWORK_NOT_READY
 IMAGE = "mcr.microsoft.com/windows/servercore:ltsc2022"
 
 
 async def create_pod(kube: AsyncClient, namespace: str, name: str, node: str, **spec: Any) -> None:
-    async def has_default_sa() -> bool:
-        try:
-            await kube.get(ServiceAccount, "default", namespace=namespace)
-        except ApiError:
-            return False
-        return True
-
-    await eventually(has_default_sa, "the default ServiceAccount")
+    await kubelet_helpers.default_service_account(kube, namespace)
     body = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -28,6 +28,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod, Secret
 from lightkube.types import PatchType
 
+import kubelet_helpers
 from join_helpers import Shell, approve_pending, user_data
 from kube_helpers import bootstrap_token_secret, eventually
 from wmco_sandbox.controlplane import SERVICE_CIDR, ControlPlane, ControlPlaneError, free_port
@@ -39,10 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIST_NETWORKS = "ConvertTo-Json -InputObject @(Get-HnsNetwork) -Depth 5 -Compress"
 SUBNET = "10.132.8.0/24"
-NOT_READY = (
-    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
-    "message:Network plugin returns error: cni plugin not initialized"
-)
+NOT_READY = kubelet_helpers.NETWORK_NOT_READY
 HNS_PSM1 = (
     b"# The three functions the node needs (the simulator reads their declarations).\r\n"
     b"function Invoke-HNSRequest { param($Method, $Type, $Id, $Data) }\r\n"

@@ -39,7 +39,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from wmco_sandbox.winhost.agents import flags as agent_flags
-from wmco_sandbox.winhost.agents import klog as agent_klog
+from wmco_sandbox.winhost.core import klog
 from wmco_sandbox.winhost.core.disk import DiskError
 from wmco_sandbox.winhost.core.processes import Process, ProgramEnvironment, ProgramStartError
 from wmco_sandbox.winhost.kubelet import kubeconfig as kubelet_kubeconfig
@@ -121,7 +121,7 @@ class SimulatedHybridOverlay:
         self._env = env
         self.base_delay = base_delay
         self.retry_interval = retry_interval
-        self._log = agent_klog.Klog(self._write_line)
+        self._log = klog.Klog(self._write_line)
         self._task: asyncio.Task[None] | None = None
         self._logfile: str | None = None
         self.subnet: str | None = None

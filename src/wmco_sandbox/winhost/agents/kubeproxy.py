@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from wmco_sandbox.winhost.agents import flags as agent_flags
-from wmco_sandbox.winhost.agents import klog as agent_klog
+from wmco_sandbox.winhost.core import klog
 from wmco_sandbox.winhost.core.processes import Process, ProgramEnvironment, ProgramStartError
 
 __all__ = ["ProxyExit", "SimulatedKubeProxy", "factory_with", "kube_proxy_factory"]
@@ -227,7 +227,7 @@ class SimulatedKubeProxy:
         self._argv = list(argv)
         self._env = env
         self._sync_period = sync_period
-        self._log = agent_klog.Klog(env.log)
+        self._log = klog.Klog(env.log)
         self._task: asyncio.Task[None] | None = None
         self.running = False
         self.syncs = 0

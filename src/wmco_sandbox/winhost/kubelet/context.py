@@ -21,12 +21,12 @@ from typing import Any
 
 from lightkube import ApiError
 
+from wmco_sandbox.winhost.core import klog
 from wmco_sandbox.winhost.core.processes import KubeletEnvironment
 from wmco_sandbox.winhost.kubelet import options as kubelet_options
 from wmco_sandbox.winhost.kubelet import pki as kubelet_pki
 
 __all__ = [
-    "Klog",
     "Kubelet",
     "KubeletExit",
     "NodeState",
@@ -108,32 +108,6 @@ def describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-class Klog:
-    """Writes klog-formatted lines (``I1127 09:40:00.123456    4242 file.go] msg``) to the host."""
-
-    def __init__(self, env: KubeletEnvironment) -> None:
-        self._env = env
-        self.verbosity = 0
-        self._pid = 4000 + random.randrange(4000)
-
-    def _write(self, severity: str, source: str, message: str) -> None:
-        now = utcnow()
-        self._env.log(f"{severity}{now:%m%d} {now:%H:%M:%S.%f} {self._pid:>7} {source}] {message}")
-
-    def info(self, source: str, message: str, *, v: int = 0) -> None:
-        """Log at info level, if ``--v`` is at least ``v``."""
-        if v <= self.verbosity:
-            self._write("I", source, message)
-
-    def warning(self, source: str, message: str) -> None:
-        """Log a warning."""
-        self._write("W", source, message)
-
-    def error(self, source: str, message: str) -> None:
-        """Log an error."""
-        self._write("E", source, message)
-
-
 @dataclass(slots=True)
 class NodeState:
     """What the loops learn and hand to each other while the kubelet runs.
@@ -173,5 +147,5 @@ class Kubelet:
     env: KubeletEnvironment
     opts: kubelet_options.KubeletOptions
     timings: Timings
-    log: Klog
+    log: klog.Klog
     state: NodeState = field(default_factory=NodeState)

@@ -43,6 +43,7 @@ from lightkube import AsyncClient
 from lightkube.config.client_adapter import AsyncClient as raw_async_client
 from lightkube.config.client_adapter import ConnectionParams
 
+from wmco_sandbox.winhost.core import klog
 from wmco_sandbox.winhost.core.processes import (
     KubeletConfigError,
     KubeletEnvironment,
@@ -145,7 +146,7 @@ class SimulatedKubelet:
         self.phase = KubeletPhase.CREATED
         self.options: kubelet_options.KubeletOptions | None = None
         self.registered = asyncio.Event()
-        self._log = kubelet_context.Klog(env)
+        self._log = klog.Klog(env.log, verbosity=0)
         self._kubelet: kubelet_context.Kubelet | None = None
         self._client_certs: kubelet_certmanager.ClientCertificateManager | None = None
         self._serving_certs: kubelet_certmanager.ServingCertificateManager | None = None

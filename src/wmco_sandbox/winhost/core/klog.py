@@ -1,8 +1,8 @@
-"""klog-formatted log lines for the node agents (``I1127 09:40:00.123456    4242 file.go:12] msg``).
+"""klog-formatted log lines (``I1127 09:40:00.123456    4242 file.go:12] msg``).
 
-kube-proxy and hybrid-overlay-node are Go programs logging through klog; their lines carry the
-severity letter, the date and time, a thread id and the source location. Where a line goes (the
-service log, a ``--logfile``) is the caller's choice: :class:`Klog` writes to a sink.
+The kubelet, kube-proxy and hybrid-overlay-node are Go programs logging through klog; their
+lines carry the severity letter, the date and time, a thread id and the source location. Where a
+line goes (the service log, a ``--logfile``) is the caller's choice: :class:`Klog` writes to a sink.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ def readme_sections(names: tuple[str, ...]) -> str:
 
 
 def bound_to_operator(binding: dict[str, Any], namespace: str) -> bool:
+    """Whether a (Cluster)RoleBinding names the operator's ServiceAccount."""
     return any(
         s.get("kind") == "ServiceAccount"
         and s.get("name") == deploy.OPERATOR_SERVICE_ACCOUNT
@@ -119,6 +120,7 @@ def services(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def csv(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ClusterServiceVersion."""
     deployment = deploy.find(manifests, "Deployment", deploy.OPERATOR_DEPLOYMENT)
     container = deploy.operator_container(manifests)
     permissions, cluster_permissions, _ = split(manifests)
@@ -195,6 +197,7 @@ def csv(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def annotations() -> dict[str, Any]:
+    """``metadata/annotations.yaml``: the bundle's format, package and channel."""
     return {
         "annotations": {
             "operators.operatorframework.io.bundle.mediatype.v1": "registry+v1",
@@ -220,6 +223,7 @@ _Dumper.add_representer(str, _string)
 
 
 def dump(*documents: Any) -> str:
+    """YAML documents behind the generated-file header."""
     body = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=100) for d in documents)
     return HEADER + body
 
@@ -246,6 +250,7 @@ def files() -> dict[Path, str]:
 
 
 def main() -> int:
+    """Write bundle/, or with --check tell whether it is up to date."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="fail if bundle/ is not up to date")
     options = parser.parse_args()

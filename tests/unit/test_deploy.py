@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wmco import cli
+from wmco import cli, instances, names
 from wmco.payload import manifest as payload_manifest
 from wmco.settings import Settings
 
@@ -340,3 +340,33 @@ def test_the_parser_reads_what_is_there() -> None:
     assert not dockerignore_excludes("src/wmco/cli.py")
     assert dockerignore_excludes("src/wmco/__pycache__/cli.cpython-311.pyc")
     assert os.environ.get("WMCO_NOT_SET") is None
+
+
+# --- The examples the README points at ----------------------------------------------------------
+
+EXAMPLES = ROOT / "deploy" / "examples"
+
+
+@pytest.mark.parametrize("platform", ["aws", "azure", "vsphere"])
+def test_windows_machineset_examples_are_what_the_operator_manages(platform: str) -> None:
+    machineset = yaml.safe_load((EXAMPLES / f"machineset-{platform}.yaml").read_text())
+    assert machineset["kind"] == "MachineSet"
+    assert machineset["metadata"]["namespace"] == names.MACHINE_API_NAMESPACE
+    template = machineset["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    assert labels[names.MACHINE_OS_ID_LABEL] == names.MACHINE_OS_ID_WINDOWS
+    assert machineset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    value = template["spec"]["providerSpec"]["value"]
+    assert value["userDataSecret"]["name"] == names.USER_DATA_SECRET
+    assert template["spec"]["metadata"]["labels"] == {names.WORKER_ROLE_LABEL: ""}
+    if platform in ("azure", "vsphere"):
+        # Windows computer names have at most 15 characters: 9 + "-" + 5 random ones.
+        assert len(machineset["metadata"]["name"]) <= 9
+
+
+def test_windows_instances_example_parses() -> None:
+    configmap = yaml.safe_load((EXAMPLES / "windows-instances.yaml").read_text())
+    assert configmap["metadata"]["name"] == names.INSTANCES_CONFIGMAP
+    assert configmap["metadata"]["namespace"] == names.OPERATOR_NAMESPACE
+    parsed = instances.parse_instances(configmap["data"])
+    assert not parsed.errors and len(parsed.instances) == len(configmap["data"])

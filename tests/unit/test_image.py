@@ -336,7 +336,7 @@ def test_the_parser_reads_what_is_there() -> None:
     assert len(STAGES) == 3 and all(s.instructions for s in STAGES)
     assert sum(len(copies(s)) for s in STAGES) >= 5
     assert any(w[0] == "hack/payload/build.sh" for w in run_commands(BY_NAME["payload"]))
-    assert dockerignore_excludes("tests/unit/test_deploy.py")
+    assert dockerignore_excludes("tests/unit/test_image.py")
     assert not dockerignore_excludes("src/wmco/cli.py")
     assert dockerignore_excludes("src/wmco/__pycache__/cli.cpython-311.pyc")
     assert os.environ.get("WMCO_NOT_SET") is None

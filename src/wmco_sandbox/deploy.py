@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -79,11 +80,14 @@ def build(overlay: str, components: Sequence[str] = ()) -> list[Manifest]:
     if not components:
         return parse(_kubectl("kustomize", str(root / "overlays" / overlay)))
     with tempfile.TemporaryDirectory(prefix="wmco-kustomize-") as scratch:
+        # kustomize takes only relative paths to other kustomizations.
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": [str(root / "overlays" / overlay)],
-            "components": [str(root / "components" / name) for name in components],
+            "resources": [os.path.relpath(root / "overlays" / overlay, scratch)],
+            "components": [
+                os.path.relpath(root / "components" / name, scratch) for name in components
+            ],
         }
         (Path(scratch) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
         return parse(_kubectl("kustomize", scratch))

@@ -12,7 +12,7 @@
    payload, and the private key Secret ``cloud-private-key``;
 3. the operator itself, as its own process (``wmco run``) with the Deployment's environment,
    authenticated with its ServiceAccount's token, so it has exactly the rights the built
-   manifests give it, never admin.
+   manifests give it, never admin; the sandbox is up once it has written the user-data Secret.
 
 Then :meth:`Sandbox.add_listed_hosts` boots "bring your own host" instances with the operator's
 user data and lists them in ``windows-instances``, and :meth:`Sandbox.apply_machineset` creates or
@@ -269,6 +269,9 @@ class Sandbox:
             self.state_dir / "operator.log",
         )
         self.operator.start()
+        # Ready when the operator is: a Machine made before the user-data Secret exists fails for
+        # good (as with the real Machine API), so no MachineSet may come earlier.
+        await self.user_data(timeout=120.0)
 
     def install_manifests(self) -> list[deploy.Manifest]:
         """The operator's install manifests for this sandbox's kind of cluster, built."""

@@ -125,6 +125,19 @@ def test_the_overlays_differ_where_the_clusters_do() -> None:
     )  # auto: read from the cluster
 
 
+def test_the_machine_api_component_adds_the_machine_api_to_plain_kubernetes() -> None:
+    manifests = deploy.build(deploy.KUBERNETES, components=(deploy.MACHINE_API_COMPONENT,))
+    roles = {
+        (m["metadata"]["namespace"], m["metadata"]["name"])
+        for m in manifests
+        if m["kind"] == "Role"
+    }
+    assert (names.MACHINE_API_NAMESPACE, "windows-machine-config-operator") in roles
+    env = deploy.operator_env(manifests)
+    assert env["WMCO_MACHINE_API_NAMESPACE"] == names.MACHINE_API_NAMESPACE
+    assert env["WMCO_NETWORK_PROFILE"] == "hostprocess"
+
+
 # --- Installed from the manifests, the operator configures a host ---------------------------------
 
 

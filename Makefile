@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup controlplane lint unit integration e2e test demo clean
+.PHONY: setup controlplane bundle bundle-validator lint unit integration e2e test demo clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 
 controlplane: setup
 	hack/controlplane/build.sh
+
+# The OLM bundle, generated from deploy/overlays/openshift and README.md (never edited by hand).
+bundle: setup controlplane
+	$(BIN)/python hack/bundle/generate.py
+
+# The operator framework's bundle validator (github.com/operator-framework/api), cached by version.
+bundle-validator:
+	hack/bundle/build-validator.sh
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

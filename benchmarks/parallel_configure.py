@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Secret
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from wmco import names
 from wmco import operator as operator_mod
@@ -41,9 +43,27 @@ async def run_once(
     kube: AsyncClient, workdir: Path, hosts: int, latency: float, concurrency: int, tag: str
 ) -> float:
     """Configure ``hosts`` hosts with ``concurrency``; return seconds until all are Ready."""
-    operator_ns, mapi_ns = f"bench-{tag}", f"bench-mapi-{tag}"
-    for ns in (operator_ns, mapi_ns):
+    operator_ns, mapi_ns, bootstrap_ns = f"bench-{tag}", f"bench-mapi-{tag}", f"bench-boot-{tag}"
+    for ns in (operator_ns, mapi_ns, bootstrap_ns):
         await kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    # The per-host bootstrap accounts may bootstrap kubelets (what deploy/ binds once).
+    await kube.create(
+        ClusterRoleBinding(
+            metadata=ObjectMeta(name=f"bench-node-bootstrapper-{tag}"),
+            roleRef=RoleRef(
+                apiGroup="rbac.authorization.k8s.io",
+                kind="ClusterRole",
+                name=names.NODE_BOOTSTRAPPER_CLUSTER_ROLE,
+            ),
+            subjects=[
+                Subject(
+                    apiGroup="rbac.authorization.k8s.io",
+                    kind="Group",
+                    name=names.service_accounts_group(bootstrap_ns),
+                )
+            ],
+        )
+    )
     key = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -59,6 +79,7 @@ async def run_once(
     settings = Settings(
         namespace=operator_ns,
         machine_api_namespace=mapi_ns,
+        bootstrap_namespace=bootstrap_ns,
         ssh_port=port,
         ssh_retry_interval=0.3,
         concurrency=concurrency,

@@ -9,7 +9,9 @@ from typing import TypeVar
 
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.core_v1 import Secret
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 T = TypeVar("T")
 
@@ -40,4 +42,23 @@ def bootstrap_token_secret(token_id: str, token_secret: str, extra_group: str) -
             "usage-bootstrap-authentication": "true",
             "auth-extra-groups": extra_group,
         },
+    )
+
+
+def node_bootstrapper_binding(namespace: str) -> ClusterRoleBinding:
+    """Every ServiceAccount of ``namespace`` may bootstrap a kubelet (as deploy/ binds its own)."""
+    return ClusterRoleBinding(
+        metadata=ObjectMeta(name=f"wmco-test-node-bootstrapper-{namespace}"),
+        roleRef=RoleRef(
+            apiGroup="rbac.authorization.k8s.io",
+            kind="ClusterRole",
+            name="system:node-bootstrapper",
+        ),
+        subjects=[
+            Subject(
+                apiGroup="rbac.authorization.k8s.io",
+                kind="Group",
+                name=f"system:serviceaccounts:{namespace}",
+            )
+        ],
     )

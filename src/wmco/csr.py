@@ -4,15 +4,17 @@ The reference operator approved a CSR when the requested node name was a *substr
 instance's DNS name or host name. We tie approval to what the operator itself issued:
 
 - a **client** CSR (``kubernetes.io/kube-apiserver-client-kubelet``) is approved only when it comes
-  from ``system:bootstrap:<id>`` of a bootstrap token this operator minted for one host, and asks
-  for exactly ``CN=system:node:<the name that host reported>``; or when a managed node renews its
-  own client certificate (``system:node:<name>`` asking for the same name);
+  from the per-host bootstrap ServiceAccount this operator made for one host
+  (``system:serviceaccount:<bootstrap namespace>:<account>``, with that account's UID, so a
+  later account of the same name is not mistaken for it) and asks for exactly
+  ``CN=system:node:<the name that host reported>``; or when a managed node renews its own client
+  certificate (``system:node:<name>`` asking for the same name);
 - a **serving** CSR (``kubernetes.io/kubelet-serving``) is approved only when a managed node asks
   for its own name, and every DNS/IP SAN is that name or one of the node's known addresses.
 
 Both require ``O=[system:nodes]``, exact usages (``key encipherment`` only with an RSA key), a valid
-signature and no CA bit. A CSR that is not ours (another signer, another requester, a token we did
-not issue) is **ignored**: it belongs to someone else. A CSR that is ours but wrong is **refused**
+signature and no CA bit. A CSR that is not ours (another signer, another requester, an account we
+did not make) is **ignored**: it belongs to someone else. A CSR that is ours but wrong is **refused**
 (the controller denies it) with the reason.
 """
 
@@ -84,6 +86,7 @@ class CsrRequest:
         name: ``metadata.name``.
         request_pem: Decoded ``spec.request`` (PEM ``CERTIFICATE REQUEST``); empty if undecodable.
         username: ``spec.username`` (set by the API server from the requester).
+        uid: ``spec.uid`` (likewise: a ServiceAccount's UID for its tokens).
         groups: ``spec.groups``.
         usages: ``spec.usages``.
         signer_name: ``spec.signerName``.
@@ -97,20 +100,26 @@ class CsrRequest:
     usages: tuple[str, ...]
     signer_name: str
     decided: bool = False
+    uid: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A bootstrap token the operator minted for one host.
+class BootstrapAccount:
+    """A per-host bootstrap ServiceAccount the operator made.
 
     Attributes:
-        token_id: The token's public id (the ``<id>`` of ``system:bootstrap:<id>``).
+        username: What the API server calls it, and writes into ``spec.username`` of the CSRs
+            made with its tokens: ``system:serviceaccount:<namespace>:<name>``.
+        uid: Its UID (``spec.uid`` of those CSRs).
+        group: ``system:serviceaccounts:<namespace>``, a group its tokens authenticate in.
         address: The host's address (for messages).
         node_name: The name the host reported (lower-cased host name or override); ``None`` until
-            known, in which case CSRs made with this token are not decided yet.
+            known, in which case CSRs made with its tokens are not decided yet.
     """
 
-    token_id: str
+    username: str
+    uid: str
+    group: str
     address: str
     node_name: str | None
 
@@ -125,18 +134,18 @@ class ManagedNode:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Knowledge:
-    """What the operator knows when it decides: its tokens (by id) and its nodes (by name)."""
+    """What the operator knows when it decides: its accounts (by user name), its nodes (by name)."""
 
-    tokens: Mapping[str, IssuedToken] = dataclasses.field(default_factory=dict)
+    accounts: Mapping[str, BootstrapAccount] = dataclasses.field(default_factory=dict)
     nodes: Mapping[str, ManagedNode] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, tokens: Iterable[IssuedToken] = (), nodes: Iterable[ManagedNode] = ()
+        cls, accounts: Iterable[BootstrapAccount] = (), nodes: Iterable[ManagedNode] = ()
     ) -> Knowledge:
-        """Index tokens by id and nodes by name."""
+        """Index accounts by user name and nodes by name."""
         return cls(
-            tokens={token.token_id: token for token in tokens},
+            accounts={account.username: account for account in accounts},
             nodes={node.name: node for node in nodes},
         )
 
@@ -163,6 +172,7 @@ def csr_request_from_object(obj: Mapping[str, Any]) -> CsrRequest:
         name=str(metadata.get("name", "")),
         request_pem=pem,
         username=str(spec.get("username", "")),
+        uid=str(spec.get("uid") or ""),
         groups=tuple(str(group) for group in spec.get("groups") or ()),
         usages=tuple(str(usage) for usage in spec.get("usages") or ()),
         signer_name=str(spec.get("signerName", "")),
@@ -182,7 +192,7 @@ def decide(request: CsrRequest, knowledge: Knowledge) -> Decision:
 
     Args:
         request: The CSR.
-        knowledge: The operator's tokens and managed nodes.
+        knowledge: The operator's bootstrap accounts and managed nodes.
 
     Returns:
         Approve, Ignore (not ours / not decidable yet) or Refuse (ours but invalid), with a reason.
@@ -198,21 +208,21 @@ def decide(request: CsrRequest, knowledge: Knowledge) -> Decision:
 
 def _decide_client(request: CsrRequest, knowledge: Knowledge) -> Decision:
     username = request.username
-    if username.startswith(names.BOOTSTRAP_USER_PREFIX):
-        token_id = username.removeprefix(names.BOOTSTRAP_USER_PREFIX)
-        token = knowledge.tokens.get(token_id)
-        if token is None:
-            return Decision.ignore(f"bootstrap token {token_id!r} was not issued by this operator")
-        if token.node_name is None:
+    account = knowledge.accounts.get(username)
+    if account is not None:
+        if request.uid != account.uid:
             return Decision.ignore(
-                f"the node name of host {token.address} is not known yet; decide later"
+                f"requester {username} (uid {request.uid!r}) is not the bootstrap account of "
+                f"host {account.address} (uid {account.uid!r}), only one of the same name"
             )
-        if names.BOOTSTRAPPERS_GROUP not in request.groups:
-            return Decision.refuse(
-                f"requester {username} is not in group {names.BOOTSTRAPPERS_GROUP}"
+        if account.node_name is None:
+            return Decision.ignore(
+                f"the node name of host {account.address} is not known yet; decide later"
             )
-        node_name = token.node_name
-        origin = f"bootstrap token of host {token.address}"
+        if account.group not in request.groups:
+            return Decision.refuse(f"requester {username} is not in group {account.group}")
+        node_name = account.node_name
+        origin = f"bootstrap account of host {account.address}"
     elif username.startswith(names.NODE_USER_PREFIX):
         node_name = username.removeprefix(names.NODE_USER_PREFIX)
         if node_name not in knowledge.nodes:
@@ -221,7 +231,9 @@ def _decide_client(request: CsrRequest, knowledge: Knowledge) -> Decision:
             return Decision.refuse(f"requester {username} is not in group {names.NODES_GROUP}")
         origin = f"renewal by node {node_name}"
     else:
-        return Decision.ignore(f"requester {username!r} is neither a bootstrap token nor a node")
+        return Decision.ignore(
+            f"requester {username!r} is neither a bootstrap account of this operator nor a node"
+        )
     parsed = _parse(request)
     if isinstance(parsed, Decision):
         return parsed

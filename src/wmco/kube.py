@@ -39,6 +39,7 @@ import msgspec
 from lightkube import generic_resource
 from lightkube.core import decoders
 from lightkube.core import resource as lk_resource
+from lightkube.models import authentication_v1 as authentication_v1_models
 from lightkube.models import coordination_v1 as coordination_v1_models
 from lightkube.models import core_v1 as core_v1_models
 from lightkube.models import meta_v1
@@ -54,6 +55,7 @@ __all__ = [
     "EventRecorder",
     "Forbidden",
     "Gone",
+    "GrantedToken",
     "KubeError",
     "Lease",
     "LeaseSpec",
@@ -78,6 +80,7 @@ __all__ = [
     "patch",
     "ref_of",
     "replace",
+    "request_token",
     "watch",
 ]
 
@@ -441,6 +444,44 @@ async def evict(client: Client, name: str, *, namespace: str) -> None:
     )
     with _errors():
         await cast(Any, client).create(eviction, name=name, namespace=namespace)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantedToken:
+    """A ServiceAccount token from the TokenRequest API; :meth:`__repr__` hides the token.
+
+    Attributes:
+        token: The bearer token (a JWT): secret, never logged.
+        expiration: When the API server says it expires.
+    """
+
+    token: str = dataclasses.field(repr=False)
+    expiration: datetime.datetime | None
+
+
+async def request_token(
+    client: Client, service_account: str, *, namespace: str, expiration_seconds: int
+) -> GrantedToken:
+    """Ask the TokenRequest API for a token of ``namespace/service_account``.
+
+    The token is bound to the ServiceAccount object: deleting the account revokes it.
+
+    Raises:
+        NotFound: The ServiceAccount does not exist.
+        ApiError: Any other refusal (a too short ``expiration_seconds`` is a 400).
+    """
+    request = core_v1.ServiceAccountToken(
+        metadata=meta_v1.ObjectMeta(name=service_account, namespace=namespace),
+        spec=authentication_v1_models.TokenRequestSpec(expirationSeconds=expiration_seconds),
+    )
+    with _errors():
+        granted = await cast(Any, client).create(request, name=service_account, namespace=namespace)
+    status = granted.status
+    if status is None or not status.token:
+        raise ApiError(
+            0, "NoToken", f"the TokenRequest for {namespace}/{service_account} got no token"
+        )
+    return GrantedToken(token=status.token, expiration=parse_time(status.expirationTimestamp))
 
 
 # ---------------------------------------------------------------------------------------------

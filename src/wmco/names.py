@@ -25,6 +25,12 @@ MACHINE_API_NAMESPACE: Final = "openshift-machine-api"
 CLUSTER_API_NAMESPACE: Final = "openshift-cluster-api"
 """Optional namespace that receives a copy of the user-data Secret when it exists."""
 
+BOOTSTRAP_NAMESPACE: Final = "openshift-windows-machine-config-operator-bootstrap"
+"""Namespace of the per-host bootstrap ServiceAccounts, and of nothing else.
+
+``deploy/`` binds its group (``system:serviceaccounts:<it>``) to ``system:node-bootstrapper`` once,
+so the operator creates accounts there without any right to write RBAC."""
+
 KUBE_SYSTEM_NAMESPACE: Final = "kube-system"
 KUBE_PUBLIC_NAMESPACE: Final = "kube-public"
 NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
@@ -54,11 +60,6 @@ SSH_HOST_KEYS_CONFIGMAP: Final = "windows-ssh-host-keys"
 
 CLUSTER_INFO_CONFIGMAP: Final = "cluster-info"
 """``kube-public/cluster-info``: API server URL and CA for plain Kubernetes."""
-
-BOOTSTRAP_TOKEN_SECRET_PREFIX: Final = "bootstrap-token-"
-"""Prefix of bootstrap token Secrets in ``kube-system`` (``bootstrap-token-<id>``)."""
-
-BOOTSTRAP_TOKEN_SECRET_TYPE: Final = "bootstrap.kubernetes.io/token"
 
 LEADER_ELECTION_LEASE: Final = "windows-machine-config-operator-lock"
 """Lease used for leader election (same name as the reference's lock)."""
@@ -135,16 +136,19 @@ SSH_HOST_KEY_ANNOTATION: Final = _WMCO_PREFIX + "ssh-host-key"
 SSH_HOST_KEY_TYPE_ANNOTATION: Final = _WMCO_PREFIX + "ssh-host-key-type"
 """Algorithm name of the pinned host key, e.g. ``ssh-ed25519``."""
 
-# --- Bootstrap tokens the operator mints (one per instance) -------------------------------------
+# --- Per-host bootstrap ServiceAccounts (one per instance, deleted after the join) -----------
+
+BOOTSTRAP_ACCOUNT_PREFIX: Final = "windows-host-"
+"""Name prefix of the per-host bootstrap ServiceAccounts (``windows-host-<16 hex of the address>``)."""
 
 INSTANCE_ADDRESS_ANNOTATION: Final = _WMCO_PREFIX + "instance-address"
-"""On a bootstrap token Secret: the address of the instance the token was minted for."""
+"""On a Node, and on a bootstrap ServiceAccount: the address of the instance."""
 
 INSTANCE_NODE_NAME_ANNOTATION: Final = _WMCO_PREFIX + "node-name"
-"""On a bootstrap token Secret: the node name that instance reported (``hostname``)."""
+"""On a bootstrap ServiceAccount: the node name that instance reported (``hostname``)."""
 
-BOOTSTRAP_TOKEN_GROUP: Final = "system:bootstrappers:wmco"
-"""Extra group of the operator's bootstrap tokens (``auth-extra-groups``)."""
+NODE_BOOTSTRAPPER_CLUSTER_ROLE: Final = "system:node-bootstrapper"
+"""The built-in ClusterRole that lets a kubelet create its CSRs (bound in ``deploy/``)."""
 
 MACHINE_ANNOTATION: Final = "machine.openshift.io/machine"
 """On a Node: ``<namespace>/<name>`` of its Machine (what OpenShift's nodelink controller sets)."""
@@ -213,8 +217,10 @@ CSR_SIGNER_KUBELET_CLIENT: Final = "kubernetes.io/kube-apiserver-client-kubelet"
 CSR_SIGNER_KUBELET_SERVING: Final = "kubernetes.io/kubelet-serving"
 NODE_USER_PREFIX: Final = "system:node:"
 NODES_GROUP: Final = "system:nodes"
-BOOTSTRAP_USER_PREFIX: Final = "system:bootstrap:"
-BOOTSTRAPPERS_GROUP: Final = "system:bootstrappers"
+SERVICE_ACCOUNT_USER_PREFIX: Final = "system:serviceaccount:"
+"""``system:serviceaccount:<namespace>:<name>``: how the API server names a ServiceAccount."""
+SERVICE_ACCOUNTS_GROUP_PREFIX: Final = "system:serviceaccounts:"
+"""``system:serviceaccounts:<namespace>``: the group of every ServiceAccount of a namespace."""
 AUTHENTICATED_GROUP: Final = "system:authenticated"
 CSR_APPROVAL_REASON: Final = "WMCOApprove"
 CSR_APPROVAL_MESSAGE: Final = "This CSR was approved by the WMCO certificate Approver."
@@ -260,3 +266,13 @@ def service_description(service_name: str) -> str:
         ``wmco managed <service_name>``.
     """
     return f"{SERVICE_DESCRIPTION_PREFIX} {service_name}"
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name the API server gives a ServiceAccount (what a CSR's ``spec.username`` holds)."""
+    return f"{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}"
+
+
+def service_accounts_group(namespace: str) -> str:
+    """The group every ServiceAccount of ``namespace`` is in."""
+    return f"{SERVICE_ACCOUNTS_GROUP_PREFIX}{namespace}"

@@ -48,6 +48,11 @@ async def machine_api_served(client: kube.Client, namespace: str) -> bool:
         await kube.list_objects(client, machines_controller.Machine, namespace=namespace)
     except kube.NotFound:
         return False
+    except kube.Forbidden:
+        # deploy/overlays/kubernetes grants no Machine API access: where the Machine API is not
+        # installed, the operator is not given rights to it either.
+        log.info("no right to read Machines in %s: the Machine API is not used", namespace)
+        return False
     except kube.KubeError as exc:
         log.warning("cannot tell whether the Machine API is served (%s); assuming it is not", exc)
         return False

@@ -21,6 +21,9 @@ from wmco import names
 
 ENV_PREFIX = "WMCO_"
 
+MIN_BOOTSTRAP_TOKEN_TTL: Final = 600.0
+"""The shortest ``expirationSeconds`` the TokenRequest API accepts."""
+
 _T = TypeVar("_T")
 
 
@@ -131,7 +134,10 @@ class Settings:
             means /metrics is served on ``probe_bind_address`` only.
         probe_bind_address: ``host:port`` of the operator's /healthz and /readyz.
         leader_election: Whether to take the leader Lease before reconciling.
-        bootstrap_token_ttl: Seconds a per-instance bootstrap token stays valid.
+        bootstrap_namespace: Namespace of the per-host bootstrap ServiceAccounts (its group is
+            bound to ``system:node-bootstrapper`` by ``deploy/``).
+        bootstrap_token_ttl: Seconds a per-host bootstrap token stays valid (the TokenRequest
+            API's minimum is 600); the account, and so the token, is deleted after the join.
         default_username: SSH user for Machine-backed hosts.
         node_ready_timeout: Seconds to wait for a configured instance's Node to become Ready.
         drain_timeout: Seconds a drain may take before deconfiguration gives up (and retries).
@@ -164,6 +170,7 @@ class Settings:
     metrics_bind_address: str = ""
     probe_bind_address: str = "0.0.0.0:8081"
     leader_election: bool = True
+    bootstrap_namespace: str = names.BOOTSTRAP_NAMESPACE
     bootstrap_token_ttl: float = 3600.0
     default_username: str = "Administrator"
     node_ready_timeout: float = 600.0
@@ -191,6 +198,15 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        if not _DNS_LABEL.fullmatch(self.bootstrap_namespace):
+            raise SettingsError(
+                f"bootstrap_namespace {self.bootstrap_namespace!r} is not a namespace name"
+            )
+        if self.bootstrap_token_ttl < MIN_BOOTSTRAP_TOKEN_TTL:
+            raise SettingsError(
+                f"bootstrap_token_ttl must be at least {MIN_BOOTSTRAP_TOKEN_TTL:.0f} (the "
+                f"TokenRequest API's minimum), got {self.bootstrap_token_ttl}"
+            )
         try:
             network = ipaddress.ip_network(self.service_cidr, strict=False)
         except ValueError:

@@ -2,12 +2,17 @@
 
 :class:`Sandbox` starts, in order:
 
-1. the real control plane (:mod:`wmco_sandbox.controlplane`);
-2. the operator's namespace and RBAC from ``deploy/`` (what users apply), a generated payload, and
-   the private key Secret ``cloud-private-key``;
-3. the operator itself, as its own process (``wmco run``), authenticated with its ServiceAccount's
-   token, so it has exactly the rights ``deploy/rbac.yaml`` gives it, never admin;
-4. the simulated Machine API with the simulated cloud (:mod:`wmco_sandbox.cloud`).
+1. the real control plane (:mod:`wmco_sandbox.controlplane`), the cluster side of the network
+   profile and the simulated Machine API with the simulated cloud (:mod:`wmco_sandbox.cloud`):
+   the cluster as it is before anyone installs the operator;
+2. the operator's install manifests, built with kustomize from ``deploy/`` as users build them
+   (``ovn-hybrid``: ``overlays/openshift``; ``hostprocess``: ``overlays/kubernetes`` with the
+   ``machine-api`` component, since the sandbox runs its simulated Machine API either way) and
+   applied with server-side apply, minus the Deployment and the metrics Service; a generated
+   payload, and the private key Secret ``cloud-private-key``;
+3. the operator itself, as its own process (``wmco run``) with the Deployment's environment,
+   authenticated with its ServiceAccount's token, so it has exactly the rights the built
+   manifests give it, never admin; the sandbox is up once it has written the user-data Secret.
 
 Then :meth:`Sandbox.add_listed_hosts` boots "bring your own host" instances with the operator's
 user data and lists them in ``windows-instances``, and :meth:`Sandbox.apply_machineset` creates or
@@ -32,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import AsyncClient, KubeConfig
@@ -44,12 +48,12 @@ from wmco import names
 from wmco.payload import manifest as payload_manifest
 from wmco_sandbox import cloud as cloud_mod
 from wmco_sandbox import controlplane as cp
+from wmco_sandbox import deploy
 from wmco_sandbox.machineapi import MachineAPI, MachineSet
 from wmco_sandbox.netsim import hostprocess, ovn
 
 log = logging.getLogger(__name__)
 
-OPERATOR_SA = "windows-machine-config-operator"
 OVN_HYBRID = "ovn-hybrid"
 HOSTPROCESS = "hostprocess"
 NETWORK_PROFILES = (OVN_HYBRID, HOSTPROCESS)
@@ -189,6 +193,7 @@ class Sandbox:
         self.client: AsyncClient | None = None
         self.machine_api: MachineAPI | None = None
         self.operator: OperatorProcess | None = None
+        self.manifests: list[deploy.Manifest] = []
         self.private_key_pem = b""
         self.started = time.monotonic()
         self._stack = contextlib.AsyncExitStack()
@@ -231,9 +236,16 @@ class Sandbox:
             config=KubeConfig.from_file(self.kubeconfig), field_manager="wmco-sandbox"
         )
         await self._start_network()
-        deploy = cp.project_root() / "deploy"
-        for manifest in ("namespace.yaml", "rbac.yaml"):
-            self.plane.kubectl("apply", "-f", str(deploy / manifest))
+        self.machine_api = MachineAPI(
+            self.kube, self.cloud, names.MACHINE_API_NAMESPACE, resync=2.0
+        )
+        await self.machine_api.__aenter__()
+        self.manifests = await asyncio.to_thread(self.install_manifests)
+        await asyncio.to_thread(
+            deploy.apply,
+            self.plane.kubeconfig,
+            deploy.without(self.manifests, ("Deployment", "Service")),
+        )
         payload_dir = self.state_dir / "payload"
         payload_manifest.generate_test_payload(payload_dir, version="sandbox")
         self.private_key_pem = generate_private_key_pem()
@@ -247,16 +259,25 @@ class Sandbox:
                 },
             )
         )
-        self.machine_api = MachineAPI(
-            self.kube, self.cloud, names.MACHINE_API_NAMESPACE, resync=2.0
-        )
-        await self.machine_api.__aenter__()
         self.operator = OperatorProcess(
-            self._operator_kubeconfig(),
+            deploy.token_kubeconfig(
+                self.plane,
+                deploy.operator_namespace(self.manifests),
+                self.state_dir / "operator.kubeconfig",
+            ),
             self._operator_env(payload_dir),
             self.state_dir / "operator.log",
         )
         self.operator.start()
+        # Ready when the operator is: a Machine made before the user-data Secret exists fails for
+        # good (as with the real Machine API), so no MachineSet may come earlier.
+        await self.user_data(timeout=120.0)
+
+    def install_manifests(self) -> list[deploy.Manifest]:
+        """The operator's install manifests for this sandbox's kind of cluster, built."""
+        if self.network_profile == OVN_HYBRID:
+            return deploy.build(deploy.OPENSHIFT)
+        return deploy.build(deploy.KUBERNETES, components=(deploy.MACHINE_API_COMPONENT,))
 
     async def _start_network(self) -> None:
         """The cluster side of the network profile, before any Windows host exists.
@@ -305,38 +326,15 @@ class Sandbox:
                 stdin=json.dumps(manifest),
             )
 
-    def _operator_kubeconfig(self) -> Path:
-        """A kubeconfig with the operator ServiceAccount's token (never admin)."""
-        token = self.plane.kubectl(
-            "create", "token", OPERATOR_SA, "-n", names.OPERATOR_NAMESPACE, "--duration=48h"
-        ).strip()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "sandbox",
-                    "cluster": {
-                        "server": self.plane.server,
-                        "certificate-authority-data": base64.b64encode(self.plane.ca_pem).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": OPERATOR_SA, "user": {"token": token}}],
-            "contexts": [
-                {"name": "operator", "context": {"cluster": "sandbox", "user": OPERATOR_SA}}
-            ],
-            "current-context": "operator",
-        }
-        path = self.state_dir / "operator.kubeconfig"
-        path.touch(mode=0o600)
-        path.write_text(yaml.safe_dump(config))
-        return path
-
     def _operator_env(self, payload_dir: Path) -> dict[str, str]:
-        env = {
-            "WMCO_NAMESPACE": names.OPERATOR_NAMESPACE,
-            "WMCO_MACHINE_API_NAMESPACE": names.MACHINE_API_NAMESPACE,
+        """The Deployment's environment, then what differs for a local process in the sandbox."""
+        env = deploy.operator_env(self.manifests)
+        env |= {
+            # What the pod would get from its fieldRefs.
+            "WMCO_NAMESPACE": deploy.operator_namespace(self.manifests),
+            "POD_NAME": "sandbox-operator",
+            # operator.log is read by people and tests.
+            "WMCO_LOG_FORMAT": "text",
             "WMCO_SSH_PORT": str(self.ssh_port),
             "WMCO_PAYLOAD_DIR": str(payload_dir),
             "WMCO_SERVICE_CIDR": cp.SERVICE_CIDR,

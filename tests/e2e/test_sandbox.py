@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from lightkube.resources.core_v1 import Node, Secret
+from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from wmco import names
 from wmco_sandbox import demo
@@ -40,11 +40,14 @@ async def machines(sandbox: Sandbox) -> list[object]:
     return [m async for m in sandbox.kube.list(Machine, namespace=names.MACHINE_API_NAMESPACE)]
 
 
-async def tokens(sandbox: Sandbox) -> list[Secret]:
+async def bootstrap_accounts(sandbox: Sandbox) -> list[ServiceAccount]:
+    """The per-host bootstrap ServiceAccounts still there (each is deleted after its join)."""
     return [
-        s
-        async for s in sandbox.kube.list(
-            Secret, namespace="kube-system", labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
+        a
+        async for a in sandbox.kube.list(
+            ServiceAccount,
+            namespace=names.BOOTSTRAP_NAMESPACE,
+            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
         )
     ]
 
@@ -95,10 +98,10 @@ async def test_scale_up_and_down_leaves_nothing_behind(sandbox: Sandbox) -> None
 
     await eventually(sandbox, all_gone, "no Node, Machine or host left after scaling to 0")
 
-    async def no_tokens() -> bool:
-        return await tokens(sandbox) == []
+    async def no_bootstrap_accounts() -> bool:
+        return await bootstrap_accounts(sandbox) == []
 
-    await eventually(sandbox, no_tokens, "no bootstrap token left", 30)
+    await eventually(sandbox, no_bootstrap_accounts, "no bootstrap ServiceAccount left", 30)
 
 
 async def test_listed_host_removed_from_configmap_is_deconfigured(sandbox: Sandbox) -> None:

@@ -1,16 +1,20 @@
 """The strict CSR approver against the REAL API server.
 
-Covers: a kubelet client CSR made with the operator's bootstrap token for the node name that token
-names is approved and then signed by the controller-manager; CSRs made with that token for another
-name, with extra SANs or with wrong usages are denied with a Warning Event; a CSR made with a token
-the operator did not mint is left pending with no Event; a token whose node name is not known yet
-holds its CSR until the name is known; serving CSRs of a managed node are approved for its name and
-address and denied with an extra SAN; a serving CSR of a node we do not manage is left alone; and
-token secrets never reach logs or Events.
+Covers: a kubelet client CSR made with a token of the per-host bootstrap ServiceAccount the
+operator made, for the node name that account names, is approved and then signed by the
+controller-manager; CSRs made by that account for another name, with extra SANs or with wrong
+usages are denied with a Warning Event; a CSR of an account the operator did not make is left
+pending with no Event; an account whose node name is not known yet holds its CSR until the name is
+known; a CSR of an earlier account of the same name (another UID) is left alone while one of the
+current account is approved; deleting an account revokes its tokens; serving CSRs of a managed node
+are approved for its name and address and denied with an extra SAN; a serving CSR of a node we do
+not manage is left alone; and tokens never reach logs or Events.
 
-CSRs are created AS the requester: with the bootstrap token (bearer ``<id>.<secret>``) or with a
-``system:node:<name>`` client certificate, so ``spec.username`` and ``spec.groups`` are set by the
-API server exactly as for a real kubelet. Nothing else approves CSRs on this control plane.
+CSRs are created AS the requester: with a TokenRequest token of the bootstrap ServiceAccount (the
+namespace's group is bound to ``system:node-bootstrapper`` as ``deploy/`` does) or with a
+``system:node:<name>`` client certificate, so ``spec.username``, ``spec.uid`` and ``spec.groups``
+are set by the API server exactly as for a real kubelet. Nothing else approves CSRs on this
+control plane.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.models.certificates_v1 import CertificateSigningRequestSpec
 from lightkube.models.core_v1 import NodeAddress, NodeStatus
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
-from lightkube.resources.core_v1 import Event, Node, Secret
+from lightkube.resources.core_v1 import Event, Node, ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 import kube_helpers
 from wmco import kube as kapi
@@ -100,41 +105,49 @@ class Cluster:
 
     kube: AsyncClient
     plane: ControlPlane
+    bootstrap_namespace: str
     csrs: list[str] = field(default_factory=list)
-    tokens: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     clients: list[AsyncClient] = field(default_factory=list)
 
-    async def token(
-        self, *, ours: bool = True, node_name: str | None = None, address: str = "127.0.9.9"
-    ) -> tuple[str, str]:
-        """Create a bootstrap token Secret as the operator would; return (id, secret)."""
-        token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
+    async def account(
+        self,
+        *,
+        ours: bool = True,
+        node_name: str | None = None,
+        address: str = "127.0.9.9",
+        name: str | None = None,
+    ) -> ServiceAccount:
+        """Make a bootstrap ServiceAccount as the operator would (``ours``) or as someone else."""
         annotations = {names.INSTANCE_ADDRESS_ANNOTATION: address}
         if node_name is not None:
             annotations[names.INSTANCE_NODE_NAME_ANNOTATION] = node_name
-        name = f"{names.BOOTSTRAP_TOKEN_SECRET_PREFIX}{token_id}"
-        await self.kube.create(
-            Secret(
+        return await self.kube.create(
+            ServiceAccount(
                 metadata=ObjectMeta(
-                    name=name,
-                    namespace=names.KUBE_SYSTEM_NAMESPACE,
+                    name=name or f"windows-host-{secrets.token_hex(8)}",
+                    namespace=self.bootstrap_namespace,
                     labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE} if ours else None,
                     annotations=annotations,
-                ),
-                type=names.BOOTSTRAP_TOKEN_SECRET_TYPE,
-                stringData={
-                    "token-id": token_id,
-                    "token-secret": token_secret,
-                    "usage-bootstrap-authentication": "true",
-                    "auth-extra-groups": names.BOOTSTRAP_TOKEN_GROUP,
-                },
+                )
             )
         )
-        self.tokens.append(name)
-        return token_id, token_secret
 
-    def as_token(self, token_id: str, token_secret: str) -> AsyncClient:
+    async def token(self, account: ServiceAccount) -> str:
+        """A TokenRequest token of ``account``, what the operator puts into a host's kubeconfig."""
+        assert account.metadata is not None and account.metadata.name
+        granted = await kapi.request_token(
+            self.kube,
+            account.metadata.name,
+            namespace=self.bootstrap_namespace,
+            expiration_seconds=600,
+        )
+        return granted.token
+
+    async def as_account(self, account: ServiceAccount) -> AsyncClient:
+        return self.as_bearer(await self.token(account))
+
+    def as_bearer(self, token: str) -> AsyncClient:
         config = KubeConfig.from_dict(
             {
                 "apiVersion": "v1",
@@ -150,7 +163,7 @@ class Cluster:
                         },
                     }
                 ],
-                "users": [{"name": "bootstrap", "user": {"token": f"{token_id}.{token_secret}"}}],
+                "users": [{"name": "bootstrap", "user": {"token": token}}],
                 "contexts": [
                     {"name": "bootstrap", "context": {"cluster": "sandbox", "user": "bootstrap"}}
                 ],
@@ -216,12 +229,20 @@ class Cluster:
 async def cluster(
     control_plane: ControlPlane, kube: AsyncClient, namespace: str
 ) -> AsyncIterator[Cluster]:
+    # The test's namespace holds its bootstrap accounts; its group may bootstrap kubelets, as the
+    # static ClusterRoleBinding of deploy/ allows for the real bootstrap namespace.
+    binding = await kube.create(kube_helpers.node_bootstrapper_binding(namespace))
     client = kapi.make_client(control_plane.kubeconfig)
     manager = manager_mod.Manager(client, port=0)
-    settings = Settings(namespace=namespace, machine_api_namespace=namespace, leader_election=False)
+    settings = Settings(
+        namespace=namespace,
+        machine_api_namespace=namespace,
+        bootstrap_namespace=namespace,
+        leader_election=False,
+    )
     csr_controller.setup(manager, settings, kapi.EventRecorder(client))
     task = asyncio.create_task(manager.run())
-    state = Cluster(kube, control_plane)
+    state = Cluster(kube, control_plane, namespace)
     try:
         yield state
     finally:
@@ -233,10 +254,9 @@ async def cluster(
             await other.close()
         for name in state.csrs:
             await kapi.delete(kube, CertificateSigningRequest, name)
-        for name in state.tokens:
-            await kapi.delete(kube, Secret, name, namespace=names.KUBE_SYSTEM_NAMESPACE)
         for name in state.nodes:
             await kapi.delete(kube, Node, name)
+        await kapi.delete(kube, ClusterRoleBinding, binding.metadata.name or "")  # type: ignore[union-attr]
 
 
 async def stays_pending(cluster: Cluster, *csrs: str, seconds: float = 1.0) -> None:
@@ -253,9 +273,9 @@ async def stays_pending(cluster: Cluster, *csrs: str, seconds: float = 1.0) -> N
 # --- tests ------------------------------------------------------------------------------------
 
 
-async def test_client_csr_of_our_token_is_approved_then_signed(cluster: Cluster) -> None:
+async def test_client_csr_of_our_account_is_approved_then_signed(cluster: Cluster) -> None:
     node = f"win-{secrets.token_hex(3)}"
-    bootstrap = cluster.as_token(*await cluster.token(node_name=node))
+    bootstrap = await cluster.as_account(await cluster.account(node_name=node))
     name = await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))
 
     await cluster.wait_condition(name, "Approved")
@@ -277,7 +297,7 @@ async def test_client_csr_of_our_token_is_approved_then_signed(cluster: Cluster)
 
 async def test_client_csrs_breaking_a_rule_are_denied_with_an_event(cluster: Cluster) -> None:
     node = f"win-{secrets.token_hex(3)}"
-    bootstrap = cluster.as_token(*await cluster.token(node_name=node))
+    bootstrap = await cluster.as_account(await cluster.account(node_name=node))
     other_name = await cluster.submit(bootstrap, csr_pem("system:node:someone-else"))
     extra_san = await cluster.submit(
         bootstrap, csr_pem(f"system:node:{node}", dns=[node], ips=["127.0.9.9"])
@@ -302,33 +322,81 @@ async def test_client_csrs_breaking_a_rule_are_denied_with_an_event(cluster: Clu
         assert not (got.status and got.status.certificate)
 
 
-async def test_csr_of_a_token_we_did_not_mint_is_left_alone(cluster: Cluster) -> None:
+async def test_csr_of_an_account_we_did_not_make_is_left_alone(cluster: Cluster) -> None:
     node = f"win-{secrets.token_hex(3)}"
-    foreign = cluster.as_token(*await cluster.token(ours=False, node_name=node))
+    foreign = await cluster.as_account(await cluster.account(ours=False, node_name=node))
     ignored = await cluster.submit(foreign, csr_pem(f"system:node:{node}"))
     # A CSR created after it, that the controller does approve, shows it has looked.
     ours_node = f"win-{secrets.token_hex(3)}"
-    ours = cluster.as_token(*await cluster.token(node_name=ours_node))
+    ours = await cluster.as_account(await cluster.account(node_name=ours_node))
     approved = await cluster.submit(ours, csr_pem(f"system:node:{ours_node}"))
     await cluster.wait_condition(approved, "Approved")
     await stays_pending(cluster, ignored)
 
 
-async def test_csr_waits_for_the_node_name_of_its_token(cluster: Cluster) -> None:
+async def test_csr_waits_for_the_node_name_of_its_account(cluster: Cluster) -> None:
     node = f"win-{secrets.token_hex(3)}"
-    token_id, token_secret = await cluster.token(node_name=None)
-    name = await cluster.submit(
-        cluster.as_token(token_id, token_secret), csr_pem(f"system:node:{node}")
-    )
+    account = await cluster.account(node_name=None)
+    name = await cluster.submit(await cluster.as_account(account), csr_pem(f"system:node:{node}"))
     await stays_pending(cluster, name, seconds=0.5)
 
+    assert account.metadata is not None
     await cluster.kube.patch(
-        Secret,
-        f"{names.BOOTSTRAP_TOKEN_SECRET_PREFIX}{token_id}",
+        ServiceAccount,
+        account.metadata.name or "",
         {"metadata": {"annotations": {names.INSTANCE_NODE_NAME_ANNOTATION: node}}},
-        namespace=names.KUBE_SYSTEM_NAMESPACE,
+        namespace=cluster.bootstrap_namespace,
     )
     await cluster.wait_condition(name, "Approved")
+
+
+async def test_csr_of_an_earlier_account_of_the_same_name_is_left_alone(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    first = await cluster.account(node_name=None)
+    assert first.metadata is not None and first.metadata.name
+    stale = await cluster.submit(await cluster.as_account(first), csr_pem(f"system:node:{node}"))
+    # The account is deleted and made again (another configuration pass): same name, new UID.
+    await kapi.delete(
+        cluster.kube, ServiceAccount, first.metadata.name, namespace=cluster.bootstrap_namespace
+    )
+
+    async def gone() -> bool:
+        return (
+            await kapi.get(
+                cluster.kube,
+                ServiceAccount,
+                first.metadata.name or "",
+                namespace=cluster.bootstrap_namespace,
+            )
+            is None
+        )
+
+    await eventually(gone, "the first account to be deleted")
+    second = await cluster.account(node_name=node, name=first.metadata.name)
+    assert second.metadata is not None and second.metadata.uid != first.metadata.uid
+    current = await cluster.submit(await cluster.as_account(second), csr_pem(f"system:node:{node}"))
+    await cluster.wait_condition(current, "Approved")
+    await stays_pending(cluster, stale)
+
+
+async def test_deleting_an_account_revokes_its_token(cluster: Cluster) -> None:
+    node = f"win-{secrets.token_hex(3)}"
+    account = await cluster.account(node_name=node)
+    assert account.metadata is not None and account.metadata.name
+    bootstrap = await cluster.as_account(account)
+    await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))  # the token works
+    await kapi.delete(
+        cluster.kube, ServiceAccount, account.metadata.name, namespace=cluster.bootstrap_namespace
+    )
+
+    async def refused() -> bool:
+        try:
+            await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))
+        except ApiError as exc:
+            return exc.status.code == 401
+        return False
+
+    await eventually(refused, "the token of the deleted account to be refused (401)")
 
 
 async def test_serving_csrs_of_a_managed_node(cluster: Cluster) -> None:
@@ -364,13 +432,15 @@ async def test_serving_csrs_of_a_managed_node(cluster: Cluster) -> None:
     await stays_pending(cluster, unmanaged)
 
 
-async def test_token_secrets_never_reach_logs_or_events(
+async def test_tokens_never_reach_logs_or_events(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     node = f"win-{secrets.token_hex(3)}"
-    token_id, token_secret = await cluster.token(node_name=node)
-    bootstrap = cluster.as_token(token_id, token_secret)
+    account = await cluster.account(node_name=node)
+    assert account.metadata is not None and account.metadata.name
+    token = await cluster.token(account)
+    bootstrap = cluster.as_bearer(token)
     approved = await cluster.submit(bootstrap, csr_pem(f"system:node:{node}"))
     denied = await cluster.submit(bootstrap, csr_pem("system:node:intruder"))
     await cluster.wait_condition(approved, "Approved")
@@ -388,21 +458,21 @@ async def test_token_secrets_never_reach_logs_or_events(
         ]
     )
     assert caplog.text and messages
-    assert token_id in caplog.text  # the public id is named, so the check below means something
+    # The account is named, so the checks below mean something.
+    assert account.metadata.name in caplog.text
+    signature = token.rsplit(".", 1)[1]
     for text in (caplog.text, messages):
-        assert token_secret not in text
-        assert f"{token_id}.{token_secret}" not in text
+        assert token not in text
+        assert signature not in text
 
 
 # --- what the operator knows (pure, no API) -----------------------------------------------------
 
 
-def test_knowledge_names_our_tokens_and_the_nodes_we_manage() -> None:
-    def token_secret(token_id: str | None, **annotations: str) -> Secret:
-        data = {"token-id": base64.b64encode(token_id.encode()).decode()} if token_id else {}
-        return Secret(
-            metadata=ObjectMeta(name=f"bootstrap-token-{token_id}", annotations=annotations),
-            data=data,
+def test_knowledge_names_our_accounts_and_the_nodes_we_manage() -> None:
+    def account(name: str, uid: str | None, **annotations: str) -> ServiceAccount:
+        return ServiceAccount(
+            metadata=ObjectMeta(name=name, namespace="bs", uid=uid, annotations=annotations)
         )
 
     def node(name: str, annotations: dict[str, str] | None = None, *ips: str) -> Node:
@@ -414,19 +484,23 @@ def test_knowledge_names_our_tokens_and_the_nodes_we_manage() -> None:
     address_key, name_key = names.INSTANCE_ADDRESS_ANNOTATION, names.INSTANCE_NODE_NAME_ANNOTATION
     knowledge = csr_controller.knowledge_from(
         [
-            token_secret("aaaaaa", **{address_key: "10.0.0.1", name_key: "win-a"}),
-            token_secret("bbbbbb", **{address_key: "10.0.0.2"}),
-            token_secret(None, **{address_key: "10.0.0.3", name_key: "win-c"}),
+            account("windows-host-a", "uid-a", **{address_key: "10.0.0.1", name_key: "win-a"}),
+            account("windows-host-b", "uid-b", **{address_key: "10.0.0.2"}),
+            account("windows-host-c", None, **{address_key: "10.0.0.3", name_key: "win-c"}),
+            account("windows-host-d", "uid-d", **{name_key: "win-d"}),  # no address: not ours
         ],
         [
             node("win-a", None, "192.168.1.1"),
             node("win-b", {address_key: "10.0.0.9"}),
-            node("win-c"),  # named only by a token without an id: not ours
+            node("win-c"),  # named only by an account without a UID: not ours
             node("linux-1", None, "192.168.1.2"),
         ],
     )
-    assert set(knowledge.tokens) == {"aaaaaa", "bbbbbb"}
-    assert knowledge.tokens["bbbbbb"].node_name is None
+    a, b = "system:serviceaccount:bs:windows-host-a", "system:serviceaccount:bs:windows-host-b"
+    assert set(knowledge.accounts) == {a, b}
+    assert knowledge.accounts[a].uid == "uid-a"
+    assert knowledge.accounts[a].group == "system:serviceaccounts:bs"
+    assert knowledge.accounts[b].node_name is None
     assert set(knowledge.nodes) == {"win-a", "win-b"}
     # Only addresses the operator recorded count; what the kubelet reports in status does not.
     assert knowledge.nodes["win-a"].addresses == {"10.0.0.1"}

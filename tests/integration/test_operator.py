@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret, ServiceAccount
 from lightkube.types import PatchType
 
 import wmco
-from kube_helpers import eventually
+from kube_helpers import eventually, node_bootstrapper_binding
 from wmco import names, userdata
 from wmco import operator as operator_mod
 from wmco.payload import manifest as payload_manifest
@@ -186,9 +186,11 @@ async def world(
     control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
 ) -> AsyncIterator[World]:
     suffix = base64.b32encode(os.urandom(5)).decode().lower().rstrip("=")
-    operator_ns, mapi_ns = f"wmco-{suffix}", f"mapi-{suffix}"
-    for ns in (operator_ns, mapi_ns):
+    operator_ns, mapi_ns, bootstrap_ns = f"wmco-{suffix}", f"mapi-{suffix}", f"boot-{suffix}"
+    for ns in (operator_ns, mapi_ns, bootstrap_ns):
         await kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    # What deploy/ binds once for the real bootstrap namespace.
+    binding = await kube.create(node_bootstrapper_binding(bootstrap_ns))
     key_pem = private_key_pem()
     await kube.create(
         Secret(
@@ -200,6 +202,7 @@ async def world(
     settings = Settings(
         namespace=operator_ns,
         machine_api_namespace=mapi_ns,
+        bootstrap_namespace=bootstrap_ns,
         ssh_port=port,
         ssh_connect_timeout=5,
         ssh_retry_interval=0.3,
@@ -233,9 +236,11 @@ async def world(
             for host in world.hosts:
                 with contextlib.suppress(Exception):
                     await kube.delete(Node, host.facts.hostname)
-        for ns in (operator_ns, mapi_ns):
+        for ns in (operator_ns, mapi_ns, bootstrap_ns):
             with contextlib.suppress(Exception):
                 await kube.delete(Namespace, ns)
+        with contextlib.suppress(Exception):
+            await kube.delete(type(binding), binding.metadata.name)  # type: ignore[union-attr]
 
 
 async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None:
@@ -261,21 +266,22 @@ async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None
         for t in node.spec.taints or []
     )
 
-    # The per-instance bootstrap token is deleted once the node is configured (right after the
-    # annotations land): wait for it rather than racing it.
-    async def token_gone() -> bool:
-        tokens = [
-            s
-            async for s in world.kube.list(
-                Secret,
-                namespace="kube-system",
+    # The host's bootstrap ServiceAccount is deleted once the node is configured (right after the
+    # annotations land), which revokes the token in its bootstrap kubeconfig: wait for it rather
+    # than racing it.
+    async def account_gone() -> bool:
+        accounts = [
+            a
+            async for a in world.kube.list(
+                ServiceAccount,
+                namespace=world.settings.bootstrap_namespace,
                 labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
             )
-            if (s.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
+            if (a.metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION) == host.address  # type: ignore[union-attr]
         ]
-        return tokens == []
+        return accounts == []
 
-    await eventually(token_gone, "the bootstrap token of the host to be deleted", 30)
+    await eventually(account_gone, "the bootstrap ServiceAccount of the host to be deleted", 30)
     # The Event follows the node's annotations: wait for it rather than racing it.
     await eventually(
         world._quiet(lambda: _has_event(world, names.EventReason.INSTANCE_SETUP)),
@@ -422,12 +428,14 @@ async def test_secrets_never_reach_logs_or_events(
     kubeconfig = host.machine.disk.read_file("C:\\k\\bootstrap-kubeconfig")
     assert kubeconfig is not None
     token = json.loads(kubeconfig)["users"][0]["user"]["token"]
-    token_secret = token.split(".", 1)[1]
+    signature = token.rsplit(".", 1)[1]  # a JWT: header.claims.signature
     key_body = b"".join(world.key_pem.splitlines()[1:-1]).decode()
     events = [e async for e in world.kube.list(Event, namespace=world.settings.namespace)]
     texts = [caplog.text, *((e.message or "") for e in events)]
+    assert "bootstrap token of" in caplog.text  # the token was issued and talked about
     for text in texts:
-        assert token_secret not in text
+        assert token not in text
+        assert signature not in text
         assert key_body[:40] not in text
 
 

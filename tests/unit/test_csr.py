@@ -23,15 +23,22 @@ SERVING = names.CSR_SIGNER_KUBELET_SERVING
 CLIENT_USAGES = ("digital signature", "client auth")
 SERVING_USAGES = ("digital signature", "server auth")
 NODE_GROUPS = ("system:nodes", "system:authenticated")
-BOOTSTRAP_GROUPS = ("system:bootstrappers", "system:authenticated")
+BOOTSTRAP_NS = "wmco-bootstrap"
+BOOTSTRAP_GROUP = names.service_accounts_group(BOOTSTRAP_NS)
+BOOTSTRAP_GROUPS = ("system:serviceaccounts", BOOTSTRAP_GROUP, "system:authenticated")
+OURS = names.service_account_user(BOOTSTRAP_NS, "windows-host-aaaa")
+OURS_UID = "3f0c5a52-0000-4000-8000-00000000000a"
+PENDING = names.service_account_user(BOOTSTRAP_NS, "windows-host-pppp")
+PENDING_UID = "3f0c5a52-0000-4000-8000-00000000000p"
 
 KNOWLEDGE = csr.Knowledge.build(
-    tokens=[
-        csr.IssuedToken("abc123", "10.0.0.5", "win-a"),
-        csr.IssuedToken("pend00", "10.0.0.6", None),
+    accounts=[
+        csr.BootstrapAccount(OURS, OURS_UID, BOOTSTRAP_GROUP, "10.0.0.5", "win-a"),
+        csr.BootstrapAccount(PENDING, PENDING_UID, BOOTSTRAP_GROUP, "10.0.0.6", None),
     ],
     nodes=[csr.ManagedNode("win-b", frozenset({"10.0.0.7", "win-b.example.com"}))],
 )
+UIDS = {OURS: OURS_UID, PENDING: PENDING_UID}
 
 
 def make_pem(
@@ -70,12 +77,15 @@ def request(
     groups: Sequence[str] = BOOTSTRAP_GROUPS,
     usages: Sequence[str] = CLIENT_USAGES,
     conditions: Sequence[dict[str, str]] = (),
+    uid: str | None = None,
 ) -> csr.CsrRequest:
+    """A CSR as the API server stores it; ``uid`` defaults to that of the requester's account."""
     obj: dict[str, Any] = {
         "metadata": {"name": "csr-x"},
         "spec": {
             "request": base64.b64encode(pem).decode(),
             "username": username,
+            "uid": UIDS.get(username, "") if uid is None else uid,
             "groups": list(groups),
             "usages": list(usages),
             "signerName": signer,
@@ -96,9 +106,7 @@ APPROVE, IGNORE, REFUSE = csr.Verdict.APPROVE, csr.Verdict.IGNORE, csr.Verdict.R
 
 
 def test_bootstrap_client_csr_for_the_reported_name_is_approved() -> None:
-    decision = csr.decide(
-        request(make_pem("system:node:win-a"), "system:bootstrap:abc123"), KNOWLEDGE
-    )
+    decision = csr.decide(request(make_pem("system:node:win-a"), OURS), KNOWLEDGE)
     assert decision.verdict is APPROVE
     assert "win-a" in decision.reason and "10.0.0.5" in decision.reason
 
@@ -106,47 +114,60 @@ def test_bootstrap_client_csr_for_the_reported_name_is_approved() -> None:
 def test_rsa_client_csr_may_add_key_encipherment() -> None:
     pem = make_pem("system:node:win-a", key=RSA_KEY)
     usages = ("digital signature", "key encipherment", "client auth")
-    assert verdict(request(pem, "system:bootstrap:abc123", usages=usages)) is APPROVE
+    assert verdict(request(pem, OURS, usages=usages)) is APPROVE
 
 
 def test_ecdsa_client_csr_may_not_add_key_encipherment() -> None:
     usages = ("digital signature", "key encipherment", "client auth")
-    req = request(make_pem("system:node:win-a"), "system:bootstrap:abc123", usages=usages)
+    req = request(make_pem("system:node:win-a"), OURS, usages=usages)
     assert verdict(req) is REFUSE
 
 
-def test_bootstrap_token_asking_for_another_name_is_refused() -> None:
-    decision = csr.decide(
-        request(make_pem("system:node:win-b"), "system:bootstrap:abc123"), KNOWLEDGE
-    )
+def test_bootstrap_account_asking_for_another_name_is_refused() -> None:
+    decision = csr.decide(request(make_pem("system:node:win-b"), OURS), KNOWLEDGE)
     assert decision.verdict is REFUSE
     assert "system:node:win-a" in decision.reason
 
 
 def test_substring_names_are_not_enough() -> None:
-    req = request(make_pem("system:node:win-a-evil"), "system:bootstrap:abc123")
+    req = request(make_pem("system:node:win-a-evil"), OURS)
     assert verdict(req) is REFUSE
-    req = request(make_pem("system:node:win"), "system:bootstrap:abc123")
+    req = request(make_pem("system:node:win"), OURS)
     assert verdict(req) is REFUSE
 
 
-def test_tokens_we_did_not_issue_are_ignored() -> None:
-    assert verdict(request(make_pem("system:node:win-a"), "system:bootstrap:zzz999")) is IGNORE
+def test_accounts_we_did_not_make_are_ignored() -> None:
+    pem = make_pem("system:node:win-a")
+    other = names.service_account_user(BOOTSTRAP_NS, "windows-host-zzzz")
+    assert verdict(request(pem, other, uid="some-uid")) is IGNORE
+    # The same account name in another namespace is another account.
+    elsewhere = names.service_account_user("default", "windows-host-aaaa")
+    groups = ("system:serviceaccounts", "system:serviceaccounts:default")
+    assert verdict(request(pem, elsewhere, uid=OURS_UID, groups=groups)) is IGNORE
+    # Bootstrap tokens (kube-system Secrets) are no credential of this operator any more.
+    bootstrap = request(pem, "system:bootstrap:abc123", groups=("system:bootstrappers",), uid="")
+    assert verdict(bootstrap) is IGNORE
 
 
-def test_token_whose_host_name_is_unknown_is_not_decided_yet() -> None:
-    decision = csr.decide(
-        request(make_pem("system:node:win-c"), "system:bootstrap:pend00"), KNOWLEDGE
-    )
+def test_an_earlier_account_of_the_same_name_is_not_ours() -> None:
+    # A CSR made with a token of a deleted account that was made again since: another UID.
+    decision = csr.decide(request(make_pem("system:node:win-a"), OURS, uid="old-uid"), KNOWLEDGE)
+    assert decision.verdict is IGNORE
+    assert "old-uid" in decision.reason and OURS_UID in decision.reason
+    assert verdict(request(make_pem("system:node:win-a"), OURS, uid="")) is IGNORE
+
+
+def test_account_whose_host_name_is_unknown_is_not_decided_yet() -> None:
+    decision = csr.decide(request(make_pem("system:node:win-c"), PENDING), KNOWLEDGE)
     assert decision.verdict is IGNORE
     assert "not known yet" in decision.reason
 
 
-def test_bootstrap_requester_must_be_in_bootstrappers_group() -> None:
-    req = request(
-        make_pem("system:node:win-a"), "system:bootstrap:abc123", groups=("system:authenticated",)
-    )
-    assert verdict(req) is REFUSE
+def test_bootstrap_requester_must_be_in_its_namespace_group() -> None:
+    req = request(make_pem("system:node:win-a"), OURS, groups=("system:authenticated",))
+    decision = csr.decide(req, KNOWLEDGE)
+    assert decision.verdict is REFUSE
+    assert BOOTSTRAP_GROUP in decision.reason
 
 
 def test_managed_node_may_renew_its_own_client_certificate() -> None:
@@ -183,21 +204,29 @@ def test_unmanaged_nodes_and_other_requesters_are_ignored() -> None:
 )
 def test_client_csr_rules(pem_kwargs: dict[str, Any], usages: Sequence[str], fragment: str) -> None:
     pem = make_pem("system:node:win-a", **pem_kwargs)
-    decision = csr.decide(request(pem, "system:bootstrap:abc123", usages=usages), KNOWLEDGE)
+    decision = csr.decide(request(pem, OURS, usages=usages), KNOWLEDGE)
     assert decision.verdict is REFUSE
     assert fragment in decision.reason
 
 
 def test_missing_cn_is_refused() -> None:
-    assert verdict(request(make_pem(None), "system:bootstrap:abc123")) is REFUSE
+    assert verdict(request(make_pem(None), OURS)) is REFUSE
 
 
-def test_garbage_request_from_our_token_is_refused() -> None:
+def test_garbage_request_from_our_account_is_refused() -> None:
     req = request(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-                  "system:bootstrap:abc123")  # fmt: skip
+                  OURS)  # fmt: skip
     assert verdict(req) is REFUSE
     bad_b64 = csr.csr_request_from_object(
-        {"spec": {"request": "%%%", "username": "system:bootstrap:abc123", "signerName": CLIENT}}
+        {
+            "spec": {
+                "request": "%%%",
+                "username": OURS,
+                "uid": OURS_UID,
+                "groups": list(BOOTSTRAP_GROUPS),
+                "signerName": CLIENT,
+            }
+        }
     )
     assert bad_b64.request_pem == b""
     assert verdict(bad_b64) is REFUSE
@@ -211,7 +240,7 @@ def test_tampered_signature_is_refused() -> None:
     tampered_der = der.replace(signature, flipped)
     assert tampered_der != der
     tampered = x509.load_der_x509_csr(tampered_der).public_bytes(serialization.Encoding.PEM)
-    decision = csr.decide(request(tampered, "system:bootstrap:abc123"), KNOWLEDGE)
+    decision = csr.decide(request(tampered, OURS), KNOWLEDGE)
     assert decision.verdict is REFUSE
     assert "signature" in decision.reason
 
@@ -262,7 +291,7 @@ def test_rsa_serving_csr_may_add_key_encipherment() -> None:
 def test_serving_csrs_of_others_are_ignored() -> None:
     pem = make_pem("system:node:linux-1", ips=("10.0.0.9",))
     assert verdict(serving(pem, user="system:node:linux-1")) is IGNORE
-    assert verdict(serving(pem, user="system:bootstrap:abc123")) is IGNORE
+    assert verdict(serving(pem, user=OURS)) is IGNORE
 
 
 # --- Everything else ---------------------------------------------------------------------------
@@ -270,18 +299,19 @@ def test_serving_csrs_of_others_are_ignored() -> None:
 
 def test_other_signers_and_decided_csrs_are_ignored() -> None:
     pem = make_pem("system:node:win-a")
-    assert verdict(request(pem, "system:bootstrap:abc123", signer="example.com/x")) is IGNORE
-    decided = request(pem, "system:bootstrap:abc123", conditions=[{"type": "Approved"}])
+    assert verdict(request(pem, OURS, signer="example.com/x")) is IGNORE
+    decided = request(pem, OURS, conditions=[{"type": "Approved"}])
     assert decided.decided
     assert verdict(decided) is IGNORE
 
 
 def test_request_from_object_reads_the_fields() -> None:
     pem = make_pem("system:node:win-a")
-    req = request(pem, "system:bootstrap:abc123")
+    req = request(pem, OURS)
     assert req.request_pem == pem
     assert req.name == "csr-x"
     assert req.signer_name == CLIENT
     assert req.usages == CLIENT_USAGES
     assert req.groups == BOOTSTRAP_GROUPS
+    assert req.uid == OURS_UID
     assert not req.decided

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -158,14 +159,23 @@ def test_metadata_of_a_machine_host(inputs: Inputs) -> None:
 
 def test_bootstrap_kubeconfig_names_the_ca_by_path_and_carries_the_token() -> None:
     endpoint = bootstrap.ClusterEndpoint(server="https://10.0.0.1:6443", ca_pem=b"CA")
-    token = bootstrap.Token("abcdef", "0123456789abcdef")
+    token = bootstrap.Token("wmco-bootstrap/windows-host-aaaa", "eyJhbGciOi.eyJhdWQiOl.c2lnbmF0")
     config = json.loads(bootstrap.bootstrap_kubeconfig(endpoint, "C:\\k\\ca.crt", token))
     assert config["clusters"][0]["cluster"] == {
         "server": "https://10.0.0.1:6443",
         "certificate-authority": "C:\\k\\ca.crt",
     }
-    assert config["users"][0]["user"]["token"] == "abcdef.0123456789abcdef"
-    assert "0123456789abcdef" not in repr(token)
+    assert config["users"][0]["user"]["token"] == "eyJhbGciOi.eyJhdWQiOl.c2lnbmF0"
+    assert "eyJhbGciOi" not in repr(token)
+    assert "windows-host-aaaa" in repr(token)
+
+
+def test_bootstrap_account_names_are_object_names_for_any_address() -> None:
+    for address in ("10.0.0.5", "fd00::5", "WIN-A.example.com", "a" * 253):
+        name = bootstrap.account_name(address)
+        assert re.fullmatch(r"windows-host-[0-9a-f]{16}", name), name
+    assert bootstrap.account_name("10.0.0.5") == bootstrap.account_name("10.0.0.5")
+    assert bootstrap.account_name("10.0.0.5") != bootstrap.account_name("10.0.0.6")
 
 
 # --- Files a node holds ---------------------------------------------------------------------------
@@ -176,7 +186,7 @@ def node_files(profile: settings.NetworkProfile) -> hostfiles.NodeFiles:
         profile=profile,
         sandbox_image="mcr.microsoft.com/oss/kubernetes/pause:3.10.2",
         endpoint=bootstrap.ClusterEndpoint(server="https://10.0.0.1:6443", ca_pem=b"SERVING CA"),
-        token=bootstrap.Token("abcdef", "0123456789abcdef"),
+        token=bootstrap.Token("wmco-bootstrap/windows-host-aaaa", "eyJhbGciOi.eyJhdWQiOl.c2lnbmF0"),
         client_ca=CA,
         kubelet=kubelet.KubeletConfigInputs(cluster_dns=("172.30.0.10",)),
     )
@@ -198,7 +208,7 @@ def test_generated_files_of_each_profile() -> None:
     assert ovn[layout.KUBELET_CA].data == b"PEM\n", "the client CA, not the serving CA"
     assert ovn[layout.BOOTSTRAP_CA].data == b"SERVING CA"
     assert ovn[layout.KUBELET_CA].sha256 == CA.sha256
-    assert "0123456789abcdef" not in repr(ovn[layout.BOOTSTRAP_KUBECONFIG])
+    assert "eyJhbGciOi" not in repr(ovn[layout.BOOTSTRAP_KUBECONFIG])
     hostprocess = hostfiles.generated_files(node_files(settings.NetworkProfile.HOSTPROCESS))
     assert layout.HNS_MODULE not in {f.destination for f in hostprocess}
 

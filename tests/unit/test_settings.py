@@ -81,6 +81,8 @@ def test_cluster_dns_override() -> None:
         ({"WMCO_SERVICE_CIDR": "nope"}, "service_cidr"),
         ({"WMCO_CLUSTER_DNS": "dns"}, "cluster_dns"),
         ({"WMCO_SSH_COMMAND_TIMEOUT": "-1"}, "ssh_command_timeout"),
+        ({"WMCO_BOOTSTRAP_TOKEN_TTL": "599"}, "TokenRequest API's minimum"),
+        ({"WMCO_BOOTSTRAP_NAMESPACE": "Not_A_Namespace"}, "bootstrap_namespace"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:

@@ -5,19 +5,19 @@ The rules live in :mod:`wmco.csr` (pure); this module gathers what the operator 
 
 **What the operator knows** (:class:`wmco.csr.Knowledge`):
 
-* *tokens*: every bootstrap token Secret the operator minted (``kube-system``, label
-  ``app.kubernetes.io/managed-by=windows-machine-config-operator``): its ``token-id``, the
-  instance address and the node name that instance reported (annotations);
+* *accounts*: every per-host bootstrap ServiceAccount the operator made (the bootstrap
+  namespace, label ``app.kubernetes.io/managed-by=windows-machine-config-operator``): its user
+  name and UID, the instance address and the node name that instance reported (annotations);
 * *nodes*: the Windows Nodes it manages, i.e. carrying the instance-address annotation, or named
-  as one of its tokens says. Their addresses: the Node's status addresses plus the instance
-  address(es) from the Node's annotation and from the tokens naming it.
+  as one of its accounts says. Their addresses: only what the operator recorded (the Node's
+  instance-address annotation and the address of every account naming it).
 
-**Watches.** Pending CSRs (no Approved/Denied condition) are reconciled. A change of a token
-Secret or of a Windows Node re-queues every pending CSR, since what the operator knows changed.
+**Watches.** Pending CSRs (no Approved/Denied condition) are reconciled. A change of a bootstrap
+account or of a Windows Node re-queues every pending CSR, since what the operator knows changed.
 
 **Cache for triggering, the API for acting.** A first decision is made from the informers'
 caches. A CSR that would be approved or refused is decided again from a fresh read of the CSR,
-the token Secrets and the Nodes, and only that second decision is carried out. Caches of
+the bootstrap accounts and the Nodes, and only that second decision is carried out. Caches of
 different kinds lag each other (a CSR may be seen before the Node whose address it names); a
 verdict that cannot be undone (approval, denial) is not taken on a stale view.
 
@@ -26,22 +26,22 @@ verdict that cannot be undone (approval, denial) is not taken on a stale view.
 * APPROVE: condition ``Approved`` (reason ``WMCOApprove``) through the ``approval`` subresource,
   conditional on the CSR's resourceVersion; a Normal Event ``CSRApproved`` on the CSR. The
   controller-manager then signs it.
-* REFUSE (it names our token or our node but breaks a rule: wrong CN, extra SAN, wrong usages):
+* REFUSE (it comes from our account or our node but breaks a rule: wrong CN, extra SAN, wrong
+  usages):
   condition ``Denied`` (reason ``WMCODeny``, the rule broken as message) and a Warning Event
   ``CSRDenied``. Denying, rather than leaving it pending, is deliberate: nobody else approves
   these signers' CSRs for our hosts, a denial is visible in ``kubectl get csr``, and the kubelet
   starts over with a new CSR instead of waiting for one that will never be approved.
-* IGNORE (not ours: a token we did not mint, a Linux node, another signer): nothing is touched,
-  no Event. When the CSR was made with one of our tokens whose node name is not known yet, it is
-  looked at again after :data:`UNKNOWN_NODE_NAME_RETRY` seconds.
+* IGNORE (not ours: an account we did not make, a Linux node, another signer): nothing is
+  touched, no Event. When the CSR was made by one of our accounts whose node name is not known
+  yet, it is looked at again after :data:`UNKNOWN_NODE_NAME_RETRY` seconds.
 
-Token secrets never reach a log or an Event: only token ids, which are public (``system:bootstrap:<id>``).
+The operator never sees the tokens the hosts use here: only account names and UIDs, which are
+public.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -51,7 +51,7 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
     CertificateSigningRequestApproval,
 )
-from lightkube.resources.core_v1 import Node, Secret
+from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from wmco import csr, kube, names
 from wmco.runtime import controller as controller_mod
@@ -64,12 +64,9 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME: Final = "csr"
 
 UNKNOWN_NODE_NAME_RETRY: Final = 5.0
-"""Seconds before a CSR made with our token whose node name is not known yet is looked at again."""
+"""Seconds before a CSR of our account whose node name is not known yet is looked at again."""
 
-TOKEN_ID_KEY: Final = "token-id"
-"""Data key of a bootstrap token Secret holding the token's public id."""
-
-TOKEN_LABELS: Final = {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
+ACCOUNT_LABELS: Final = {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
 WINDOWS_NODE_LABELS: Final = {names.OS_LABEL: names.OS_LABEL_WINDOWS}
 
 _DECISIVE: Final = frozenset({"Approved", "Denied"})
@@ -85,60 +82,63 @@ def is_pending(obj: CertificateSigningRequest) -> bool:
     return not any(condition.type in _DECISIVE for condition in conditions)
 
 
-def issued_token(secret: Secret) -> csr.IssuedToken | None:
-    """The :class:`wmco.csr.IssuedToken` a bootstrap token Secret of ours describes.
+def bootstrap_account(account: ServiceAccount) -> csr.BootstrapAccount | None:
+    """The :class:`wmco.csr.BootstrapAccount` a bootstrap ServiceAccount of ours describes.
 
-    Returns ``None`` when the Secret has no readable ``token-id``. Only the public id is read:
-    the token's secret half is never decoded.
+    Returns ``None`` when it lacks a name, a namespace, a UID or the instance-address annotation
+    (not one the operator made).
     """
-    encoded = (secret.data or {}).get(TOKEN_ID_KEY)
-    token_id = _decode(encoded) if encoded is not None else None
-    if not token_id:
+    metadata = account.metadata or ObjectMeta()
+    annotations = metadata.annotations or {}
+    address = annotations.get(names.INSTANCE_ADDRESS_ANNOTATION)
+    if not (metadata.name and metadata.namespace and metadata.uid and address):
         return None
-    annotations = (secret.metadata.annotations if secret.metadata else None) or {}
-    node_name = annotations.get(names.INSTANCE_NODE_NAME_ANNOTATION) or None
-    return csr.IssuedToken(
-        token_id=token_id,
-        address=annotations.get(names.INSTANCE_ADDRESS_ANNOTATION, ""),
-        node_name=node_name,
+    return csr.BootstrapAccount(
+        username=names.service_account_user(metadata.namespace, metadata.name),
+        uid=metadata.uid,
+        group=names.service_accounts_group(metadata.namespace),
+        address=address,
+        node_name=annotations.get(names.INSTANCE_NODE_NAME_ANNOTATION) or None,
     )
 
 
 def managed_nodes(
-    nodes: Iterable[Node], tokens: Iterable[csr.IssuedToken]
+    nodes: Iterable[Node], accounts: Iterable[csr.BootstrapAccount]
 ) -> list[csr.ManagedNode]:
     """The Nodes the operator manages, with every address it knows for each.
 
-    A Node is managed when it carries the instance-address annotation or one of our tokens names
-    it. Its known addresses are only what the operator itself recorded: its instance-address
-    annotation and the address of every token naming it. The Node's status addresses are NOT
+    A Node is managed when it carries the instance-address annotation or one of our accounts
+    names it. Its known addresses are only what the operator itself recorded: its
+    instance-address annotation and the address of every account naming it. The Node's status addresses are NOT
     trusted: the kubelet writes them itself, so a compromised host could add any address there
     and obtain a serving certificate for it.
     """
-    token_addresses: dict[str, set[str]] = {}
-    for token in tokens:
-        if token.node_name:
-            addresses = token_addresses.setdefault(token.node_name, set())
-            if token.address:
-                addresses.add(token.address)
+    recorded: dict[str, set[str]] = {}
+    for account in accounts:
+        if account.node_name:
+            addresses = recorded.setdefault(account.node_name, set())
+            if account.address:
+                addresses.add(account.address)
     managed: list[csr.ManagedNode] = []
     for node in nodes:
         metadata = node.metadata or ObjectMeta()
         name = metadata.name or ""
         annotation = (metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION)
-        if not name or (annotation is None and name not in token_addresses):
+        if not name or (annotation is None and name not in recorded):
             continue
-        addresses = set(token_addresses.get(name, ()))
+        addresses = set(recorded.get(name, ()))
         if annotation:
             addresses.add(annotation)
         managed.append(csr.ManagedNode(name=name, addresses=frozenset(addresses)))
     return managed
 
 
-def knowledge_from(token_secrets: Iterable[Secret], nodes: Iterable[Node]) -> csr.Knowledge:
-    """Build what the operator knows from its token Secrets and the Windows Nodes."""
-    tokens = [token for token in map(issued_token, token_secrets) if token is not None]
-    return csr.Knowledge.build(tokens=tokens, nodes=managed_nodes(nodes, tokens))
+def knowledge_from(
+    service_accounts: Iterable[ServiceAccount], nodes: Iterable[Node]
+) -> csr.Knowledge:
+    """Build what the operator knows from its bootstrap accounts and the Windows Nodes."""
+    accounts = [a for a in map(bootstrap_account, service_accounts) if a is not None]
+    return csr.Knowledge.build(accounts=accounts, nodes=managed_nodes(nodes, accounts))
 
 
 def request_of(obj: CertificateSigningRequest) -> csr.CsrRequest:
@@ -147,11 +147,9 @@ def request_of(obj: CertificateSigningRequest) -> csr.CsrRequest:
 
 
 def awaits_node_name(request: csr.CsrRequest, knowledge: csr.Knowledge) -> bool:
-    """Whether the CSR was made with one of our tokens whose node name is not known yet."""
-    if not request.username.startswith(names.BOOTSTRAP_USER_PREFIX):
-        return False
-    token = knowledge.tokens.get(request.username.removeprefix(names.BOOTSTRAP_USER_PREFIX))
-    return token is not None and token.node_name is None
+    """Whether the CSR was made by one of our accounts whose node name is not known yet."""
+    account = knowledge.accounts.get(request.username)
+    return account is not None and account.uid == request.uid and account.node_name is None
 
 
 def approval_patch(resource_version: str | None, decision: csr.Decision) -> dict[str, Any]:
@@ -172,24 +170,17 @@ def approval_patch(resource_version: str | None, decision: csr.Decision) -> dict
     }
 
 
-def _decode(encoded: str) -> str | None:
-    try:
-        return base64.b64decode(encoded, validate=True).decode("ascii").strip()
-    except (binascii.Error, ValueError):
-        return None
-
-
 # ---------------------------------------------------------------------------------------------
 # Effects
 
 
-async def read_knowledge(client: kube.Client) -> csr.Knowledge:
+async def read_knowledge(client: kube.Client, bootstrap_namespace: str) -> csr.Knowledge:
     """What the operator knows, read fresh from the API server."""
-    tokens = await kube.list_objects(
-        client, Secret, namespace=names.KUBE_SYSTEM_NAMESPACE, labels=TOKEN_LABELS
+    accounts = await kube.list_objects(
+        client, ServiceAccount, namespace=bootstrap_namespace, labels=ACCOUNT_LABELS
     )
     nodes = await kube.list_objects(client, Node, labels=WINDOWS_NODE_LABELS)
-    return knowledge_from(tokens.items, nodes.items)
+    return knowledge_from(accounts.items, nodes.items)
 
 
 async def set_decision(
@@ -221,8 +212,9 @@ class CsrReconciler:
         client: kube.Client,
         recorder: kube.EventRecorder,
         csrs: informer_mod.Informer[CertificateSigningRequest],
-        tokens: informer_mod.Informer[Secret],
+        accounts: informer_mod.Informer[ServiceAccount],
         nodes: informer_mod.Informer[Node],
+        bootstrap_namespace: str,
     ) -> None:
         """Create the reconciler.
 
@@ -230,18 +222,20 @@ class CsrReconciler:
             client: API client.
             recorder: Where Events go.
             csrs: Informer of every CSR.
-            tokens: Informer of our bootstrap token Secrets.
+            accounts: Informer of our bootstrap ServiceAccounts.
             nodes: Informer of the Windows Nodes.
+            bootstrap_namespace: Where the bootstrap ServiceAccounts live.
         """
         self._client = client
         self._recorder = recorder
         self._csrs = csrs
-        self._tokens = tokens
+        self._accounts = accounts
         self._nodes = nodes
+        self._bootstrap_namespace = bootstrap_namespace
 
     def cached_knowledge(self) -> csr.Knowledge:
         """What the operator knows according to the informers' caches."""
-        return knowledge_from(self._tokens.store.objects(), self._nodes.store.objects())
+        return knowledge_from(self._accounts.store.objects(), self._nodes.store.objects())
 
     async def __call__(self, key: str) -> controller_mod.Result | None:
         """Decide the CSR named ``key`` if it is pending and ours."""
@@ -258,7 +252,7 @@ class CsrReconciler:
         if fresh is None or not is_pending(fresh):
             return None
         request = request_of(fresh)
-        knowledge = await read_knowledge(self._client)
+        knowledge = await read_knowledge(self._client, self._bootstrap_namespace)
         decision = csr.decide(request, knowledge)
         if decision.verdict is csr.Verdict.IGNORE:
             return self._ignored(request, knowledge, decision)
@@ -325,17 +319,21 @@ def setup(
 
     Args:
         manager: The manager that owns informers and controllers.
-        settings: Operator settings (unused: tokens live in ``kube-system``, CSRs and Nodes
-            are cluster-scoped).
+        settings: Operator settings (the bootstrap namespace; CSRs and Nodes are
+            cluster-scoped).
         recorder: Where Events go.
 
     Returns:
         The controller (already registered).
     """
     csrs = manager.informer(CertificateSigningRequest)
-    tokens = manager.informer(Secret, namespace=names.KUBE_SYSTEM_NAMESPACE, labels=TOKEN_LABELS)
+    accounts = manager.informer(
+        ServiceAccount, namespace=settings.bootstrap_namespace, labels=ACCOUNT_LABELS
+    )
     nodes = manager.informer(Node, labels=WINDOWS_NODE_LABELS)
-    reconciler = CsrReconciler(manager.client, recorder, csrs, tokens, nodes)
+    reconciler = CsrReconciler(
+        manager.client, recorder, csrs, accounts, nodes, settings.bootstrap_namespace
+    )
     controller = manager.controller(CONTROLLER_NAME, reconciler)
 
     def pending_csrs(obj: Any) -> Iterable[str]:
@@ -346,6 +344,6 @@ def setup(
         ]
 
     controller.watch(csrs, controller_mod.own_key, _pending)
-    controller.watch(tokens, pending_csrs)
+    controller.watch(accounts, pending_csrs)
     controller.watch(nodes, pending_csrs, _node_knowledge_changed)
     return controller

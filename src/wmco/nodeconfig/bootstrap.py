@@ -1,13 +1,25 @@
-"""Per-instance bootstrap tokens and the kubelet's bootstrap kubeconfig.
+"""Per-host bootstrap credentials and the kubelet's bootstrap kubeconfig.
 
 The reference operator hands every Windows kubelet the cluster-wide node-bootstrapper token of
-OpenShift. We mint one short-lived bootstrap token per instance instead (a Secret
-``kube-system/bootstrap-token-<id>``), so that:
+OpenShift. We give each host a credential of its own, without touching ``kube-system``:
 
-* it works on plain Kubernetes, where bootstrap tokens are the standard way a kubelet joins;
-* the CSR approver can tie a kubelet client CSR to the instance the token was minted for: the
-  Secret carries the instance address and the node name that instance reported;
-* the token expires on its own if the operator dies, and is deleted once the node is Ready.
+* one ServiceAccount per host (``windows-host-<hash of the address>``) in a namespace that holds
+  nothing else (``settings.bootstrap_namespace``). ``deploy/`` binds that namespace's group,
+  ``system:serviceaccounts:<namespace>``, to ``system:node-bootstrapper`` with ONE static
+  ClusterRoleBinding, so the operator needs no right to write RBAC: only to create and delete
+  ServiceAccounts there and to request their tokens;
+* a short-lived token of it from the TokenRequest API (``bootstrap_token_ttl``) goes into the
+  kubelet's bootstrap kubeconfig. The kubelet authenticates as
+  ``system:serviceaccount:<namespace>:<account>`` and creates its client CSR with it;
+* the CSR approver ties that CSR to the host: the requester is the account made for the host,
+  ``spec.uid`` is that account's UID, and the account's annotations carry the host's address and
+  the node name the host reported (:mod:`wmco.controllers.csr`);
+* the account is deleted once the node is Ready (and when the host is removed), which revokes
+  every token of it at once; a token of an operator that died meanwhile expires by itself.
+
+Every configuration pass requests a fresh token, so the bootstrap kubeconfig is rewritten on each
+pass; no service depends on that file (the kubelet reads it only while it has no valid client
+certificate), so nothing restarts for it.
 
 The API server URL comes from the settings or, on plain Kubernetes, from ``kube-public/cluster-info``
 (the kubeadm convention); the CA from cluster-info or the ``kube-root-ca.crt`` ConfigMap that
@@ -19,24 +31,19 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
-import secrets
-import string
 from typing import Any
 
 import yaml
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.core_v1 import ConfigMap, ServiceAccount
 
 from wmco import kube, names
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
-_REUSE_FRACTION = 0.5
-"""A token is reused only while more than this fraction of its lifetime is left."""
 
 
 class BootstrapError(RuntimeError):
@@ -45,15 +52,22 @@ class BootstrapError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Token:
-    """A bootstrap token; :meth:`__repr__` hides the secret half."""
+    """A host's bootstrap token; :meth:`__repr__` hides the token itself.
 
-    token_id: str
-    secret: str = dataclasses.field(repr=False)
+    Attributes:
+        account: ``<namespace>/<name>`` of the ServiceAccount it belongs to (for messages).
+        value: The bearer token (a JWT): secret, never logged.
+        expiration: When it expires (``None`` if the API server did not say).
+    """
+
+    account: str
+    value: str = dataclasses.field(repr=False)
+    expiration: datetime.datetime | None = None
 
     @property
     def bearer(self) -> str:
-        """``<id>.<secret>``, what a kubelet sends."""
-        return f"{self.token_id}.{self.secret}"
+        """What a kubelet sends (``Authorization: Bearer <it>``)."""
+        return self.value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,111 +78,111 @@ class ClusterEndpoint:
     ca_pem: bytes
 
 
-def secret_name(token_id: str) -> str:
-    """The Secret that holds a bootstrap token."""
-    return f"{names.BOOTSTRAP_TOKEN_SECRET_PREFIX}{token_id}"
+def account_name(address: str) -> str:
+    """The bootstrap ServiceAccount of the instance at ``address`` (a valid object name).
+
+    A hash, because an address may be an IPv6 address or a long DNS name; the address itself is
+    in the account's annotations.
+    """
+    digest = hashlib.sha256(address.encode()).hexdigest()[:16]
+    return f"{names.BOOTSTRAP_ACCOUNT_PREFIX}{digest}"
 
 
-def _random(length: int) -> str:
-    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
+def _annotations(account: ServiceAccount) -> dict[str, str]:
+    return dict((account.metadata.annotations if account.metadata else None) or {})
 
 
-def _expiry(secret: Secret) -> datetime.datetime | None:
-    data = secret.data or {}
-    raw = data.get("expiration")
-    if not raw:
-        return None
-    try:
-        text = base64.b64decode(raw).decode()
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _decoded(secret: Secret, key: str) -> str:
-    value = (secret.data or {}).get(key)
-    return base64.b64decode(value).decode() if value else ""
-
-
-async def tokens_for(client: kube.Client, address: str) -> list[Secret]:
-    """The operator's bootstrap token Secrets minted for the instance at ``address``."""
-    result = await kube.list_objects(
-        client,
-        Secret,
-        namespace=names.KUBE_SYSTEM_NAMESPACE,
-        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+def _new_account(name: str, namespace: str, annotations: dict[str, str]) -> ServiceAccount:
+    return ServiceAccount(
+        metadata=ObjectMeta(
+            name=name,
+            namespace=namespace,
+            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+            annotations=annotations,
+        ),
+        # Its token goes to a Windows host, never into a pod of this namespace.
+        automountServiceAccountToken=False,
     )
-    return [
-        s
-        for s in result.items
-        if s.type == names.BOOTSTRAP_TOKEN_SECRET_TYPE
-        and ((s.metadata.annotations if s.metadata else None) or {}).get(
-            names.INSTANCE_ADDRESS_ANNOTATION
-        )
-        == address
-    ]
 
 
-async def ensure_token(
+async def ensure_account(
+    client: kube.Client, *, address: str, node_name: str, settings: Settings
+) -> ServiceAccount:
+    """The instance's bootstrap ServiceAccount, created or updated to name ``node_name``.
+
+    Raises:
+        kube.NotFound: The bootstrap namespace does not exist (``deploy/`` creates it).
+    """
+    namespace = settings.bootstrap_namespace
+    name = account_name(address)
+    wanted = {
+        names.INSTANCE_ADDRESS_ANNOTATION: address,
+        names.INSTANCE_NODE_NAME_ANNOTATION: node_name,
+    }
+    existing = await kube.get(client, ServiceAccount, name, namespace=namespace)
+    if existing is None:
+        try:
+            created = await kube.create(client, _new_account(name, namespace, wanted))
+        except kube.AlreadyExists:  # made meanwhile by another pass: update it below
+            existing = await kube.get(client, ServiceAccount, name, namespace=namespace)
+        else:
+            log.info(
+                "bootstrap ServiceAccount %s/%s made for instance %s", namespace, name, address
+            )
+            return created
+    if existing is None:
+        raise kube.NotFound(404, "NotFound", f"ServiceAccount {namespace}/{name} vanished")
+    current = _annotations(existing)
+    if all(current.get(key) == value for key, value in wanted.items()):
+        return existing
+    patched = await kube.patch(
+        client, ServiceAccount, name, {"metadata": {"annotations": wanted}}, namespace=namespace
+    )
+    if patched is None:
+        raise kube.NotFound(404, "NotFound", f"ServiceAccount {namespace}/{name} vanished")
+    return patched
+
+
+async def issue_token(
     client: kube.Client, *, address: str, node_name: str, settings: Settings
 ) -> Token:
-    """Return a usable bootstrap token for the instance, minting one when needed.
-
-    A token of this instance that is still fresh (more than half its lifetime left) and names the
-    same node is reused, so a configuration interrupted and resumed does not rewrite the
-    kubelet's bootstrap kubeconfig. Stale tokens of the instance are deleted.
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    ttl = datetime.timedelta(seconds=settings.bootstrap_token_ttl)
-    for existing in await tokens_for(client, address):
-        expiry = _expiry(existing)
-        meta = existing.metadata or ObjectMeta()
-        annotations = meta.annotations or {}
-        fresh = expiry is not None and expiry - now > ttl * _REUSE_FRACTION
-        if fresh and annotations.get(names.INSTANCE_NODE_NAME_ANNOTATION) == node_name:
-            return Token(_decoded(existing, "token-id"), _decoded(existing, "token-secret"))
-        await kube.delete(client, Secret, meta.name or "", namespace=names.KUBE_SYSTEM_NAMESPACE)
-    token = Token(_random(6), _random(16))
-    expiration = (now + ttl).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-    await kube.create(
+    """A fresh bootstrap token for the instance (its ServiceAccount made first when needed)."""
+    account = await ensure_account(client, address=address, node_name=node_name, settings=settings)
+    name = (account.metadata.name if account.metadata else None) or account_name(address)
+    namespace = settings.bootstrap_namespace
+    granted = await kube.request_token(
         client,
-        Secret(
-            metadata=ObjectMeta(
-                name=secret_name(token.token_id),
-                namespace=names.KUBE_SYSTEM_NAMESPACE,
-                labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
-                annotations={
-                    names.INSTANCE_ADDRESS_ANNOTATION: address,
-                    names.INSTANCE_NODE_NAME_ANNOTATION: node_name,
-                },
-            ),
-            type=names.BOOTSTRAP_TOKEN_SECRET_TYPE,
-            stringData={
-                "token-id": token.token_id,
-                "token-secret": token.secret,
-                "expiration": expiration,
-                "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": names.BOOTSTRAP_TOKEN_GROUP,
-                "description": f"wmco: kubelet bootstrap of the Windows instance {address}",
-            },
-        ),
+        name,
+        namespace=namespace,
+        expiration_seconds=int(settings.bootstrap_token_ttl),
     )
     log.info(
-        "minted bootstrap token %s for instance %s (expires %s)",
-        token.token_id,
+        "bootstrap token of %s/%s for instance %s (expires %s)",
+        namespace,
+        name,
         address,
-        expiration,
+        granted.expiration.isoformat() if granted.expiration else "when the API server says",
     )
-    return token
+    return Token(account=f"{namespace}/{name}", value=granted.token, expiration=granted.expiration)
 
 
-async def delete_tokens(client: kube.Client, address: str) -> int:
-    """Delete every bootstrap token of the instance; return how many were deleted."""
-    deleted = 0
-    for existing in await tokens_for(client, address):
-        name = existing.metadata.name if existing.metadata else None
-        if name and await kube.delete(client, Secret, name, namespace=names.KUBE_SYSTEM_NAMESPACE):
-            deleted += 1
+async def delete_account(client: kube.Client, address: str, settings: Settings) -> bool:
+    """Delete the instance's bootstrap ServiceAccount, which revokes its tokens.
+
+    Returns:
+        ``True`` if it existed.
+    """
+    name = account_name(address)
+    deleted = await kube.delete(
+        client, ServiceAccount, name, namespace=settings.bootstrap_namespace
+    )
+    if deleted:
+        log.info(
+            "bootstrap ServiceAccount %s/%s of instance %s deleted (its tokens are revoked)",
+            settings.bootstrap_namespace,
+            name,
+            address,
+        )
     return deleted
 
 

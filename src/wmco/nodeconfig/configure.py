@@ -159,9 +159,15 @@ async def bootstrap_files(
         endpoint = await bootstrap.cluster_endpoint(client, settings_)
     except bootstrap.BootstrapError as exc:
         raise runner.fail(str(exc)) from None
-    token = await bootstrap.ensure_token(
-        client, address=instance.address, node_name=host.node_name, settings=settings_
-    )
+    try:
+        token = await bootstrap.issue_token(
+            client, address=instance.address, node_name=host.node_name, settings=settings_
+        )
+    except kube.NotFound as exc:
+        raise runner.fail(
+            f"no bootstrap token: {exc.message}; the namespace {settings_.bootstrap_namespace} "
+            "of the per-host bootstrap ServiceAccounts must exist (deploy/ creates it)"
+        ) from None
     generated = hostfiles.generated_files(
         hostfiles.NodeFiles(
             profile=settings_.network_profile,
@@ -295,7 +301,7 @@ async def configure(
             node.node_metadata_patch(instance, inputs, runner.host.host_key),
         )
         await hostkeys.forget(client, settings_.namespace, instance.address)
-        await bootstrap.delete_tokens(client, instance.address)
+        await bootstrap.delete_account(client, instance.address, settings_)
         await progress(Step.DONE, f"node {host.node_name} configured")
         return Outcome(
             node_name=host.node_name,

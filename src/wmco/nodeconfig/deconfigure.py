@@ -142,7 +142,7 @@ async def deconfigure(
     deleted = False
     if delete_node and node_name:
         deleted = await kube.delete(client, Node, node_name)
-    await bootstrap.delete_tokens(client, instance.address)
+    await bootstrap.delete_account(client, instance.address, settings_)
     if delete_node:
         await hostkeys.forget(client, settings_.namespace, instance.address)
     return Teardown(

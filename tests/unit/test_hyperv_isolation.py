@@ -8,6 +8,7 @@ Windows' own shapes (the failed prerequisite check is the text of dsccommunity/H
 
 from __future__ import annotations
 
+import pathlib
 import tomllib
 
 import pytest
@@ -15,9 +16,15 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node
 
 from wmco import names, settings
+from wmco.cluster import clientca
 from wmco.nodeconfig import hyperv
+from wmco.nodeconfig.instance import Inputs, Step
+from wmco.nodeconfig.runner import Runner
+from wmco.payload import manifest as payload_manifest
 from wmco.settings import HyperVMode, Settings
-from wmco.windows import answers, commands, configfiles, quoting
+from wmco.windows import answers, commands, configfiles, quoting, ssh
+
+CA = clientca.ClientCa(source=clientca.KUBERNETES_SOURCE, pem=b"PEM\n", certificates=1)
 
 CRI = "io.containerd.grpc.v1.cri"
 PAUSE = "mcr.microsoft.com/oss/kubernetes/pause:3.10.2"
@@ -207,3 +214,104 @@ def test_what_a_node_records() -> None:
             {k: v for k, v in patch["annotations"].items() if v},
         )
         assert hyperv.settled(recorded, result.mode)
+
+
+# --- The step's flow, against a fake connection answering the exact forms ------------------------
+
+
+class Answers:
+    """A connection that answers the Hyper-V forms from a table and records what was sent."""
+
+    address = "10.0.0.5"
+    connected = True
+    host_key = None
+
+    def __init__(self, table: dict[str, ssh.Result]) -> None:
+        self.table = table
+        self.sent: list[str] = []
+
+    async def run(
+        self, command: str, *, timeout: float | None = None, what: str = "command"
+    ) -> ssh.Result:
+        self.sent.append(command)
+        return self.table[command]
+
+    async def put_file(self, source: object, destination: str) -> None:
+        raise AssertionError("the hyperv step writes no file")
+
+    async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
+        raise AssertionError("the hyperv step writes no file")
+
+    async def reconnect(self, *, within: float | None = None) -> ssh.HostKey:
+        raise AssertionError("no reboot expected")
+
+    async def close(self) -> None:
+        return None
+
+
+STATE = commands.windows_feature_state("Hyper-V")
+INSTALL = commands.install_windows_feature("Hyper-V")
+
+
+async def step(mode: HyperVMode, table: dict[str, ssh.Result]) -> tuple[hyperv.HyperV, list[str]]:
+    connection = Answers(table)
+    runner = Runner(connection, connection.address, reconnect_within=1.0)
+    inputs = Inputs(
+        Settings(hyperv=mode),
+        b"",
+        payload_manifest.Manifest(pathlib.Path("/payload"), "v", ()),
+        "1",
+        "h",
+        CA,
+    )
+
+    async def progress(step: Step, detail: str) -> None:
+        return None
+
+    result = await hyperv.ensure_hyperv(runner, inputs, 20348, progress)
+    return result, connection.sent
+
+
+async def test_off_sends_nothing() -> None:
+    result, sent = await step(HyperVMode.OFF, {})
+    assert (result, sent) == (hyperv.HyperV(HyperVMode.OFF), [])
+
+
+async def test_an_installed_role_gives_the_hyperv_runtimes() -> None:
+    result, sent = await step(HyperVMode.ON, {STATE: ssh.Result(0, "Installed\r\n", "")})
+    assert result.handlers == ("runhcs-wcow-hypervisor", "runhcs-wcow-hypervisor-17763")
+    assert result.problem is None and sent == [STATE]
+
+
+async def test_on_never_installs_and_says_how_to_get_hyperv() -> None:
+    result, sent = await step(HyperVMode.ON, {STATE: ssh.Result(0, "Available\r\n", "")})
+    assert not result.available and sent == [STATE]
+    assert result.problem == (
+        "no Hyper-V isolation on this node: the Hyper-V role is Available, not Installed; "
+        "install it (Install-WindowsFeature -Name Hyper-V, then restart) or set "
+        "WMCO_HYPERV=install; it stays a process-isolation node"
+    )
+
+
+async def test_a_failed_prerequisite_check_is_a_problem_not_an_error() -> None:
+    table = {
+        STATE: ssh.Result(0, "Available\r\n", ""),
+        INSTALL: ssh.Result(1, PREREQUISITE, PREREQUISITE_ERROR),
+    }
+    result, sent = await step(HyperVMode.INSTALL, table)
+    assert sent == [STATE, INSTALL] and not result.available
+    assert result.problem is not None
+    assert "The processor does not have required virtualization capabilities." in result.problem
+
+
+async def test_a_host_without_server_manager_is_a_problem_not_an_error() -> None:
+    missing = (
+        "Get-WindowsFeature : The term 'Get-WindowsFeature' is not recognized as the name of a "
+        "cmdlet, function, script file, or operable program.\r\nAt line:1 char:2\r\n"
+    )
+    for answer in (ssh.Result(1, "", missing), ssh.Result(0, "\r\n", "")):
+        result, sent = await step(HyperVMode.INSTALL, {STATE: answer})
+        assert sent == [STATE] and not result.available and result.problem
+    assert "Get-WindowsFeature Hyper-V failed: The term 'Get-WindowsFeature' is not recognized" in (
+        (await step(HyperVMode.ON, {STATE: ssh.Result(1, "", missing)}))[0].problem or ""
+    )

@@ -135,7 +135,7 @@ async def ensure_hyperv(runner: Runner, inputs: Inputs, build: int, progress: Pr
         return HyperV(mode)
     runner.step = Step.HYPERV
     state = await _state(runner)
-    if isinstance(state, str):
+    if not isinstance(state, answers.InstallState):
         return _unavailable(mode, state)
     if state is not answers.InstallState.INSTALLED:
         if mode is HyperVMode.ON:

@@ -226,6 +226,53 @@ CSR_APPROVAL_REASON: Final = "WMCOApprove"
 CSR_APPROVAL_MESSAGE: Final = "This CSR was approved by the WMCO certificate Approver."
 CSR_DENIAL_REASON: Final = "WMCODeny"
 
+# --- Issue 10 (rtc): RuntimeClasses and Hyper-V isolation ---------------------------------------
+# The operator's RuntimeClasses carry MANAGED_BY_LABEL=MANAGED_BY_VALUE; that label is what makes
+# one "its own" (a RuntimeClass without it is never changed or deleted).
+
+PROCESS_HANDLER: Final = "runhcs-wcow-process"
+"""containerd's process-isolation runtime handler (containerd's Windows default runtime)."""
+
+HYPERV_HANDLER: Final = "runhcs-wcow-hypervisor"
+"""containerd's Hyper-V isolation runtime handler (``SandboxIsolation = 1``, containerd#6901)."""
+
+WINDOWS_YEARS: Final = {17763: "2019", 20348: "2022", 26100: "2025"}
+"""Windows Server build -> release year: the builds the operator names RuntimeClasses after."""
+
+HYPERV_LABEL: Final = _WMCO_PREFIX + "hyperv"
+"""``"true"`` on Nodes whose host has the Hyper-V role and runs Hyper-V isolated pods."""
+
+HYPERV_CHECKED_ANNOTATION: Final = _WMCO_PREFIX + "hyperv-checked"
+"""On a Node that cannot run Hyper-V isolation: the ``hyperv`` setting it was checked under."""
+
+
+def hyperv_build_handler(build: int) -> str:
+    """The Hyper-V handler for containers of Windows build ``build`` (AKS's naming).
+
+    ``runhcs-wcow-hypervisor-17763`` runs a Windows Server 2019 container in a utility VM on any
+    host of that build or newer.
+    """
+    return f"{HYPERV_HANDLER}-{build}"
+
+
+def runtime_class_name(year: str, *, hyperv: bool = False, host_year: str | None = None) -> str:
+    """The name of a managed RuntimeClass.
+
+    Args:
+        year: Release year of the containers it runs (``2022``).
+        hyperv: Hyper-V isolated rather than process isolated.
+        host_year: For Hyper-V: the release year of the hosts, when newer than ``year``.
+
+    Returns:
+        ``windows-2022``, ``windows-2022-hyperv`` or ``windows-2019-hyperv-on-2022``.
+    """
+    name = f"windows-{year}"
+    if not hyperv:
+        return name
+    name += "-hyperv"
+    return f"{name}-on-{host_year}" if host_year and host_year != year else name
+
+
 # --- Windows services -------------------------------------------------------------------------
 
 SERVICE_DESCRIPTION_PREFIX: Final = "wmco managed"
@@ -254,6 +301,10 @@ class EventReason(enum.StrEnum):
     MONITORING_ENABLED = "monitoringEnabled"
     MONITORING_DISABLED = "monitoringDisabled"
     KUBELET_CLIENT_CA_INVALID = "KubeletClientCAInvalid"
+    # issue 10 (rtc)
+    RUNTIME_CLASS_RESTORED = "RuntimeClassRestored"
+    RUNTIME_CLASS_CONFLICT = "RuntimeClassConflict"
+    HYPERV_UNAVAILABLE = "HyperVUnavailable"
 
 
 def service_description(service_name: str) -> str:

@@ -6,7 +6,8 @@
 * ``csr``: strict approval of the kubelet CSRs of instances the operator configures;
 * ``instances``: ConfigMap ``windows-instances`` → configured (or removed) nodes;
 * ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served;
-* ``kubelet-client-ca``: reports which kubelet client CA bundle the nodes get, and a bad one.
+* ``kubelet-client-ca``: reports which kubelet client CA bundle the nodes get, and a bad one;
+* ``runtimeclass``: one RuntimeClass per Windows build of the managed nodes (and Hyper-V ones).
 
 Before any of them, the ``auto`` network profile is resolved from the cluster
 (:mod:`wmco.cluster.network`): every controller below sees ``ovn-hybrid`` or ``hostprocess``.
@@ -28,6 +29,7 @@ from wmco.controllers import csr as csr_controller
 from wmco.controllers import hosts as hosts_mod
 from wmco.controllers import instances as instances_controller
 from wmco.controllers import machines as machines_controller
+from wmco.controllers import runtimeclass as runtimeclass_controller
 from wmco.controllers import userdata as userdata_controller
 from wmco.nodeconfig import hostfiles
 from wmco.payload import manifest as payload_manifest
@@ -110,6 +112,7 @@ def build_manager(
     csr_controller.setup(manager, settings, recorder)
     instances_controller.setup(manager, hosts)
     clientca_controller.setup(manager, hosts)
+    runtimeclass_controller.setup(manager, settings, recorder)
     if machine_api:
         machines_controller.setup(manager, hosts)
     else:

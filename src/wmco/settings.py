@@ -55,6 +55,20 @@ class NetworkProfile(enum.StrEnum):
     HOSTPROCESS = "hostprocess"
 
 
+class HyperVMode(enum.StrEnum):
+    """Whether Windows nodes offer Hyper-V isolated containers (setting ``hyperv``).
+
+    ``off``: process isolation only. ``on``: hosts whose Hyper-V role is installed get the Hyper-V
+    runtimes and the ``hyperv`` label; the others get an Event and stay process-isolation nodes.
+    ``install``: as ``on``, and the operator installs the role (with the reboot it needs) where it
+    is missing; a host that cannot run it (no nested virtualisation) gets an Event instead.
+    """
+
+    OFF = "off"
+    ON = "on"
+    INSTALL = "install"
+
+
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _CONFIGMAP_KEY: Final = re.compile(r"[-._a-zA-Z0-9]{1,253}")
@@ -142,6 +156,7 @@ class Settings:
         node_ready_timeout: Seconds to wait for a configured instance's Node to become Ready.
         drain_timeout: Seconds a drain may take before deconfiguration gives up (and retries).
         retry_max: Cap of the retry delay after a failed host, in seconds.
+        hyperv: Hyper-V isolation on Windows nodes (:class:`HyperVMode`).
     """
 
     namespace: str = names.OPERATOR_NAMESPACE
@@ -176,6 +191,7 @@ class Settings:
     node_ready_timeout: float = 600.0
     drain_timeout: float = 300.0
     retry_max: float = 300.0
+    hyperv: HyperVMode = HyperVMode.OFF
 
     def __post_init__(self) -> None:
         """Check cross-field rules once, so every consumer can trust the record."""
@@ -328,4 +344,5 @@ _CONVERTERS: dict[str, Callable[[str], object]] = {
     "node_ready_timeout": float,
     "drain_timeout": float,
     "retry_max": float,
+    "hyperv": _enum(HyperVMode),
 }

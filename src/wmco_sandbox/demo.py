@@ -1,9 +1,9 @@
 """``wmco sandbox demo``: the seed's story from start to finish, every step checked.
 
 The story: the private key Secret makes the operator write the user data; a Windows MachineSet
-scaled to 2 gives two Ready Windows nodes tainted ``os=Windows:NoSchedule``; a RuntimeClass for the
-Windows build steers a Windows Deployment onto them, its pods get addresses of their node's pod
-network and ``kubectl logs`` reads one of them through the kubelet's API, while a Linux pod stays
+scaled to 2 gives two Ready Windows nodes tainted ``os=Windows:NoSchedule``; the RuntimeClass the
+operator keeps for their Windows build steers a Windows Deployment onto them, its pods get
+addresses of their node's pod network and ``kubectl logs`` reads one of them through the kubelet's API, while a Linux pod stays
 off the Windows nodes; scaling the MachineSet to 1 drains and removes one node. A summary table
 closes it. The command exits 0 only if every step held.
 """
@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from lightkube import ApiError
 from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, Toleration
+from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
-from lightkube.models.node_v1 import Scheduling
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
@@ -132,30 +132,39 @@ class Story:
         return f"{replicas} Windows node(s) Ready with taint os=Windows:NoSchedule: {', '.join(names_)}"
 
     async def runtime_class(self) -> str:
-        """Create the RuntimeClass of the sandbox's Windows build."""
+        """The operator keeps a RuntimeClass for the Windows build of its nodes."""
+        name = f"windows-{self.sandbox.windows_year}"
         build = BUILDS[self.sandbox.windows_year]
-        await self.sandbox.kube.create(
-            RuntimeClass(
-                metadata=ObjectMeta(name=f"windows-{self.sandbox.windows_year}"),
-                handler="runhcs-wcow-process",
-                scheduling=Scheduling(
-                    nodeSelector={
-                        names.OS_LABEL: names.OS_LABEL_WINDOWS,
-                        names.ARCH_LABEL: "amd64",
-                        names.WINDOWS_BUILD_LABEL: build,
-                    },
-                    tolerations=[
-                        Toleration(
-                            key=names.WINDOWS_TAINT_KEY,
-                            operator="Equal",
-                            value=names.WINDOWS_TAINT_VALUE,
-                            effect=names.WINDOWS_TAINT_EFFECT,
-                        )
-                    ],
-                ),
-            )
+        found: dict[str, RuntimeClass] = {}
+
+        async def kept() -> bool:
+            try:
+                found["rc"] = await self.sandbox.kube.get(RuntimeClass, name)
+            except ApiError:
+                return False
+            return True
+
+        await self.sandbox.wait_for(kept, f"the operator's RuntimeClass {name}", 60)
+        managed = found["rc"]
+        labels = (managed.metadata.labels if managed.metadata else None) or {}
+        assert labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE, (
+            f"RuntimeClass {name} is not labelled as the operator's"
         )
-        return f"RuntimeClass windows-{self.sandbox.windows_year} selects windows-build {build}"
+        selector = (managed.scheduling.nodeSelector if managed.scheduling else None) or {}
+        assert selector.get(names.WINDOWS_BUILD_LABEL) == build, (
+            f"RuntimeClass {name} does not select windows-build {build}: {selector}"
+        )
+        tolerations = (managed.scheduling.tolerations if managed.scheduling else None) or []
+        assert any(
+            t.key == names.WINDOWS_TAINT_KEY
+            and t.value == names.WINDOWS_TAINT_VALUE
+            and t.effect == names.WINDOWS_TAINT_EFFECT
+            for t in tolerations
+        ), f"RuntimeClass {name} does not tolerate os=Windows:NoSchedule"
+        return (
+            f"RuntimeClass {name} (handler {managed.handler}) kept by the operator: selects "
+            f"windows-build {build}, tolerates os=Windows:NoSchedule"
+        )
 
     async def windows_deployment(self) -> str:
         """A 2-replica Windows Deployment lands on Windows nodes only and runs."""
@@ -321,7 +330,7 @@ async def run_demo(
         await story.step("start the sandbox", _started(sandbox, started))
         await story.step("private key Secret -> user-data Secret", story.user_data)
         await story.step("scale the Windows MachineSet to 2", lambda: story.scale_to(2))
-        await story.step("RuntimeClass for the Windows build", story.runtime_class)
+        await story.step("the operator's RuntimeClass for the Windows build", story.runtime_class)
         await story.step(
             "Windows Deployment (2 replicas) on Windows nodes", story.windows_deployment
         )

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Secret, ServiceAccount
+from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.types import PatchType
 
 import wmco
@@ -181,10 +182,11 @@ class World:
         ]
 
 
-@pytest.fixture
-async def world(
-    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
+@contextlib.asynccontextmanager
+async def open_world(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[World]:
+    """An operator (its settings changed by ``overrides``) and the namespaces of its hosts."""
     suffix = base64.b32encode(os.urandom(5)).decode().lower().rstrip("=")
     operator_ns, mapi_ns, bootstrap_ns = f"wmco-{suffix}", f"mapi-{suffix}", f"boot-{suffix}"
     for ns in (operator_ns, mapi_ns, bootstrap_ns):
@@ -217,6 +219,7 @@ async def world(
         network_profile=NetworkProfile.OVN_HYBRID,
         network_timeout=60,
     )
+    settings = dataclasses.replace(settings, **overrides)
     payload = payload_manifest.generate_test_payload(tmp_path / "payload", version="test")
     world = World(kube, control_plane, settings, payload, key_pem, port)
     # OVN-Kubernetes' side of the hybrid overlay: hybrid-overlay-node waits for its node subnet.
@@ -236,11 +239,25 @@ async def world(
             for host in world.hosts:
                 with contextlib.suppress(Exception):
                     await kube.delete(Node, host.facts.hostname)
+            # ...nor the RuntimeClasses the operator kept for those nodes (cluster-scoped).
+            async for managed in kube.list(
+                RuntimeClass, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
+            ):
+                with contextlib.suppress(Exception):
+                    await kube.delete(RuntimeClass, managed.metadata.name)  # type: ignore[union-attr]
         for ns in (operator_ns, mapi_ns, bootstrap_ns):
             with contextlib.suppress(Exception):
                 await kube.delete(Namespace, ns)
         with contextlib.suppress(Exception):
             await kube.delete(type(binding), binding.metadata.name)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def world(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
+) -> AsyncIterator[World]:
+    async with open_world(control_plane, kube, tmp_path) as opened:
+        yield opened
 
 
 async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None:

@@ -436,3 +436,88 @@ def test_reading_the_network_configuration_is_allowed_and_absent_here(
     else:
         # The kubernetes overlay sets the profile and grants no read at all.
         assert "forbidden" in answer.stderr.lower(), answer.stderr
+
+
+# --- Issue 10 (rtc): managed RuntimeClasses -------------------------------------------------------
+
+NODE_API = "node.k8s.io"
+MANAGED_RUNTIME_CLASSES = [
+    "windows-2019",
+    "windows-2022",
+    "windows-2025",
+    "windows-2022-hyperv",
+    "windows-2019-hyperv-on-2022",
+    "windows-2022-hyperv-on-2025",
+]
+
+RUNTIME_CLASS_ALLOWED: list[Check] = [
+    ("list", "runtimeclasses", "", {"group": NODE_API}),
+    ("watch", "runtimeclasses", "", {"group": NODE_API}),
+    ("get", "runtimeclasses", "", {"group": NODE_API, "name": "users-own"}),
+    ("create", "runtimeclasses", "", {"group": NODE_API}),
+    *(
+        (verb, "runtimeclasses", "", {"group": NODE_API, "name": name})
+        for name in MANAGED_RUNTIME_CLASSES
+        for verb in ("update", "patch", "delete")
+    ),
+]
+
+RUNTIME_CLASS_FORBIDDEN: list[Check] = [
+    ("update", "runtimeclasses", "", {"group": NODE_API, "name": "users-own"}),
+    ("patch", "runtimeclasses", "", {"group": NODE_API, "name": "gvisor"}),
+    ("delete", "runtimeclasses", "", {"group": NODE_API, "name": "windows-2022-custom"}),
+    ("deletecollection", "runtimeclasses", "", {"group": NODE_API}),
+]
+
+
+def test_operator_may_keep_its_runtimeclasses(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    refused = [describe(c) for c in RUNTIME_CLASS_ALLOWED if not allowed(admin, c)]
+    assert refused == [], f"{overlay}: the operator needs these"
+
+
+def test_operator_may_not_change_other_runtimeclasses(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    granted = [describe(c) for c in RUNTIME_CLASS_FORBIDDEN if allowed(admin, c)]
+    assert granted == [], f"{overlay}: over-granted"
+
+
+def test_the_operator_creates_restores_and_deletes_only_its_own_runtimeclass_names(
+    installed: tuple[str, ControlPlane], as_operator: Path
+) -> None:
+    _, applied = installed
+
+    def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kubectl_path()), f"--kubeconfig={as_operator}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def manifest(name: str) -> str:
+        return json.dumps(
+            {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+             "metadata": {"name": name}, "handler": "runhcs-wcow-process"}
+        )  # fmt: skip
+
+    applied.kubectl("delete", "runtimeclass", "windows-2025", "users-own", "--ignore-not-found")
+    applied.kubectl("create", "-f", "-", stdin=manifest("users-own"))
+    try:
+        created = kubectl("create", "-f", "-", stdin=manifest("windows-2025"))
+        assert created.returncode == 0, created.stderr
+        labelled = kubectl("label", "runtimeclass", "windows-2025", "edited=yes")
+        assert labelled.returncode == 0, labelled.stderr
+        foreign = kubectl("label", "runtimeclass", "users-own", "edited=yes")
+        assert foreign.returncode != 0 and "forbidden" in foreign.stderr.lower(), foreign.stderr
+        refused = kubectl("delete", "runtimeclass", "users-own")
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+        deleted = kubectl("delete", "runtimeclass", "windows-2025")
+        assert deleted.returncode == 0, deleted.stderr
+    finally:
+        applied.kubectl("delete", "runtimeclass", "windows-2025", "users-own", "--ignore-not-found")

@@ -27,7 +27,7 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
 from wmco.cluster import clientca
-from wmco.nodeconfig import configure, deconfigure
+from wmco.nodeconfig import configure, deconfigure, hyperv
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
@@ -105,11 +105,13 @@ class Hosts:
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> bool:
-        """Whether the node is Ready and was configured by us with the current key and CA."""
+        """Whether the node is Ready and configured by us with this key, CA and Hyper-V setting."""
         node = node_mod.match_node(self.nodes.store.objects(), instance)
-        return node_mod.is_up_to_date(
-            node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash
-        ) and node_mod.node_is_ready(node)
+        return (
+            node_mod.is_up_to_date(node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash)
+            and hyperv.settled(node, inputs.settings.hyperv)
+            and node_mod.node_is_ready(node)
+        )
 
     async def configure_instance(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
@@ -167,7 +169,19 @@ class Hosts:
         log.info("%s", message)
         if ref is not None:
             await self.recorder.emit_event(ref, "Normal", setup_reason, message)
+        if outcome.hyperv_problem is not None:
+            await self.hyperv_unavailable(subject, outcome.node_name, outcome.hyperv_problem)
         return None
+
+    async def hyperv_unavailable(self, subject: str, node_name: str, problem: str) -> None:
+        """Say on the Node (Warning ``HyperVUnavailable``) why it offers no Hyper-V isolation."""
+        log.warning("%s: %s", subject, problem)
+        await self.recorder.emit_event(
+            kube.ObjectRef(api_version="v1", kind="Node", name=node_name),
+            "Warning",
+            names.EventReason.HYPERV_UNAVAILABLE,
+            problem,
+        )
 
     async def deconfigure_instance(
         self,

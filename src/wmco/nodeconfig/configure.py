@@ -8,7 +8,8 @@ then create / change / start*; nothing else restarts, and files that change live
 client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop anything.
 
 1. ``connect``, ``identify`` (host name = node name, Windows build = pause image),
-   ``containers-feature`` (rebooting when Windows asks), ``directories``;
+   ``containers-feature`` (rebooting when Windows asks), ``hyperv`` (:mod:`.hyperv`: only with
+   the ``hyperv`` setting on; may install the role and reboot), ``directories``;
 2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`);
 3. ``changes``: payload and generated files whose hash differs, and the services as installed;
 4. ``stop-services``, ``files``, ``services``: the plan of :func:`wmco.windows.planner.plan_services`
@@ -28,7 +29,7 @@ from lightkube.resources.core_v1 import Node
 
 from wmco import kube, names, settings
 from wmco.cluster import clientca
-from wmco.nodeconfig import bootstrap, hostfiles, hostkeys, network, node, servicectl
+from wmco.nodeconfig import bootstrap, hostfiles, hostkeys, hyperv, network, node, servicectl
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import (
     ConfigurationError,
@@ -142,7 +143,12 @@ async def ensure_directories(runner: Runner, inputs: Inputs) -> None:
 
 
 async def bootstrap_files(
-    client: kube.Client, runner: Runner, instance: Instance, inputs: Inputs, host: _Host
+    client: kube.Client,
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    host: _Host,
+    hyperv_handlers: tuple[str, ...] = (),
 ) -> tuple[tuple[transfer.Content, ...], str]:
     """Every file this node must hold before its services start, and the API server's URL."""
     runner.step = Step.BOOTSTRAP_FILES
@@ -180,6 +186,7 @@ async def bootstrap_files(
                 cluster_domain=settings_.cluster_domain,
                 provider_id=instance.provider_id,
             ),
+            hyperv_handlers=hyperv_handlers,
         )
     )
     return (*hostfiles.payload_files(inputs.payload), *generated), endpoint.server
@@ -263,8 +270,12 @@ async def configure(
         await progress(Step.IDENTIFY, "SSH reachable")
         host = await identify(runner, existing)
         await ensure_containers_feature(runner, inputs, progress)
+        # Hyper-V isolation (issue 10): decides containerd's runtimes and the node's hyperv label.
+        isolation = await hyperv.ensure_hyperv(runner, inputs, host.build, progress)
         await ensure_directories(runner, inputs)
-        files, api_server_url = await bootstrap_files(client, runner, instance, inputs, host)
+        files, api_server_url = await bootstrap_files(
+            client, runner, instance, inputs, host, isolation.handlers
+        )
         try:
             desired = services.node_services(
                 services.NodeServiceOptions(
@@ -298,7 +309,9 @@ async def configure(
             client,
             Node,
             host.node_name,
-            node.node_metadata_patch(instance, inputs, runner.host.host_key),
+            hyperv.merge_metadata(
+                node.node_metadata_patch(instance, inputs, runner.host.host_key), isolation
+            ),
         )
         await hostkeys.forget(client, settings_.namespace, instance.address)
         await bootstrap.delete_account(client, instance.address, settings_)
@@ -310,6 +323,7 @@ async def configure(
             services_restarted=tally.restarted,
             service_actions=tally.actions,
             seconds=time.monotonic() - started,
+            hyperv_problem=isolation.problem,
         )
     finally:
         await runner.close()

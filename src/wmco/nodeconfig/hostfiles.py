@@ -48,6 +48,7 @@ class NodeFiles:
         token: The instance's bootstrap token.
         client_ca: The kubelet client CA bundle.
         kubelet: The ``KubeletConfiguration`` inputs.
+        hyperv_handlers: containerd's Hyper-V runtimes on this node (none: process isolation).
     """
 
     profile: settings_mod.NetworkProfile
@@ -56,6 +57,7 @@ class NodeFiles:
     token: bootstrap.Token
     client_ca: clientca.ClientCa
     kubelet: kubelet.KubeletConfigInputs
+    hyperv_handlers: tuple[str, ...] = ()
 
 
 def generated_files(inputs: NodeFiles) -> tuple[transfer.Content, ...]:
@@ -67,7 +69,9 @@ def generated_files(inputs: NodeFiles) -> tuple[transfer.Content, ...]:
     files = [
         transfer.Content.of_bytes(
             layout.CONTAINERD_CONFIG,
-            configfiles.containerd_config(inputs.profile, inputs.sandbox_image).encode(),
+            configfiles.containerd_config(
+                inputs.profile, inputs.sandbox_image, inputs.hyperv_handlers
+            ).encode(),
             "containerd configuration",
         ),
         transfer.Content.of_bytes(

@@ -32,6 +32,7 @@ class Step(enum.StrEnum):
     CONNECT = "connect"
     IDENTIFY = "identify"
     CONTAINERS_FEATURE = "containers-feature"
+    HYPERV = "hyperv"
     DIRECTORIES = "directories"
     BOOTSTRAP_FILES = "bootstrap-files"
     CHANGES = "changes"
@@ -136,6 +137,8 @@ class Outcome:
         services_restarted: Services that were running and were stopped and started again.
         service_actions: sc.exe steps run.
         seconds: Duration.
+        hyperv_problem: Why the node offers no Hyper-V isolation although the setting asks for
+            it (``None``: it does, or the setting is off).
     """
 
     node_name: str
@@ -144,6 +147,7 @@ class Outcome:
     services_restarted: tuple[str, ...]
     service_actions: int
     seconds: float
+    hyperv_problem: str | None = None
 
 
 class ConfigurationError(Exception):

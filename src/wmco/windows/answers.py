@@ -94,6 +94,31 @@ class FeatureState(enum.StrEnum):
     DISABLED_WITH_PAYLOAD_REMOVED = "DisabledWithPayloadRemoved"
 
 
+class InstallState(enum.StrEnum):
+    """``InstallState`` of ``Get-WindowsFeature`` (Server Manager's view of a role or feature)."""
+
+    AVAILABLE = "Available"
+    INSTALLED = "Installed"
+    INSTALL_PENDING = "InstallPending"
+    UNINSTALL_PENDING = "UninstallPending"
+    REMOVED = "Removed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstallResult:
+    """The result row of ``Install-WindowsFeature``.
+
+    Attributes:
+        success: The ``Success`` column.
+        restart_needed: The ``Restart Needed`` column (``Yes``, ``No``, ``Maybe``).
+        exit_code: The ``Exit Code`` column as printed (cut to its width: ``SuccessRest...``).
+    """
+
+    success: bool
+    restart_needed: str
+    exit_code: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceStatus:
     """What ``sc.exe query`` says about one service."""
@@ -286,6 +311,51 @@ def parse_restart_needed(output: str) -> bool:
         if len(columns) >= 2 and columns[0] in ("True", "False"):
             return columns[1] == "Yes"
     raise CommandOutputError("Install-WindowsFeature", "no result row", output)
+
+
+def parse_install_state(output: str) -> InstallState:
+    """Parse ``(Get-WindowsFeature -Name X).InstallState``: one state name.
+
+    An empty answer means Windows does not know the feature (not a Server SKU, or a wrong name).
+    """
+    value = output.strip()
+    if not value:
+        raise CommandOutputError("Get-WindowsFeature", "no such feature", output)
+    try:
+        return InstallState(value)
+    except ValueError:
+        raise CommandOutputError("Get-WindowsFeature", "unknown InstallState", output) from None
+
+
+def parse_install_result(output: str) -> InstallResult:
+    """Parse ``Install-WindowsFeature``'s table row (``True    Yes            SuccessRest... {X}``)."""
+    for raw in _lines(output):
+        columns = raw.split()
+        if len(columns) >= 3 and columns[0] in ("True", "False"):
+            return InstallResult(columns[0] == "True", columns[1], columns[2])
+    raise CommandOutputError("Install-WindowsFeature", "no result row", output)
+
+
+def error_message(stderr: str) -> str:
+    """The message of the first PowerShell error record on stderr, on one line.
+
+    ``Install-WindowsFeature : A prerequisite check for the Hyper-V feature failed.`` and the
+    numbered reasons that follow become one sentence, without the cmdlet prefix, the
+    ``At line:`` position block and the CategoryInfo lines. Empty when stderr is empty.
+    """
+    lines: list[str] = []
+    for raw in _lines(stderr):
+        line = raw.strip()
+        if line.startswith("At line:") or line.startswith("+ ") or line.startswith("At "):
+            break
+        if line:
+            lines.append(line)
+    if not lines:
+        return ""
+    first, sep, rest = lines[0].partition(" : ")
+    if sep and re.fullmatch(r"[A-Za-z]+-[A-Za-z]+", first):
+        lines[0] = rest
+    return " ".join(lines)
 
 
 # --- HNS ----------------------------------------------------------------------------------------

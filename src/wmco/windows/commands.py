@@ -31,6 +31,7 @@ _WINDOWS_PATH: Final = re.compile(r"[A-Za-z]:\\")
 _NO_DEPENDENCIES: Final = "/"
 _GUID: Final = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 _HNS_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_FEATURE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,63}")
 
 
 def check_service_name(name: str) -> str:
@@ -187,6 +188,39 @@ def containers_feature() -> str:
 def enable_containers_feature() -> str:
     """Install the Containers feature (needs a reboot; see :func:`parse_restart_needed`)."""
     return "$ProgressPreference = 'SilentlyContinue'; Install-WindowsFeature -Name Containers"
+
+
+def check_feature_name(name: str) -> str:
+    """Refuse a Windows feature name other than letters, digits and ``-`` (``Hyper-V``).
+
+    Raises:
+        quoting.UnsafeValueError: The name has other characters.
+    """
+    quoting.check_literal(name, what="feature name")
+    if not _FEATURE_NAME.fullmatch(name):
+        raise quoting.UnsafeValueError("feature name", "characters other than A-Z a-z 0-9 -")
+    return name
+
+
+def windows_feature_state(name: str) -> str:
+    """Answer a Server Manager feature's ``InstallState`` (``Installed``, ``Available``...).
+
+    ``Get-WindowsFeature`` (ServerManager module) answers nothing for a name it does not know,
+    so an empty answer is not a state (see ``answers.parse_install_state``).
+    """
+    return f"(Get-WindowsFeature -Name {quoting.ps_quote(check_feature_name(name))}).InstallState"
+
+
+def install_windows_feature(name: str) -> str:
+    """Install a Server Manager feature without restarting (see ``answers.parse_install_result``).
+
+    Exit 0 with a ``True`` row, or exit 1 with a ``False`` row and an error record (a failed
+    prerequisite check, e.g. Hyper-V on a VM without nested virtualisation).
+    """
+    return (
+        "$ProgressPreference = 'SilentlyContinue'; "
+        f"Install-WindowsFeature -Name {quoting.ps_quote(check_feature_name(name))}"
+    )
 
 
 def reboot() -> str:

@@ -2,7 +2,8 @@ r"""The ONE place that generates the configuration files of a node's programs.
 
 - containerd's TOML (``C:\k\containerd\containerd_conf.toml``): the CRI CNI directories of the
   network profile, the ``runhcs-wcow-process`` runtime, the pause image for the host's Windows
-  build and the registry ``config_path`` (contract §4);
+  build and the registry ``config_path`` (contract §4); on a Hyper-V node also the Hyper-V
+  runtimes (:func:`containerd_config`'s ``hyperv_handlers``);
 - the win-overlay CNI configuration (``C:\k\cni\config\cni.conf``, ``ovn-hybrid``), exactly
   ``shared/reference/windows-networking.md`` §1.3;
 - kube-proxy's ``KubeProxyConfiguration`` (``C:\k\kube-proxy.conf``, ``ovn-hybrid``), JSON text
@@ -22,6 +23,7 @@ import importlib.resources
 import ipaddress
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from wmco import names, settings
@@ -85,18 +87,54 @@ def _toml_string(value: str, what: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def containerd_config(profile: settings.NetworkProfile, sandbox_image: str) -> str:
+RUNHCS_RUNTIME_TYPE: Final = "io.containerd.runhcs.v1"
+_HANDLER: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _hyperv_runtime(cri: str, handler: str) -> tuple[str, ...]:
+    """One Hyper-V runtime: runhcs with each pod in a utility VM.
+
+    ``SandboxIsolation = 1`` is hcsshim's HYPERVISOR isolation (``runhcs.proto``);
+    ``SandboxPlatform`` is required with it by hcsshim since microsoft/hcsshim#2473 (containerd's
+    own default omits it and breaks on containerd 2.2.1+, microsoft/hcsshim#2619);
+    ``ScaleCpuLimitsToSandbox`` scales a container's CPU limit from the host's core count to the
+    VM's, as containerd's default Hyper-V runtime does. No pod or container annotations are let
+    through: a tenant must not resize or reconfigure its utility VM.
+    """
+    if not _HANDLER.fullmatch(handler):
+        raise ValueError(f"runtime handler {handler!r} is not a DNS label")
+    table = f"{cri}.containerd.runtimes.{handler}"
+    return (
+        f"{table}]",
+        f'  runtime_type = "{RUNHCS_RUNTIME_TYPE}"',
+        "",
+        f"{table}.options]",
+        "  SandboxIsolation = 1",
+        '  SandboxPlatform = "windows/amd64"',
+        "  ScaleCpuLimitsToSandbox = true",
+        "",
+    )
+
+
+def containerd_config(
+    profile: settings.NetworkProfile,
+    sandbox_image: str,
+    hyperv_handlers: Sequence[str] = (),
+) -> str:
     """The configuration of containerd (``version = 2``, which containerd 1.7 and 2.x both load).
 
     Args:
         profile: ``ovn-hybrid`` or ``hostprocess``: decides ``bin_dir`` and ``conf_dir``.
         sandbox_image: From :func:`pause_image`.
+        hyperv_handlers: Hyper-V runtimes to define besides ``runhcs-wcow-process`` (a Hyper-V
+            node's ``runhcs-wcow-hypervisor`` and per-build handlers); none on other nodes.
 
     Returns:
         The TOML text.
 
     Raises:
-        ValueError: The profile is ``auto`` or the image has control characters.
+        ValueError: The profile is ``auto``, the image has control characters, or a handler is
+            not a DNS label.
     """
     dirs = layout.cni_dirs(profile)
 
@@ -104,6 +142,9 @@ def containerd_config(profile: settings.NetworkProfile, sandbox_image: str) -> s
         return _toml_string(value, what)
 
     cri = '[plugins."io.containerd.grpc.v1.cri"'
+    hyperv = tuple(
+        line for handler in dict.fromkeys(hyperv_handlers) for line in _hyperv_runtime(cri, handler)
+    )
     return "\n".join(
         (
             "version = 2",
@@ -118,11 +159,12 @@ def containerd_config(profile: settings.NetworkProfile, sandbox_image: str) -> s
             "",
             f"{cri}.containerd]",
             '  snapshotter = "windows"',
-            '  default_runtime_name = "runhcs-wcow-process"',
+            f'  default_runtime_name = "{names.PROCESS_HANDLER}"',
             "",
-            f"{cri}.containerd.runtimes.runhcs-wcow-process]",
-            '  runtime_type = "io.containerd.runhcs.v1"',
+            f"{cri}.containerd.runtimes.{names.PROCESS_HANDLER}]",
+            f'  runtime_type = "{RUNHCS_RUNTIME_TYPE}"',
             "",
+            *hyperv,
             f"{cri}.cni]",
             f"  bin_dir = {q(dirs.bin_dir)}",
             f"  conf_dir = {q(dirs.conf_dir)}",

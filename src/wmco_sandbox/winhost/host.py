@@ -65,6 +65,8 @@ class WindowsHost:
         faults: Initial faults (changeable at run time through ``host.faults``).
         preinstalled_sshd: The image already runs sshd with port 22 open (but has no keys).
         max_sessions: sshd ``MaxSessions``: session channels open at once per connection.
+        virtualization_extensions: The processor exposes hardware virtualisation (bare metal or
+            nested virtualisation): without it the Hyper-V role cannot be installed.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class WindowsHost:
         faults: Faults | None = None,
         preinstalled_sshd: bool = False,
         max_sessions: int = 10,
+        virtualization_extensions: bool = True,
     ) -> None:
         self.max_sessions = max_sessions
         self.address = address or allocate_address()
@@ -99,6 +102,7 @@ class WindowsHost:
         initial = faults or Faults()
         disk = VirtualDisk(capacity=disk_capacity, sink_threshold=sink_threshold, faults=initial)
         self.machine = Machine(self.facts, win, initial, disk)
+        self.machine.virtualization_extensions = virtualization_extensions
         if kubelet_factory is not None:
             self.machine.program_factories["kubelet"] = kubelet_factory
         self.machine.program_factories["containerd"] = containerd.ContainerdFactory(

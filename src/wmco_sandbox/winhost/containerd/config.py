@@ -59,6 +59,8 @@ DEFAULT_RUNTIMES: Mapping[str, str] = {
     "runhcs-wcow-process": "io.containerd.runhcs.v1",
     "runhcs-wcow-hypervisor": "io.containerd.runhcs.v1",
 }
+DEFAULT_HYPERVISOR_RUNTIMES = frozenset({"runhcs-wcow-hypervisor"})
+"""Default runtimes whose runhcs options say ``SandboxIsolation = 1`` (containerd#6901)."""
 
 # Top-level keys of containerd's server Config and the Go type each decodes into.
 _TOP_LEVEL: Mapping[str, tuple[str, str]] = {
@@ -125,6 +127,9 @@ class CriSettings:
         snapshotter: ``snapshotter``.
         default_runtime_name: The runtime of pods without a RuntimeClass handler.
         runtimes: Runtime handler name -> ``runtime_type``.
+        hypervisor_runtimes: The runtimes whose runhcs ``options.SandboxIsolation`` is 1
+            (HYPERVISOR): each pod in a utility VM. A runtime the file defines takes its options
+            from the file alone; the defaults keep containerd's.
         cni: The ``cni`` table.
         registry_config_path: ``registry.config_path``.
     """
@@ -133,6 +138,7 @@ class CriSettings:
     snapshotter: str = "windows"
     default_runtime_name: str = "runhcs-wcow-process"
     runtimes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
+    hypervisor_runtimes: frozenset[str] = DEFAULT_HYPERVISOR_RUNTIMES
     cni: CniSettings = field(default_factory=CniSettings)
     registry_config_path: str = ""
 
@@ -311,6 +317,18 @@ def _runtimes(containerd: Mapping[str, Any], where: str) -> dict[str, str]:
     return runtimes
 
 
+def _hypervisor_runtimes(containerd: Mapping[str, Any], where: str) -> frozenset[str]:
+    """The runtimes running each pod in a utility VM (runhcs ``SandboxIsolation = 1``)."""
+    chosen = set(DEFAULT_HYPERVISOR_RUNTIMES)
+    for name, body in _table(containerd, "runtimes", where).items():
+        options = _table(body, "options", f"runtimes.{name}")
+        isolation = _scalar(options, "SandboxIsolation", "int", 0, f"runtimes.{name}.options")
+        chosen.discard(name)
+        if isolation == 1:
+            chosen.add(name)
+    return frozenset(chosen)
+
+
 def _cni(table: Mapping[str, Any], v3: bool, warnings: list[str]) -> CniSettings:
     where = "cni"
     bin_dir = _scalar(table, "bin_dir", "string", None, where)
@@ -340,6 +358,7 @@ def _cri_v2(plugin: Mapping[str, Any], default_pause: str, warnings: list[str]) 
                 containerd, "default_runtime_name", "string", "runhcs-wcow-process", "containerd"
             ),
             runtimes=runtimes,
+            hypervisor_runtimes=_hypervisor_runtimes(containerd, "containerd"),
             cni=_cni(_table(plugin, "cni", "PluginConfig"), False, warnings),
             registry_config_path=_scalar(
                 _table(plugin, "registry", "PluginConfig"), "config_path", "string", "", "registry"
@@ -361,6 +380,7 @@ def _cri_v3(
                 containerd, "default_runtime_name", "string", "runhcs-wcow-process", "containerd"
             ),
             runtimes=_runtimes(containerd, "containerd"),
+            hypervisor_runtimes=_hypervisor_runtimes(containerd, "containerd"),
             cni=_cni(_table(runtime, "cni", "RuntimeConfig"), True, warnings),
             registry_config_path=_scalar(
                 _table(images, "registry", "ImageConfig"), "config_path", "string", "", "registry"

@@ -8,7 +8,11 @@ containerd 1.7's gRPC error texts (``pkg/cri/server/sandbox_run.go``):
 * ``run_pod_sandbox``: the pause image must serve the host's build (``code = NotFound desc =
   failed to get sandbox image ...: no match for platform in manifest: not found``); the
   RuntimeClass handler must be a configured runtime (``failed to get sandbox runtime: no runtime
-  for "<h>" is configured``); a hostNetwork pod gets the host's address; any other goes through
+  for "<h>" is configured``); a handler whose runhcs options say ``SandboxIsolation = 1`` needs
+  the hypervisor (the Hyper-V role, enabled): without it HCS cannot start the pod's utility VM
+  (``failed to create containerd task: failed to create shim task: hcs::CreateComputeSystem
+  <id>@vm: The virtual machine could not be started because a required feature is not
+  installed.: unknown``); a hostNetwork pod gets the host's address; any other goes through
   CNI ADD (``failed to setup network for sandbox "<id>": ...``).
 * ``start_container``: runs the image's registered behaviour (the sandbox's HostProcess
   stand-ins), else synthesises a short log; the lines are kept for ``container_log``.
@@ -196,10 +200,17 @@ class CriService:
                 "rpc error: code = Unknown desc = failed to get sandbox runtime: "
                 f'no runtime for "{handler}" is configured',
             )
+        sandbox_id = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
+        if handler in cri.hypervisor_runtimes and not self._env.hyperv_running():
+            raise self._sandbox_error(
+                request,
+                "rpc error: code = Unknown desc = failed to create containerd task: failed to "
+                f"create shim task: hcs::CreateComputeSystem {sandbox_id}@vm: The virtual machine "
+                "could not be started because a required feature is not installed.: unknown",
+            )
         old = self._state.sandboxes.pop(request.uid, None)
         if old is not None and old.attachment is not None:
             containerd_plugins.delete(self._env.disk, self._env.hns, old.attachment)
-        sandbox_id = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
         attachment: containerd_plugins.Attachment | None = None
         if request.host_network:
             ip = self._env.facts.address

@@ -107,8 +107,10 @@ class Machine:
         faults: Live faults.
         disk: The C: drive.
         registry: Key (lower-case ``hklm:\\...``) -> value name (lower) -> (name, value, type).
-        features: Windows feature name (lower) -> state (``Enabled``, ``Disabled``,
-            ``EnablePending``).
+        features: Windows feature (Server Manager name, lower) -> DISM state (``Enabled``,
+            ``Disabled``, ``EnablePending``): ``containers`` and ``hyper-v``.
+        virtualization_extensions: The processor exposes hardware virtualisation to Windows
+            (bare metal, or a VM with nested virtualisation): the Hyper-V role can be installed.
         capabilities: Installed Windows capabilities (lower-case names).
         firewall: Firewall rules.
         programs: Extra native programs by lower-case base name (``foo.exe``).
@@ -133,6 +135,7 @@ class Machine:
     program_factories: dict[str, ProgramFactory] = field(default_factory=dict)
     registry: dict[str, dict[str, tuple[str, object, str]]] = field(default_factory=dict)
     features: dict[str, str] = field(default_factory=dict)
+    virtualization_extensions: bool = True
     capabilities: set[str] = field(default_factory=set)
     firewall: list[FirewallRule] = field(default_factory=list)
     programs: dict[str, NativeProgram] = field(default_factory=dict)
@@ -193,6 +196,7 @@ class Machine:
             for k, v in values.items()
         }
         self.features["containers"] = "Disabled"
+        self.features["hyper-v"] = "Disabled"
         if img.openssh_installed:
             self.install_openssh()
 
@@ -253,6 +257,10 @@ class Machine:
         """HNS (vmcompute, computenetwork) exists once the Containers feature is enabled."""
         return self.features.get("containers") == "Enabled"
 
+    def hyperv_running(self) -> bool:
+        """The hypervisor runs: the Hyper-V role is enabled (after its reboot) on capable hardware."""
+        return self.virtualization_extensions and self.features.get("hyper-v") == "Enabled"
+
     def cri(self) -> CriRuntime | None:
         """The CRI of the running containerd service, if its process offers one."""
         svc = self.scm.get("containerd")
@@ -300,6 +308,9 @@ class _ProgramEnv:
 
     def cri(self) -> CriRuntime | None:
         return self.machine.cri()
+
+    def hyperv_running(self) -> bool:
+        return self.machine.hyperv_running()
 
     def read_file(self, path: str) -> bytes | None:
         return self.machine.disk.read_file(path)

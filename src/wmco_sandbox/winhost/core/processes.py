@@ -199,6 +199,10 @@ class ProgramEnvironment(Protocol):
         """Whether the host firewall lets inbound TCP connections reach ``port``."""
         ...
 
+    def hyperv_running(self) -> bool:
+        """Whether the hypervisor runs (Hyper-V role enabled): utility VMs can start."""
+        ...
+
     def log(self, line: str) -> None:
         """Append a line to this service's log (readable by tests)."""
         ...

@@ -3,7 +3,10 @@
 In the real kubelet's order (``pkg/kubelet/kubelet.go`` ``SyncPod``,
 ``kuberuntime_manager.go`` ``SyncPod``):
 
-1. admission (``kubelet_podstatus.admission_failure``): a rejected pod is reported Failed;
+1. admission (``kubelet_podstatus.admission_failure``) against the Node's labels as the API
+   server has them now (the real kubelet reads its own Node from an informer, so labels others
+   add after registration count, such as the operator's ``hyperv=true``): a rejected pod is
+   reported Failed;
 2. the runtime must answer: otherwise ``Error syncing pod`` with ``container runtime is down``;
 3. a non-hostNetwork pod needs the pod network: otherwise the Warning event
    ``NetworkNotReady`` (``network is not ready: container runtime network not ready: ...``) and
@@ -26,7 +29,7 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.types import PatchType
 
@@ -129,9 +132,24 @@ class PodSyncer:
             raise
         return runtime_class.handler
 
+    async def _node_labels(self, client: AsyncClient, pod: Mapping[str, Any]) -> dict[str, str]:
+        """The Node's labels as of now when the pod selects on them (what the informer has)."""
+        state = self._k.state
+        if (pod.get("spec") or {}).get("nodeSelector"):
+            try:
+                node = await client.get(Node, self._k.opts.node_name)
+            except ApiError as err:
+                if err.status.code != 404:
+                    raise
+            else:
+                if node.metadata is not None:
+                    state.labels = dict(node.metadata.labels or {})
+        return state.labels
+
     async def _sync(self, client: AsyncClient, pod: dict[str, Any]) -> None:
-        state, env = self._k.state, self._k.env
-        rejection = kubelet_podstatus.admission_failure(pod, state.labels)
+        env = self._k.env
+        labels = await self._node_labels(client, pod)
+        rejection = kubelet_podstatus.admission_failure(pod, labels)
         now = kubelet_context.utcnow()
         if rejection is not None:
             body = kubelet_podstatus.pod_status_patch(pod, self._node_ip(), now, rejection)

@@ -41,6 +41,7 @@ CMDLET_CLASSES = {
     "Get-CimInstance": "Microsoft.Management.Infrastructure.CimCmdlets.GetCimInstanceCommand",
     "Get-WindowsOptionalFeature": "Microsoft.Dism.Commands.GetWindowsOptionalFeatureCommand",
     "Install-WindowsFeature": "Microsoft.Windows.ServerManager.Commands.AddWindowsFeatureCommand",
+    "Get-WindowsFeature": "Microsoft.Windows.ServerManager.Commands.GetWindowsFeatureCommand",
     "Add-WindowsCapability": "Microsoft.Dism.Commands.AddWindowsCapabilityCommand",
     "Restart-Computer": "Microsoft.PowerShell.Commands.RestartComputerCommand",
     "New-NetFirewallRule": "New-NetFirewallRule",

@@ -2,12 +2,14 @@
 
 Importing this package registers every cmdlet in :mod:`wmco_sandbox.winhost.powershell.registry`:
 files and content (``files``, ``move``), services and processes (``services``), registry, OS
-identity, features, firewall and reboot (``system``), the pipeline helpers (``util``),
+identity, capabilities, firewall and reboot (``system``), Windows features as DISM and Server
+Manager show them (``features``), the pipeline helpers (``util``),
 ``ConvertTo-Json`` (``json``), the in-box HNS cmdlets (``hns``) and ``Import-Module`` with the
 hns.psm1 functions (``modules``).
 """
 
 from wmco_sandbox.winhost.powershell.cmdlets import (
+    features,
     files,
     hns,
     json,
@@ -20,5 +22,5 @@ from wmco_sandbox.winhost.powershell.cmdlets import (
 from wmco_sandbox.winhost.powershell.registry import ALIASES, CMDLETS
 
 __all__ = [
-    "ALIASES", "CMDLETS", "files", "hns", "json", "modules", "move", "services", "system", "util",
+    "ALIASES", "CMDLETS", "features", "files", "hns", "json", "modules", "move", "services", "system", "util",
 ]  # fmt: skip

@@ -1,4 +1,6 @@
-"""System cmdlets: registry, OS identity, Windows features and capabilities, firewall, reboot.
+"""System cmdlets: registry, OS identity, Windows capabilities, firewall, reboot.
+
+Windows features (DISM and Server Manager) are in ``features.py``.
 
 These are the cmdlets the user data and the operator's OS checks use. Their side effects are
 what the host recognises a configured machine by: a ``DefaultShell`` registry value, firewall
@@ -138,89 +140,6 @@ async def get_cim_instance(inv: Invocation) -> list[object]:
             columns=columns,
         )
     ]
-
-
-def _feature_render(objs: list[PSObject]) -> str:
-    blocks = []
-    for o in objs:
-        blocks.append(
-            f"FeatureName      : {o.get('FeatureName')}\r\nDisplayName      : {o.get('DisplayName')}\r\n"
-            f"Description      : {o.get('Description')}\r\nRestartRequired  : Possible\r\n"
-            f"State            : {o.get('State')}\r\nCustomProperties : \r\n"
-        )
-    return "\r\n" + "\r\n".join(blocks) + "\r\n\r\n"
-
-
-@register("Get-WindowsOptionalFeature", [
-    P("FeatureName", "strings"), P("Online", "switch"), P("Path"), P("PackageName"),
-])  # fmt: skip
-async def get_windows_optional_feature(inv: Invocation) -> list[object]:
-    """Get-WindowsOptionalFeature -Online -FeatureName Containers."""
-    if not inv.arg("Online") and not inv.arg("Path"):
-        raise inv.fail(ErrorRecord(
-            "Parameter set cannot be resolved using the specified named parameters.",
-            fq(inv, "AmbiguousParameterSet"), "InvalidArgument", reason="ParameterBindingException",
-        ))  # fmt: skip
-    machine = inv.session.machine
-    out: list[object] = []
-    for name in strs(inv, "FeatureName", list(machine.features)):
-        state = machine.features.get(to_str(name).lower())
-        if state is None:
-            inv.error(ErrorRecord(
-                f"Feature name {name} is unknown.", fq(inv, "Microsoft.Dism.Commands.GetWindowsOptionalFeatureCommand"),
-                "NotSpecified", reason="COMException",
-            ))  # fmt: skip
-            continue
-        shown = "Containers" if to_str(name).lower() == "containers" else to_str(name)
-        out.append(PSObject("Microsoft.Dism.Commands.AdvancedFeatureObject", {
-            "FeatureName": shown, "DisplayName": shown,
-            "Description": "Provides services and tools to create and manage Windows Server Containers and their resources.",
-            "State": state,
-        }, render=_feature_render))  # fmt: skip
-    return out
-
-
-@register("Install-WindowsFeature", [
-    P("Name", "strings", pos=0, mandatory=True), P("IncludeManagementTools", "switch"),
-    P("IncludeAllSubFeature", "switch"), P("Restart", "switch"), P("Source", "strings"),
-])  # fmt: skip
-async def install_windows_feature(inv: Invocation) -> list[object]:
-    """Install-WindowsFeature: Containers becomes EnablePending until the next reboot."""
-    session = inv.session
-    if (
-        not session.console
-        and to_str(session.variables.get("progresspreference")) != "SilentlyContinue"
-    ):
-        raise inv.fail(ErrorRecord(
-            'Win32 internal error "Access is denied" 0x5 occurred while reading the console output '
-            "buffer. Contact Microsoft Customer Support Services.", fq(inv, "ReadConsoleOutput"),
-            "ReadError", reason="HostException",
-        ))  # fmt: skip
-    machine = session.machine
-    names = strs(inv, "Name")
-    changed = []
-    for n in names:
-        if machine.features.get(n.lower()) is None:
-            raise inv.fail(ErrorRecord(
-                f"ArgumentNotValid: The role, role service, or feature name is not valid: '{n}'. "
-                "The name was not found.", fq(inv, "NameDoesNotExist"), "InvalidArgument",
-                target=n, target_type="String[]", reason="Exception",
-            ))  # fmt: skip
-        if machine.features[n.lower()] == "Disabled":
-            machine.features[n.lower()] = "EnablePending"
-        if machine.features[n.lower()] == "EnablePending":
-            changed.append(n)
-    header = "\r\nSuccess Restart Needed Exit Code      Feature Result\r\n------- -------------- ---------      --------------\r\n"
-    if changed:
-        row = "True    Yes            SuccessRest... {Containers}\r\n"
-        session.out.append(
-            header
-            + row
-            + "WARNING: You must restart this server to finish the installation process.\r\n"
-        )
-    else:
-        session.out.append(header + "True    No             NoChangeNeeded {}\r\n\r\n\r\n")
-    return []
 
 
 @register(

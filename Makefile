@@ -1,5 +1,6 @@
 # Every target runs from a fresh checkout: `setup` makes the virtualenv, `controlplane` builds the
-# real Kubernetes binaries (cached under ~/.cache/wmco, keyed by version).
+# real Kubernetes binaries and `payload` the real Windows payload (both cached under ~/.cache/wmco,
+# keyed by version; a cold payload build takes about ten minutes on 2 cores, a warm one seconds).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup controlplane bundle bundle-validator lint unit integration e2e test demo clean
+.PHONY: setup controlplane payload bundle bundle-validator lint unit integration e2e test test-payload demo clean
 
 setup: $(STAMP)
 
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml
 
 controlplane: setup
 	hack/controlplane/build.sh
+
+payload:
+	hack/payload/build.sh
 
 # The OLM bundle, generated from deploy/overlays/openshift and README.md (never edited by hand).
 bundle: setup controlplane
@@ -35,15 +39,18 @@ lint: setup
 	$(BIN)/lint-imports
 
 unit: setup
-	$(BIN)/pytest tests -m "not integration and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest tests -m "not integration and not e2e and not payload" $(PYTEST_ARGS)
 
 integration: setup controlplane
 	$(BIN)/pytest tests -m "integration" $(PYTEST_ARGS)
 
-e2e: setup controlplane
+e2e: setup controlplane payload
 	$(BIN)/pytest tests -m "e2e" $(PYTEST_ARGS)
 
-test: lint controlplane
+test-payload: setup controlplane payload
+	$(BIN)/pytest tests -m "payload" $(PYTEST_ARGS)
+
+test: lint controlplane payload
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: setup controlplane

@@ -1,7 +1,8 @@
 """Shared fixtures: ONE real control plane per test session, a fresh namespace per test.
 
 Nothing fakes the Kubernetes API. When the control-plane binaries are missing the fixture fails
-loudly (it does not skip): run `make controlplane` or set KUBEBUILDER_ASSETS.
+loudly (it does not skip): run `make controlplane` or set KUBEBUILDER_ASSETS. The same holds for
+the real Windows payload (``real_payload``, tests marked ``payload``): run `make payload`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from wmco.payload import manifest as payload_manifest
+from wmco_sandbox import payloads
 from wmco_sandbox.controlplane import ControlPlane
 
 
@@ -25,6 +28,20 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane = ControlPlane(state_dir=state or tmp_path_factory.mktemp("controlplane"))
     with plane:
         yield plane
+
+
+@pytest.fixture(scope="session")
+def real_payload() -> payload_manifest.Manifest:
+    """The real payload ``make payload`` built for the pinned versions (fails if it is not built)."""
+    directory = payloads.cached_dir()
+    if not payloads.is_built(directory):
+        pytest.fail(
+            f"the real Windows payload is not built in {directory}: run `make payload` "
+            "(hack/payload/build.sh; about ten minutes on a cold machine). `make test` and "
+            "`make test-payload` build it first.",
+            pytrace=False,
+        )
+    return payload_manifest.load_manifest(directory)
 
 
 def admin_client(control_plane: ControlPlane) -> AsyncClient:

@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from wmco_sandbox import controlplane as cp
+from wmco_sandbox import payloads
 
 
 @click.group("controlplane")
@@ -71,6 +72,13 @@ NETWORK_HELP = (
 )
 
 
+PAYLOAD_CHOICE = click.Choice([choice.value for choice in payloads.Choice])
+PAYLOAD_HELP = (
+    "real: the Windows binaries `make payload` builds (built now if missing); generated: small "
+    "fake binaries; auto: real when it is built, else generated (the command says which)."
+)
+
+
 def _default_state(sub: str) -> Path:
     return cp.project_root() / ".sandbox" / sub if sub else cp.project_root() / ".sandbox"
 
@@ -85,12 +93,20 @@ def _default_state(sub: str) -> Path:
     help=NETWORK_HELP,
 )
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def demo(windows_build: str, network_profile: str, state_dir: Path | None) -> None:
+@click.option(
+    "--payload", type=PAYLOAD_CHOICE, default="auto", show_default=True, help=PAYLOAD_HELP
+)
+def demo(windows_build: str, network_profile: str, state_dir: Path | None, payload: str) -> None:
     """Run the seed's story on the sandbox; exit 0 only if every step held."""
     from wmco_sandbox import demo as demo_mod
 
     raise SystemExit(
-        demo_mod.main(state_dir or _default_state("demo"), windows_build, network_profile)
+        demo_mod.main(
+            state_dir or _default_state("demo"),
+            windows_build,
+            network_profile,
+            payloads.Choice(payload),
+        )
     )
 
 
@@ -111,12 +127,16 @@ def demo(windows_build: str, network_profile: str, state_dir: Path | None) -> No
     default=None,
     help="Default: .sandbox/ in the project.",
 )
+@click.option(
+    "--payload", type=PAYLOAD_CHOICE, default="auto", show_default=True, help=PAYLOAD_HELP
+)
 def up_sandbox(
     windows_nodes: int,
     byoh_hosts: int,
     windows_build: str,
     network_profile: str,
     state_dir: Path | None,
+    payload: str,
 ) -> None:
     """Start the sandbox and keep it up until Ctrl-C/SIGTERM.
 
@@ -127,6 +147,7 @@ def up_sandbox(
     from wmco_sandbox import up as up_mod
 
     try:
+        resolved = payloads.resolve(payloads.Choice(payload))
         asyncio.run(
             up_mod.run_up(
                 state_dir or _default_state(""),
@@ -134,7 +155,8 @@ def up_sandbox(
                 byoh_hosts,
                 windows_build,
                 network_profile,
+                resolved,
             )
         )
-    except up_mod.SandboxError as exc:
+    except (up_mod.SandboxError, payloads.PayloadError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -27,6 +27,7 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
 
 from wmco import names, userdata
+from wmco_sandbox import payloads
 from wmco_sandbox import progress as progress_mod
 from wmco_sandbox.sandbox import Sandbox, SandboxError
 
@@ -320,12 +321,23 @@ class Story:
 
 
 async def run_demo(
-    state_dir: Path, year: str, network_profile: str = "ovn-hybrid", out: TextIO = sys.stdout
+    state_dir: Path,
+    year: str,
+    network_profile: str = "ovn-hybrid",
+    out: TextIO = sys.stdout,
+    payload: payloads.Resolved | None = None,
 ) -> None:
     """Run the whole story; raise :class:`DemoFailure` at the first step that does not hold."""
-    out.write(f"Real:      {REAL}\nSimulated: {SIMULATED}\nNetwork:   {network_profile}\n\n")
+    payload = payload or payloads.resolve(payloads.Choice.GENERATED)
+    out.write(f"Real:      {REAL}\nSimulated: {SIMULATED}\nNetwork:   {network_profile}\n")
+    out.write(f"Payload:   {payload.reason}\n\n")
     started = time.monotonic()
-    async with Sandbox(state_dir, windows_year=year, network_profile=network_profile) as sandbox:
+    async with Sandbox(
+        state_dir,
+        windows_year=year,
+        network_profile=network_profile,
+        payload_dir=payload.directory,
+    ) as sandbox:
         story = Story(sandbox, out)
         await story.step("start the sandbox", _started(sandbox, started))
         await story.step("private key Secret -> user-data Secret", story.user_data)
@@ -349,10 +361,20 @@ def _started(sandbox: Sandbox, started: float) -> Callable[[], Awaitable[str]]:
     return check
 
 
-def main(state_dir: Path, year: str, network_profile: str = "ovn-hybrid") -> int:
+def main(
+    state_dir: Path,
+    year: str,
+    network_profile: str = "ovn-hybrid",
+    payload: payloads.Choice = payloads.Choice.AUTO,
+) -> int:
     """Entry point of ``wmco sandbox demo``; the exit status."""
     try:
-        asyncio.run(run_demo(state_dir, year, network_profile))
+        resolved = payloads.resolve(payload)
+    except payloads.PayloadError as exc:
+        sys.stderr.write(f"demo FAILED: {exc}\n")
+        return 1
+    try:
+        asyncio.run(run_demo(state_dir, year, network_profile, payload=resolved))
     except DemoFailure as exc:
         sys.stderr.write(
             f"demo FAILED: {exc}\n(logs: {state_dir}/operator.log, {state_dir}/controlplane/logs)\n"

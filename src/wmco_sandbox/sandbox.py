@@ -8,8 +8,9 @@
 2. the operator's install manifests, built with kustomize from ``deploy/`` as users build them
    (``ovn-hybrid``: ``overlays/openshift``; ``hostprocess``: ``overlays/kubernetes`` with the
    ``machine-api`` component, since the sandbox runs its simulated Machine API either way) and
-   applied with server-side apply, minus the Deployment and the metrics Service; a generated
-   payload, and the private key Secret ``cloud-private-key``;
+   applied with server-side apply, minus the Deployment and the metrics Service; the payload (the
+   real one ``make payload`` built, or a generated one: :mod:`wmco_sandbox.payloads`), and the
+   private key Secret ``cloud-private-key``;
 3. the operator itself, as its own process (``wmco run``) with the Deployment's environment,
    authenticated with its ServiceAccount's token, so it has exactly the rights the built
    manifests give it, never admin; the sandbox is up once it has written the user-data Secret.
@@ -178,7 +179,20 @@ class Sandbox:
         operator_env: dict[str, str] | None = None,
         reboot_seconds: float = 1.0,
         network_profile: str = OVN_HYBRID,
+        payload_dir: Path | None = None,
     ) -> None:
+        """Describe a sandbox; nothing starts before ``async with``.
+
+        Args:
+            state_dir: Where the control plane, logs, kubeconfigs and state go.
+            windows_year: Windows Server release of the hosts.
+            ssh_port: The hosts' SSH port.
+            operator_env: Extra ``WMCO_*`` settings for the operator.
+            reboot_seconds: How long a simulated reboot takes.
+            network_profile: ``ovn-hybrid`` or ``hostprocess``.
+            payload_dir: A payload folder (``manifest.json`` and files) for the operator to copy
+                to hosts; ``None`` generates a small fake one in ``state_dir``.
+        """
         if network_profile not in NETWORK_PROFILES:
             raise SandboxError(
                 f"network profile {network_profile!r} is not one of {', '.join(NETWORK_PROFILES)}"
@@ -188,6 +202,7 @@ class Sandbox:
         self.windows_year = windows_year
         self.ssh_port = ssh_port
         self.operator_env = operator_env or {}
+        self.payload_dir = payload_dir
         self.plane = cp.ControlPlane(state_dir=self.state_dir / "controlplane")
         self.cloud = cloud_mod.SimulatedCloud(ssh_port=ssh_port, reboot_seconds=reboot_seconds)
         self.client: AsyncClient | None = None
@@ -246,8 +261,10 @@ class Sandbox:
             self.plane.kubeconfig,
             deploy.without(self.manifests, ("Deployment", "Service")),
         )
-        payload_dir = self.state_dir / "payload"
-        payload_manifest.generate_test_payload(payload_dir, version="sandbox")
+        payload_dir = self.payload_dir
+        if payload_dir is None:
+            payload_dir = self.state_dir / "payload"
+            payload_manifest.generate_test_payload(payload_dir, version="sandbox")
         self.private_key_pem = generate_private_key_pem()
         await self.kube.create(
             Secret(

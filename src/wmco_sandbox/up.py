@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from wmco_sandbox import payloads
 from wmco_sandbox import progress as progress_mod
 from wmco_sandbox.sandbox import Sandbox, SandboxError
 
@@ -14,9 +15,15 @@ __all__ = ["SandboxError", "run_up"]
 
 
 async def run_up(
-    state_dir: Path, windows_nodes: int, byoh_hosts: int, year: str, network_profile: str
+    state_dir: Path,
+    windows_nodes: int,
+    byoh_hosts: int,
+    year: str,
+    network_profile: str,
+    payload: payloads.Resolved | None = None,
 ) -> None:
     """Start, converge to ``windows_nodes + byoh_hosts`` Ready nodes, then wait for a signal."""
+    payload = payload or payloads.resolve(payloads.Choice.GENERATED)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -24,8 +31,14 @@ async def run_up(
     out = sys.stderr
     out.write(
         f"starting the sandbox in {state_dir} (Windows Server {year}, network {network_profile}) ...\n"
+        f"payload: {payload.reason}\n"
     )
-    async with Sandbox(state_dir, windows_year=year, network_profile=network_profile) as sandbox:
+    async with Sandbox(
+        state_dir,
+        windows_year=year,
+        network_profile=network_profile,
+        payload_dir=payload.directory,
+    ) as sandbox:
         out.write(f"control plane: {sandbox.plane.server}\nkubeconfig: {sandbox.kubeconfig}\n")
         view = progress_mod.ProgressView(out)
         await sandbox.apply_machineset(windows_nodes)

@@ -36,6 +36,8 @@ def test_sandbox_up_writes_its_state_and_stops_cleanly(tmp_path: Path) -> None:
                 "1",
                 "--state-dir",
                 str(state),
+                "--payload",
+                "generated",
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -68,6 +70,7 @@ def test_sandbox_up_writes_its_state_and_stops_cleanly(tmp_path: Path) -> None:
         assert len(nodes) == 2, nodes
         output = log.read_text()
         assert "READY" in output and "SSH" in output  # the live progress table
+        assert "payload: generated (small fake binaries)" in output
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert not (state / "ready").exists()

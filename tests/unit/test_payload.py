@@ -24,6 +24,15 @@ def test_generated_payload_is_complete_and_verifies(tmp_path: pathlib.Path) -> N
     assert kubelet.destination == "C:\\k\\kubelet.exe"
     assert kubelet.source == tmp_path / "kubelet.exe"
     assert 2900 <= kubelet.source.stat().st_size <= 3000
+    assert kubelet.size == kubelet.source.stat().st_size
+    document = json.loads((tmp_path / manifest.MANIFEST_NAME).read_text())
+    assert document["files"][0] == {
+        "name": "kubelet.exe",
+        "destination": "C:\\k\\kubelet.exe",
+        "version": "v1.36.2",
+        "size": kubelet.size,
+        "sha256": kubelet.sha256,
+    }
     assert kubelet.source.read_bytes().startswith(b"MZ WMCO-FAKE-BINARY kubelet.exe v1.36.2")
     assert manifest.load_and_verify(tmp_path) == loaded
     assert "C:\\k\\containerd" in loaded.destination_directories
@@ -37,13 +46,20 @@ def test_generation_is_deterministic_and_versions_differ(tmp_path: pathlib.Path)
     assert a.by_name("kubelet.exe").sha256 != c.by_name("kubelet.exe").sha256
 
 
-def test_verify_reports_missing_and_changed_files(tmp_path: pathlib.Path) -> None:
+def test_verify_reports_missing_resized_and_changed_files(tmp_path: pathlib.Path) -> None:
     loaded = manifest.generate_test_payload(tmp_path)
-    (tmp_path / "kubelet.exe").write_bytes(b"tampered")
+    kubelet = tmp_path / "kubelet.exe"
+    kubelet.write_bytes(b"tampered")
+    same_size = tmp_path / "windows_exporter.exe"
+    same_size.write_bytes(b"X" * same_size.stat().st_size)
     (tmp_path / "kube-proxy.exe").unlink()
     problems = manifest.verify(loaded)
-    assert len(problems) == 2
-    assert any("kubelet.exe" in p and "sha256" in p for p in problems)
+    assert len(problems) == 3
+    assert (
+        f"payload file 'kubelet.exe' has 8 bytes, manifest says {loaded.by_name('kubelet.exe').size}"
+        in problems
+    )
+    assert any("windows_exporter.exe" in p and "sha256" in p for p in problems)
     assert any("kube-proxy.exe" in p and "missing" in p for p in problems)
     with pytest.raises(manifest.PayloadError, match=r"kube-proxy\.exe"):
         manifest.load_and_verify(tmp_path)
@@ -53,7 +69,13 @@ def write(tmp_path: pathlib.Path, document: object) -> None:
     (tmp_path / manifest.MANIFEST_NAME).write_text(json.dumps(document))
 
 
-GOOD = {"name": "a.exe", "destination": "C:\\k\\a.exe", "sha256": "a" * 64, "version": "1"}
+GOOD = {
+    "name": "a.exe",
+    "destination": "C:\\k\\a.exe",
+    "sha256": "a" * 64,
+    "version": "1",
+    "size": 10,
+}
 
 
 @pytest.mark.parametrize(
@@ -67,6 +89,10 @@ GOOD = {"name": "a.exe", "destination": "C:\\k\\a.exe", "sha256": "a" * 64, "ver
         ({**GOOD, "destination": "C:\\k\\"}, "name a file"),
         ({**GOOD, "sha256": "xyz"}, "64 hex"),
         ({**GOOD, "version": 3}, "version"),
+        ({k: v for k, v in GOOD.items() if k != "size"}, "'size' must be a byte count"),
+        ({**GOOD, "size": -1}, "'size' must be a byte count"),
+        ({**GOOD, "size": "10"}, "'size' must be a byte count"),
+        ({**GOOD, "size": True}, "'size' must be a byte count"),
     ],
 )
 def test_bad_entries_are_refused(

@@ -3,21 +3,25 @@ r"""The payload: a folder of files for Windows hosts, described by ``manifest.js
 ``manifest.json``::
 
     {
-      "version": "1.36.2-wmco.1",
+      "version": "kubernetes-v1.37.2_containerd-v2.2.9_...",
       "files": [
         {"name": "kubelet.exe", "destination": "C:\\k\\kubelet.exe",
-         "sha256": "<64 hex>", "version": "v1.36.2"},
+         "version": "v1.37.2", "size": 97869312, "sha256": "<64 hex>"},
         ...
       ]
     }
 
 ``name`` is the file's path relative to the folder (``/`` separated); ``destination`` the absolute
-Windows path on the host; ``sha256`` the lower-case digest of the file's bytes (the host's
+Windows path on the host; ``version`` the version of the module the program was built from;
+``size`` the file's length in bytes; ``sha256`` the lower-case digest of its bytes (the host's
 ``Get-FileHash`` is compared with it, so an unchanged file is never copied twice). The operator
-refuses to start with a payload whose files are missing or differ from the manifest.
+refuses to start with a payload whose files are missing or differ from the manifest in size or
+digest.
 
-:func:`generate_test_payload` writes a small fake payload (a few KB per file) for tests and the
-sandbox.
+The real payload is built by ``hack/payload/build.sh`` (``make payload``) into
+``~/.cache/wmco/payload/<versions>/``; the container image carries it at ``/payload``.
+:func:`generate_test_payload` writes a small fake payload (a few KB per file) for fast unit tests
+and the sandbox's ``--payload generated``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ class PayloadFile:
         name: Path relative to the payload folder, ``/`` separated.
         destination: Absolute Windows path on the host.
         sha256: Lower-case hex digest of the content.
-        version: The component's version (informational).
+        version: The component's version (the module it was built from).
+        size: Length of the content in bytes.
         source: Absolute local path of the file.
     """
 
@@ -55,6 +60,7 @@ class PayloadFile:
     destination: str
     sha256: str
     version: str
+    size: int
     source: pathlib.Path
 
 
@@ -126,11 +132,15 @@ def _entry(directory: pathlib.Path, raw: Any, index: int) -> PayloadFile:
     version = raw.get("version", "")
     if not isinstance(version, str):
         raise PayloadError(f"manifest file {name!r}: 'version' must be a string")
+    size = raw.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise PayloadError(f"manifest file {name!r}: 'size' must be a byte count (an integer >= 0)")
     return PayloadFile(
         name=name,
         destination=destination,
         sha256=sha256.lower(),
         version=version,
+        size=size,
         source=directory.joinpath(*name.split("/")),
     )
 
@@ -167,15 +177,22 @@ def load_manifest(directory: pathlib.Path) -> Manifest:
 
 
 def verify(manifest: Manifest) -> list[str]:
-    """Check every file exists and matches its digest.
+    """Check every file exists and matches its size and digest.
 
     Returns:
-        One message per problem (missing file, digest mismatch); empty when the payload is sound.
+        One message per problem (missing file, size or digest mismatch); empty when the payload
+        is sound.
     """
     problems: list[str] = []
     for item in manifest.files:
         if not item.source.is_file():
             problems.append(f"payload file {item.name!r} is missing ({item.source})")
+            continue
+        size = item.source.stat().st_size
+        if size != item.size:
+            problems.append(
+                f"payload file {item.name!r} has {size} bytes, manifest says {item.size}"
+            )
             continue
         actual = sha256_file(item.source)
         if actual != item.sha256:
@@ -201,7 +218,7 @@ def load_and_verify(directory: pathlib.Path) -> Manifest:
 def write_manifest(
     directory: pathlib.Path, entries: Iterable[tuple[str, str, str]], *, version: str
 ) -> Manifest:
-    """Write ``manifest.json`` for files already in ``directory``, computing their digests.
+    """Write ``manifest.json`` for files already in ``directory``, computing sizes and digests.
 
     Args:
         directory: The payload folder.
@@ -211,15 +228,16 @@ def write_manifest(
     Returns:
         The loaded manifest.
     """
-    files: list[dict[str, str]] = []
+    files: list[dict[str, str | int]] = []
     for name, destination, file_version in entries:
         source = directory.joinpath(*name.split("/"))
         files.append(
             {
                 "name": name,
                 "destination": destination,
-                "sha256": sha256_file(source),
                 "version": file_version,
+                "size": source.stat().st_size,
+                "sha256": sha256_file(source),
             }
         )
     document = {"version": version, "files": files}
@@ -245,8 +263,13 @@ TEST_PAYLOAD_FILES: Final[Sequence[tuple[str, str, str]]] = (
 )
 """The files of the generated test payload: ``(name, destination, component version)``.
 
-Binaries only: the configuration files (containerd's among them) are generated by the operator
+The real payload (``hack/payload/build.sh``) has the same names and destinations plus
+``csi-proxy.exe`` (:data:`REAL_PAYLOAD_ONLY`), with the versions it pins. Binaries only: the configuration files (containerd's among them) are generated by the operator
 for each node (``wmco.windows.configfiles``)."""
+
+
+REAL_PAYLOAD_ONLY: Final[Sequence[tuple[str, str]]] = (("csi-proxy.exe", "C:\\k\\csi-proxy.exe"),)
+"""``(name, destination)`` of the real payload's files the generated one does not fake."""
 
 
 def fake_binary(name: str, version: str, size: int) -> bytes:

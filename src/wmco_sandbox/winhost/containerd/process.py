@@ -13,9 +13,15 @@ process offers the kubelet :class:`~wmco_sandbox.winhost.core.processes.CriRunti
 
 Log lines are logrus text (``time="..." level=info msg="..." key=value``), filtered by
 ``--log-level``, written both to the service log (``env.log``) and appended to ``--log-file``.
-The release simulated is read from the binary's header written by the sandbox payload
-(``WMCO-FAKE-BINARY containerd.exe v1.7.27...``), 1.7.27 when there is none: it decides
-which configuration versions load.
+The release simulated is the one the image is, as the real binary knows its own: for a real
+``containerd.exe`` (a Go binary, whose build information the disk reads even when it keeps only
+the digest of a big file) the version of the ``github.com/containerd/containerd/v2`` (or, for
+1.x, ``github.com/containerd/containerd``) module it was built from; ``hack/payload/build.sh``
+stamps ``version.Version`` with exactly that, so it is what the real one reports. For the fake
+binaries of the generated payload it is read from their header (``WMCO-FAKE-BINARY
+containerd.exe v1.7.27...``); 1.7.27 when there is neither. It decides which configuration
+versions load. The revision logged is the stamped one: empty for a real binary (the module proxy
+gives no commit), a fixed commit for a fake one.
 """
 
 from __future__ import annotations
@@ -95,12 +101,22 @@ def parse_argv(argv: list[str]) -> dict[str, str]:
     return flags
 
 
-def _binary_version(data: bytes | None) -> str:
+_MODULES = ("github.com/containerd/containerd/v2", "github.com/containerd/containerd")
+
+
+def _binary_version(env: ProgramEnvironment, image: str) -> tuple[str, str]:
+    """The release and revision of the containerd image at ``image``."""
+    info = env.disk.build_info(image) if image else None
+    for path in _MODULES:
+        module = info.module(path) if info is not None else None
+        if module is not None:
+            return module.effective.version, ""
+    data = env.read_file(image) if image else None
     match = re.search(rb"WMCO-FAKE-BINARY containerd(?:\.exe)? (v?\d+\.\d+\.\d+)", data or b"")
     if match is None:
-        return DEFAULT_VERSION
+        return DEFAULT_VERSION, _REVISION
     version = match.group(1).decode()
-    return version if version.startswith("v") else f"v{version}"
+    return (version if version.startswith("v") else f"v{version}"), _REVISION
 
 
 class ContainerdFactory:
@@ -127,6 +143,7 @@ class SimulatedContainerd:
 
     Attributes:
         version: The containerd release simulated.
+        revision: The commit it says it was built from.
         config: The loaded configuration (after ``start()``).
     """
 
@@ -140,6 +157,7 @@ class SimulatedContainerd:
         self._log_file: str | None = None
         self._cri: containerd_sandboxes.CriService | None = None
         self.version = DEFAULT_VERSION
+        self.revision = _REVISION
         self.config: containerd_config.ContainerdConfig | None = None
 
     # ------------------------------------------------------------------------------ logging
@@ -182,7 +200,7 @@ class SimulatedContainerd:
                 "(containerd was started as a service without --run-service)"
             )
         image = self._argv[0] if self._argv and not self._argv[0].startswith("-") else ""
-        self.version = _binary_version(self._env.read_file(image) if image else None)
+        self.version, self.revision = _binary_version(self._env, image)
         path = flags.get("config", DEFAULT_CONFIG)
         data = self._env.read_file(path)
         if data is None and "config" not in flags:
@@ -194,7 +212,9 @@ class SimulatedContainerd:
                 self.log(lvl, message, {})
             self._fail(err.message)
         self.config = config
-        self.log("info", "starting containerd", {"revision": _REVISION, "version": self.version})
+        self.log(
+            "info", "starting containerd", {"revision": self.revision, "version": self.version}
+        )
         for warning in config.warnings:
             self.log("warning", warning, {})
         if config.cri is None:
@@ -223,6 +243,10 @@ class SimulatedContainerd:
         if self._cri is None:
             raise CriError(containerd_sandboxes.NO_CRI)
         return self._cri
+
+    def runtime_version(self) -> str:
+        """The release simulated, as the CRI ``Version`` call reports it."""
+        return self.version
 
     def status(self) -> CriStatus:
         """RuntimeReady and NetworkReady, evaluated now."""

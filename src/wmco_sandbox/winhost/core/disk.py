@@ -4,7 +4,9 @@ A tree of directories and files under ``C:\\``, case-insensitive but case-preser
 Files keep their bytes, or, in "sink" mode, only size + SHA-256 once they grow past a threshold,
 so that hundreds of hosts receiving the same 100 MB payloads fit in memory. A capacity limit
 makes writes fail like a full disk. An archive written in sink mode is scanned while it streams
-in (see :mod:`tarstream`) so that ``tar -xzf`` can still unpack it.
+in (see :mod:`tarstream`) so that ``tar -xzf`` can still unpack it, and a Windows executable
+(``MZ``) for its Go build information (see :mod:`gobuildinfo`) so that a simulated program knows
+which release its image is (:meth:`VirtualDisk.build_info`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wmco_sandbox.winhost.core import gobuildinfo
 from wmco_sandbox.winhost.core.faults import Faults
 from wmco_sandbox.winhost.core.tarstream import TarError, TarMember, TarScanner
 
 __all__ = ["DirNode", "DiskError", "FileNode", "FileWriter", "VirtualDisk", "WinPath"]
 
 _BAD_CHARS = set('<>"|?*') | {chr(c) for c in range(32)}
+_PE_MAGIC = b"MZ"
 
 WinPath = tuple[str, ...]
 """A normalised absolute path: the components under ``C:\\`` (display case)."""
@@ -55,6 +59,7 @@ class FileNode:
         acl_grants: Explicit grants (lower-case ``principal:perm``).
         members: Manifest of a sunk ``.tar.gz`` (None if not an archive or not scanned).
         tar_error: The scan error of a sunk archive.
+        build_info: The Go build information of a sunk executable (None if it has none).
         mtime: Last write time (UNIX seconds).
     """
 
@@ -65,6 +70,7 @@ class FileNode:
     acl_grants: frozenset[str] = frozenset()
     members: list[TarMember] | None = None
     tar_error: str | None = None
+    build_info: gobuildinfo.BuildInfo | None = None
     mtime: float = field(default_factory=time.time)
 
     @property
@@ -221,6 +227,15 @@ class VirtualDisk:
             return bytes(node.data)
         return None
 
+    def build_info(self, path: str) -> gobuildinfo.BuildInfo | None:
+        """The Go build information of an executable (kept whole or sunk); None if it has none."""
+        node = self.get(path)
+        if not isinstance(node, FileNode):
+            return None
+        if node.data is None:
+            return node.build_info
+        return gobuildinfo.parse(bytes(node.data)) if node.data[:2] == _PE_MAGIC else None
+
     def parent_dir(self, parts: WinPath, path: str) -> DirNode:
         """The existing directory holding ``parts``.
 
@@ -320,6 +335,8 @@ class VirtualDisk:
                 scanner = TarScanner(keep_limit=self.sink_threshold)
                 scanner.feed(data)
                 self._attach_manifest(node, scanner)
+            elif data[:2] == _PE_MAGIC:
+                node.build_info = gobuildinfo.parse(data)
         else:
             node.data = bytearray(data)
 
@@ -431,7 +448,7 @@ class VirtualDisk:
             if truncate:
                 self.used -= node.size
                 node.data, node.size, node.digest, node.members = bytearray(), 0, None, None
-                node.tar_error = None
+                node.tar_error, node.build_info = None, None
         else:
             if not create:
                 raise DiskError("notfound", path)
@@ -443,8 +460,8 @@ class VirtualDisk:
 class FileWriter:
     """Writes at offsets into a file; switches to sink mode past the threshold.
 
-    In sink mode contiguous data is hashed (and scanned if it is a gzip stream) as it arrives;
-    out-of-order blocks wait in a small reorder buffer.
+    In sink mode contiguous data is hashed (and scanned if it is a gzip stream or a Windows
+    executable) as it arrives; out-of-order blocks wait in a small reorder buffer.
     """
 
     def __init__(self, disk: VirtualDisk, node: FileNode) -> None:
@@ -452,6 +469,7 @@ class FileWriter:
         self.node = node
         self._hasher: object | None = None
         self._scanner: TarScanner | None = None
+        self._build_info: gobuildinfo.BuildInfoScanner | None = None
         self._next = 0
         self._waiting: dict[int, bytes] = {}
 
@@ -484,6 +502,8 @@ class FileWriter:
         self._hasher = hashlib.sha256()
         if data[:2] == b"\x1f\x8b":
             self._scanner = TarScanner(keep_limit=self.disk.sink_threshold)
+        elif data[:2] == _PE_MAGIC:
+            self._build_info = gobuildinfo.BuildInfoScanner()
         self._next = 0
         self._feed(0, data)
 
@@ -496,6 +516,8 @@ class FileWriter:
             self._hasher.update(chunk)  # type: ignore[union-attr]
             if self._scanner is not None:
                 self._scanner.feed(chunk)
+            if self._build_info is not None and not self._build_info.done:
+                self._build_info.feed(chunk)
             self._next += len(chunk)
 
     def close(self) -> None:
@@ -507,3 +529,5 @@ class FileWriter:
             node.digest = self._hasher.digest()  # type: ignore[attr-defined]
             if self._scanner is not None:
                 VirtualDisk._attach_manifest(node, self._scanner)
+            if self._build_info is not None:
+                node.build_info = self._build_info.result

@@ -154,6 +154,10 @@ class CriRuntime(Protocol):
         """RuntimeReady and NetworkReady, evaluated now (config files are read on demand)."""
         ...
 
+    def runtime_version(self) -> str:
+        """The ``runtimeVersion`` of the CRI ``Version`` call (containerd's release, ``v2.2.9``)."""
+        ...
+
     async def run_pod_sandbox(self, request: PodSandboxRequest) -> PodSandbox:
         """Create the pod's sandbox and network; raise :class:`CriError` the way containerd does."""
         ...

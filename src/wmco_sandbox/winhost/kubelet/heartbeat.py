@@ -21,6 +21,7 @@ the process cancels them between two requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, cast
 
 import httpx2
@@ -172,6 +173,10 @@ class NodeStatusController:
         logged_at = -float("inf")
         while True:
             health = kubelet_runtime.check(self._k.env)
+            if health.runtime_version is not None:
+                runtime = f"containerd://{health.runtime_version.lstrip('v')}"
+                if runtime != self._host.containerd_version:
+                    self._host = dataclasses.replace(self._host, containerd_version=runtime)
             changed = (health.runtime_up, health.network_ready) != (
                 state.runtime_up,
                 state.network_ready,

@@ -95,7 +95,8 @@ class SimulatedKubelet:
             for the kubelet API); a change triggers an immediate status update.
         client_cert_timeout: Exit when no client certificate was obtained for this long while
             the API server answers (the kubelet's 5-minute rule).
-        kubelet_version: ``nodeInfo.kubeletVersion`` (default: the API server's gitVersion).
+        kubelet_version: ``nodeInfo.kubeletVersion`` (default: the version the image was built
+            at, from its Go build information; for an image without one, the API server's).
         containerd_version: The containerd version (``nodeInfo.containerRuntimeVersion``).
         capacity: ``cpu``, ``memory`` and ``ephemeral-storage`` capacity of the host.
         boot_id: ``nodeInfo.bootID``.
@@ -201,6 +202,8 @@ class SimulatedKubelet:
             self._fail_start(f"command failed: {err}")
         self.options = opts
         self._log.verbosity = opts.verbosity
+        if self._kubelet_version is None:
+            self._kubelet_version = self._image_version()
         timings = kubelet_context.Timings(
             lease_renew_interval=self._lease_renew_interval or 0.25 * opts.lease_duration_seconds,
             status_interval=self._status_interval or opts.status_update_frequency,
@@ -226,6 +229,17 @@ class SimulatedKubelet:
             return
         self._prepare_credentials(opts)
         self._main = asyncio.create_task(self._run(), name=f"kubelet-{opts.node_name}")
+
+    def _image_version(self) -> str | None:
+        """The version a real kubelet image was built at (its ``k8s.io/kubernetes`` module).
+
+        ``hack/payload/build.sh`` stamps ``gitVersion`` with exactly that version. ``None`` for
+        an image without Go build information (a fake binary): the API server's is used then.
+        """
+        image = self._argv[0] if self._argv and not self._argv[0].startswith("-") else ""
+        info = self._env.disk.build_info(image) if image else None
+        module = info.module("k8s.io/kubernetes") if info is not None else None
+        return module.effective.version if module is not None else None
 
     def _fail_start(self, message: str) -> NoReturn:
         self._log.error("run.go", message)

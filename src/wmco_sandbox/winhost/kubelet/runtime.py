@@ -10,6 +10,9 @@ may start (``kubelet-windows.md`` §3.2, ``windows-networking.md`` §0, §4):
   reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not
   initialized``. Only hostNetwork pods start then; others get the ``NetworkNotReady`` event.
 
+The same check asks the CRI ``Version`` (``nodeInfo.containerRuntimeVersion`` is
+``containerd://<version without the v>``, from the running containerd, not from configuration).
+
 A real kubelet calls the runtime down only after the CRI has failed to answer for 2 minutes
 (``baseRuntimeSyncThreshold``); the simulation says so at the next check (an approximation).
 """
@@ -33,10 +36,12 @@ class RuntimeHealth:
     Attributes:
         runtime_error: Why the runtime is not ready, or ``None``.
         network_error: Why the pod network is not ready, or ``None``.
+        runtime_version: What the CRI ``Version`` call answered (``None`` when no CRI answers).
     """
 
     runtime_error: str | None
     network_error: str | None
+    runtime_version: str | None = None
 
     @property
     def runtime_up(self) -> bool:
@@ -62,17 +67,19 @@ def check(env: KubeletEnvironment) -> RuntimeHealth:
     cri = env.cri()
     if cri is None:
         return RuntimeHealth(RUNTIME_DOWN, None)
-    status = cri.status()
+    status, version = cri.status(), cri.runtime_version()
     if not status.runtime_ready:
         return RuntimeHealth(
             f"container runtime not ready: RuntimeReady=false reason:{status.network_reason} "
             f"message:{status.network_message}",
             None,
+            version,
         )
     if not status.network_ready:
         return RuntimeHealth(
             None,
             "container runtime network not ready: NetworkReady=false "
             f"reason:{status.network_reason} message:{status.network_message}",
+            version,
         )
-    return RuntimeHealth(None, None)
+    return RuntimeHealth(None, None, version)

@@ -41,7 +41,7 @@ lint: setup
 unit: setup
 	$(BIN)/pytest tests -m "not integration and not e2e and not payload" $(PYTEST_ARGS)
 
-integration: setup controlplane
+integration: setup controlplane bundle-validator
 	$(BIN)/pytest tests -m "integration" $(PYTEST_ARGS)
 
 e2e: setup controlplane payload
@@ -50,7 +50,8 @@ e2e: setup controlplane payload
 test-payload: setup controlplane payload
 	$(BIN)/pytest tests -m "payload" $(PYTEST_ARGS)
 
-test: lint controlplane payload
+# Slow builds first (cached by version), so that no test waits on one.
+test: lint controlplane payload bundle-validator
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: setup controlplane

@@ -57,6 +57,7 @@ from wmco import csr, kube, names
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
+from wmco.runtime import metrics as metrics_mod
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class CsrReconciler:
         csrs: informer_mod.Informer[CertificateSigningRequest],
         tokens: informer_mod.Informer[Secret],
         nodes: informer_mod.Informer[Node],
+        metrics: metrics_mod.Metrics | None = None,
     ) -> None:
         """Create the reconciler.
 
@@ -232,12 +234,14 @@ class CsrReconciler:
             csrs: Informer of every CSR.
             tokens: Informer of our bootstrap token Secrets.
             nodes: Informer of the Windows Nodes.
+            metrics: Where approvals and refusals are counted (by reason code).
         """
         self._client = client
         self._recorder = recorder
         self._csrs = csrs
         self._tokens = tokens
         self._nodes = nodes
+        self._metrics = metrics
 
     def cached_knowledge(self) -> csr.Knowledge:
         """What the operator knows according to the informers' caches."""
@@ -265,6 +269,8 @@ class CsrReconciler:
         if not await set_decision(self._client, fresh, decision):
             return None
         approved = decision.verdict is csr.Verdict.APPROVE
+        if self._metrics is not None:
+            self._metrics.csr_decided(approved=approved, reason=decision.code.value)
         log.info(
             "CSR %s (%s, requested by %s) %s: %s",
             key,
@@ -335,7 +341,7 @@ def setup(
     csrs = manager.informer(CertificateSigningRequest)
     tokens = manager.informer(Secret, namespace=names.KUBE_SYSTEM_NAMESPACE, labels=TOKEN_LABELS)
     nodes = manager.informer(Node, labels=WINDOWS_NODE_LABELS)
-    reconciler = CsrReconciler(manager.client, recorder, csrs, tokens, nodes)
+    reconciler = CsrReconciler(manager.client, recorder, csrs, tokens, nodes, manager.metrics)
     controller = manager.controller(CONTROLLER_NAME, reconciler)
 
     def pending_csrs(obj: Any) -> Iterable[str]:

@@ -1,5 +1,6 @@
 # Every target runs from a fresh checkout: `setup` makes the virtualenv, `controlplane` builds the
-# real Kubernetes binaries (cached under ~/.cache/wmco, keyed by version).
+# real Kubernetes binaries and `prometheus` promtool and the prometheus-operator CRDs (cached
+# under ~/.cache/wmco, keyed by version).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup controlplane lint unit integration e2e test demo clean
+.PHONY: setup controlplane prometheus lint unit integration e2e test demo clean
 
 setup: $(STAMP)
 
@@ -20,22 +21,26 @@ $(STAMP): pyproject.toml
 controlplane: setup
 	hack/controlplane/build.sh
 
+# promtool and the prometheus-operator CRDs (ServiceMonitor, PrometheusRule), from their Go modules.
+prometheus:
+	hack/prometheus/build.sh
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: setup
+unit: setup prometheus
 	$(BIN)/pytest tests -m "not integration and not e2e" $(PYTEST_ARGS)
 
-integration: setup controlplane
+integration: setup controlplane prometheus
 	$(BIN)/pytest tests -m "integration" $(PYTEST_ARGS)
 
 e2e: setup controlplane
 	$(BIN)/pytest tests -m "e2e" $(PYTEST_ARGS)
 
-test: lint controlplane
+test: lint controlplane prometheus
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: setup controlplane

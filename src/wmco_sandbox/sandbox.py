@@ -232,7 +232,11 @@ class Sandbox:
         )
         await self._start_network()
         deploy = cp.project_root() / "deploy"
-        for manifest in ("namespace.yaml", "rbac.yaml"):
+        for manifest in (
+            "namespace.yaml",
+            "rbac.yaml",
+            "monitoring/windows-exporter-ca-secret.yaml",
+        ):
             self.plane.kubectl("apply", "-f", str(deploy / manifest))
         payload_dir = self.state_dir / "payload"
         payload_manifest.generate_test_payload(payload_dir, version="sandbox")

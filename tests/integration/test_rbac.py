@@ -276,3 +276,61 @@ def test_reading_the_network_configuration_is_allowed_and_absent_here(as_operato
     assert answer.returncode != 0
     assert "NotFound" in answer.stderr or "not found" in answer.stderr.lower(), answer.stderr
     assert "forbidden" not in answer.stderr.lower()
+
+
+# --- Issue 10 (mon): the monitoring objects in the operator's namespace --------------------------
+
+MONITORING = "monitoring.coreos.com"
+DISCOVERY = "discovery.k8s.io"
+EXPORTER = "windows-exporter"
+
+MONITORING_ALLOWED: list[Check] = [
+    ("update", "secrets", OPERATOR_NS, {"name": "windows-exporter-ca"}),
+    ("get", "services", OPERATOR_NS, {"name": EXPORTER}),
+    ("list", "services", OPERATOR_NS, {}),
+    ("watch", "services", OPERATOR_NS, {}),
+    ("create", "services", OPERATOR_NS, {}),
+    ("update", "services", OPERATOR_NS, {"name": EXPORTER}),
+    ("delete", "services", OPERATOR_NS, {"name": EXPORTER}),
+    ("list", "endpointslices", OPERATOR_NS, {"group": DISCOVERY}),
+    ("watch", "endpointslices", OPERATOR_NS, {"group": DISCOVERY}),
+    ("create", "endpointslices", OPERATOR_NS, {"group": DISCOVERY}),
+    ("update", "endpointslices", OPERATOR_NS, {"group": DISCOVERY, "name": EXPORTER}),
+    ("list", "servicemonitors", OPERATOR_NS, {"group": MONITORING}),
+    ("watch", "servicemonitors", OPERATOR_NS, {"group": MONITORING}),
+    ("create", "servicemonitors", OPERATOR_NS, {"group": MONITORING}),
+    ("update", "servicemonitors", OPERATOR_NS, {"group": MONITORING, "name": EXPORTER}),
+]
+
+MONITORING_FORBIDDEN: list[Check] = [
+    # Creating Secrets stays forbidden (a service-account-token Secret would mint tokens).
+    ("create", "secrets", OPERATOR_NS, {}),
+    ("delete", "secrets", OPERATOR_NS, {"name": "windows-exporter-ca"}),
+    ("update", "secrets", OPERATOR_NS, {"name": "cloud-private-key"}),
+    ("patch", "secrets", OPERATOR_NS, {"name": "windows-exporter-ca"}),
+    ("update", "services", OPERATOR_NS, {"name": "other"}),
+    ("delete", "services", OPERATOR_NS, {"name": "other"}),
+    ("create", "services", "default", {}),
+    ("update", "endpointslices", OPERATOR_NS, {"group": DISCOVERY, "name": "other"}),
+    ("delete", "endpointslices", OPERATOR_NS, {"group": DISCOVERY, "name": EXPORTER}),
+    ("create", "endpointslices", "default", {"group": DISCOVERY}),
+    ("update", "servicemonitors", OPERATOR_NS, {"group": MONITORING, "name": "other"}),
+    ("delete", "servicemonitors", OPERATOR_NS, {"group": MONITORING, "name": EXPORTER}),
+    ("create", "servicemonitors", "default", {"group": MONITORING}),
+    ("create", "prometheusrules", OPERATOR_NS, {"group": MONITORING}),
+    ("create", "endpoints", OPERATOR_NS, {}),
+]
+
+
+@pytest.mark.parametrize("check", MONITORING_ALLOWED, ids=_id)
+def test_operator_may_keep_its_monitoring_objects(applied: ControlPlane, check: Check) -> None:
+    verb, resource, namespace, extra = check
+    assert can_i(applied, verb, resource, namespace, **extra), f"the operator needs: {_id(check)}"
+
+
+@pytest.mark.parametrize("check", MONITORING_FORBIDDEN, ids=_id)
+def test_operator_may_not_touch_other_monitoring_objects(
+    applied: ControlPlane, check: Check
+) -> None:
+    verb, resource, namespace, extra = check
+    assert not can_i(applied, verb, resource, namespace, **extra), f"must not: {_id(check)}"

@@ -7,6 +7,7 @@ registry exposes the ``wmco_*`` families with bounded labels.
 
 from __future__ import annotations
 
+import base64
 import datetime
 
 from lightkube.models.core_v1 import (
@@ -16,10 +17,11 @@ from lightkube.models.core_v1 import (
     ServicePort,
 )
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Secret
 from prometheus_client.parser import text_string_to_metric_families
 
 from wmco import names
+from wmco.cluster import exporterca, exportersecret
 from wmco.cluster import monitoring as objects
 from wmco.nodeconfig.instance import Step
 from wmco.runtime import metrics as metrics_mod
@@ -158,3 +160,30 @@ def test_steps_ssh_errors_and_csr_decisions_are_counted_by_bounded_labels() -> N
     assert got["wmco_csr_refusals_total"] == [({"reason": "wrong-subject"}, 1.0)]
     body, _ = metrics.render()
     assert b"# TYPE workqueue_depth gauge" in body  # kept from the controller runtime
+
+
+def test_addresses_an_endpointslice_refuses_are_left_out_and_named() -> None:
+    nodes = [
+        node("win-loop", ("InternalIP", "127.0.10.2")),
+        node("win-link", ("InternalIP", "169.254.3.4")),
+        node("win-ok", ("InternalIP", "198.18.0.2")),
+    ]
+    assert objects.exporter_endpoints(nodes) == [("198.18.0.2", "win-ok")]
+    assert objects.unlistable_endpoints(nodes) == [
+        ("127.0.10.2", "win-loop", "is in the loopback range (127.0.0.0/8, ::1/128)"),
+        ("169.254.3.4", "win-link", "is in the link-local range (169.254.0.0/16, fe80::/10)"),
+    ]
+
+
+def test_the_ca_secret_is_judged_by_its_type_and_content() -> None:
+    ca = exporterca.generate_ca()
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in ca.secret_data().items()}
+    good = Secret(metadata=ObjectMeta(name="x"), type="kubernetes.io/tls", data=data)
+    assert exportersecret.usable(good) == ca
+    assert exportersecret.usable(None) == "it does not exist"
+    opaque = Secret(metadata=ObjectMeta(name="x"), type="Opaque", data=data)
+    assert exportersecret.usable(opaque) == "its type is 'Opaque', not kubernetes.io/tls"
+    empty = Secret(
+        metadata=ObjectMeta(name="x"), type="kubernetes.io/tls", data={"tls.crt": "", "tls.key": ""}
+    )
+    assert exportersecret.usable(empty) == "it has no tls.crt, tls.key, ca.crt"

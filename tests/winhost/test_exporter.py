@@ -15,13 +15,13 @@ import ssl
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from exporter_helpers import https_get, plain_get, samples
 from winhost_helpers import wait_for
 
+from exporter_helpers import https_get, plain_get, samples
 from wmco import settings
 from wmco.cluster import exporterca
 from wmco.windows import exporterconfig, layout, services
-from wmco_sandbox.winhost.agents import exporter
+from wmco_sandbox.winhost.agents import exporter, exportermetrics
 from wmco_sandbox.winhost.core.scm import State
 from wmco_sandbox.winhost.host import WindowsHost
 
@@ -278,3 +278,44 @@ async def test_a_bad_command_line_fails_the_start(host: WindowsHost, extra: str,
     svc = host.machine.scm.require("windows_exporter")
     assert svc.state is State.STOPPED and svc.exit_code == 1067
     assert text in service_log(host)
+
+
+def view(**changes: object) -> exportermetrics.HostView:
+    base = dict(
+        now=10_000.0, boot_time=6_400.0, hostname="win-a", address="198.18.0.2",
+        product="Windows Server 2019 Datacenter", build="17763", revision=6893,
+        disk_size=100 * 1024**3, disk_used=20 * 1024**3, services=(),
+        containers=(("ab" * 32, 9_000.0),), hns_endpoints=1,
+    )  # fmt: skip
+    base.update(changes)
+    return exportermetrics.HostView(**base)  # type: ignore[arg-type]
+
+
+def test_container_series_carry_the_containerd_id_and_fail_without_hns_endpoints() -> None:
+    logged: list[str] = []
+    ok = exportermetrics.render(
+        exportermetrics.collect(view(), ["container"], "0.30.5", logged.append)
+    )
+    ((labels, seconds),) = samples(ok, "windows_container_cpu_usage_seconds_total")
+    assert labels == {"container_id": "containerd://" + "ab" * 32} and seconds == pytest.approx(
+        10.0
+    )
+    assert samples(ok, "windows_exporter_collector_success") == [({"collector": "container"}, 1.0)]
+
+    failed = exportermetrics.render(
+        exportermetrics.collect(view(hns_endpoints=0), ["container"], "0.30.5", logged.append)
+    )
+    assert samples(failed, "windows_exporter_collector_success") == [
+        ({"collector": "container"}, 0.0)
+    ]
+    assert samples(failed, "windows_container_count") == [({}, 1.0)]
+    assert "no network stats for containers to collect" in logged[-1]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1.0, "1"), (1.5e9, "1.5e+09"), (1234567.0, "1.234567e+06"), (100000.0, "100000"),
+     (0.0012, "0.0012"), (1e-05, "1e-05"), (8589934592.0, "8.589934592e+09"), (-2.5, "-2.5")],
+)  # fmt: skip
+def test_values_are_written_as_go_writes_them(value: float, text: str) -> None:
+    assert exportermetrics.go_float(value) == text

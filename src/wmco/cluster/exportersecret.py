@@ -12,7 +12,11 @@ start on an already broken Secret) does it issue a new one, and every host gets 
 certificate on its next pass. A Secret holding some *other* valid CA is taken as it is: that is
 how a user brings a CA of their own.
 
-Nothing here raises on bad input; API errors are the caller's (:class:`wmco.kube.KubeError`).
+The operator may update this one Secret but create none (``deploy/rbac.yaml``: a created
+service-account-token Secret would mint tokens), so ``deploy/monitoring/`` ships it empty and
+the first pass fills it. Where the operator runs with more rights (the tests), a missing
+Secret is created. Nothing here raises on bad input; API errors are the caller's
+(:class:`wmco.kube.KubeError`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class Action(enum.StrEnum):
 
     NONE = "none"
     CREATED = "created"
-    """There was no Secret (first start): a new CA."""
+    """There was no Secret, or the empty one ``deploy/monitoring/`` ships: a new CA."""
     RESTORED = "restored"
     """The Secret was deleted or unusable: written back with the CA it held."""
     REPLACED = "replaced"
@@ -92,6 +96,11 @@ def usable(secret: Secret | None) -> exporterca.CertificateAuthority | str:
         return str(exc)
 
 
+def _placeholder(secret: Secret) -> bool:
+    """The empty Secret ``deploy/monitoring/`` ships for the operator to fill."""
+    return not any((secret.data or {}).values())
+
+
 def _labelled(secret: Secret) -> bool:
     labels = (secret.metadata.labels if secret.metadata else None) or {}
     return all(labels.get(key) == value for key, value in LABELS.items())
@@ -122,6 +131,12 @@ class CaKeeper:
         self._lock = asyncio.Lock()
         self._last_good: exporterca.CertificateAuthority | None = None
         self._parsed: tuple[str, exporterca.CertificateAuthority] | None = None
+        self._outcomes: list[Outcome] = []
+
+    def take_outcomes(self) -> list[Outcome]:
+        """What :meth:`ensure` did since the last call (whoever called it), for Events."""
+        taken, self._outcomes = self._outcomes, []
+        return taken
 
     @property
     def last_good(self) -> exporterca.CertificateAuthority | None:
@@ -166,9 +181,18 @@ class CaKeeper:
     async def ensure(self, *, rotate_due: bool = False) -> Outcome:
         """Make the Secret hold a usable CA; rotate it when due and ``rotate_due``.
 
+        Every outcome but :attr:`Action.NONE` is also kept for :meth:`take_outcomes` (the host
+        flow may be the one that restores the Secret; the monitoring controller reports it).
+
         Raises:
             kube.KubeError: The API refused a read or a write.
         """
+        outcome = await self._ensure(rotate_due=rotate_due)
+        if outcome.action is not Action.NONE:
+            self._outcomes.append(outcome)
+        return outcome
+
+    async def _ensure(self, *, rotate_due: bool) -> Outcome:
         async with self._lock:
             secret = await kube.get(
                 self._client, Secret, names.WINDOWS_EXPORTER_CA_SECRET, namespace=self.namespace
@@ -196,7 +220,7 @@ class CaKeeper:
             if self._last_good is not None:
                 ca, action = self._last_good, Action.RESTORED
                 detail = f"{problem}; restored the CA it held"
-            elif secret is None:
+            elif secret is None or _placeholder(secret):
                 ca, action, detail = exporterca.generate_ca(now=self._clock()), Action.CREATED, ""
             else:
                 ca, action = exporterca.generate_ca(now=self._clock()), Action.REPLACED

@@ -7,7 +7,9 @@ In the operator's namespace, for Prometheus to find every host's windows_exporte
   select.
 * EndpointSlice ``windows-exporter`` (label ``kubernetes.io/service-name``): one endpoint per
   IPv4 InternalIP of every **Ready** Windows node, ``targetRef`` the Node (so Prometheus' targets
-  get a ``node`` label), port 9182. A node that is NotReady or has no InternalIP is not listed.
+  get a ``node`` label), port 9182. A node that is NotReady or has no InternalIP is not listed,
+  nor an address the API server refuses in an EndpointSlice (loopback, link-local, unspecified,
+  multicast: a node that reports one is logged).
 * ServiceMonitor ``windows-exporter`` (``monitoring.coreos.com/v1``, when the CRD is served):
   HTTPS, the CA bundle ``ca.crt`` of Secret ``windows-exporter-ca``, ``instance`` = the node
   name, ``job`` = ``windows-exporter``. Prometheus must discover targets through EndpointSlices
@@ -123,8 +125,40 @@ def _ready(node: Node) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def endpoint_ip_problem(address: str) -> str | None:
+    """Why the API server would refuse ``address`` in an EndpointSlice (``ValidateNonSpecialIP``)."""
+    ip = ipaddress.ip_address(address)
+    if ip.is_unspecified:
+        return "is unspecified"
+    if ip.is_loopback:
+        return "is in the loopback range (127.0.0.0/8, ::1/128)"
+    if ip.is_link_local:
+        return "is in the link-local range (169.254.0.0/16, fe80::/10)"
+    if ip.is_multicast:
+        return "is a multicast address"
+    return None
+
+
 def exporter_endpoints(nodes: Iterable[Node]) -> list[tuple[str, str]]:
-    """``(InternalIP, node name)`` of every Ready Windows node, IPv4 only, sorted."""
+    """``(InternalIP, node name)`` of every Ready Windows node, IPv4 only, sorted.
+
+    Addresses an EndpointSlice may not hold (loopback, link-local...: :func:`endpoint_ip_problem`)
+    are left out; :func:`unlistable_endpoints` names them for a log line.
+    """
+    return [pair for pair in _ready_internal_ips(nodes) if endpoint_ip_problem(pair[0]) is None]
+
+
+def unlistable_endpoints(nodes: Iterable[Node]) -> list[tuple[str, str, str]]:
+    """``(InternalIP, node name, why)`` of the Ready nodes' addresses an EndpointSlice refuses."""
+    result = []
+    for ip, name in _ready_internal_ips(nodes):
+        problem = endpoint_ip_problem(ip)
+        if problem is not None:
+            result.append((ip, name, problem))
+    return result
+
+
+def _ready_internal_ips(nodes: Iterable[Node]) -> list[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for node in nodes:
         metadata = node.metadata

@@ -95,6 +95,7 @@ class MonitoringReconciler:
         self._written: set[str] = set()
         self._served: bool | None = None
         self._last_endpoints: list[str] | None = None
+        self._unlistable: set[tuple[str, str]] = set()
 
     async def reconcile(self, key: str) -> controller_mod.Result | None:
         """Bring every part to its desired state; a failed part is retried with backoff."""
@@ -120,21 +121,21 @@ class MonitoringReconciler:
         await self._recorder.emit_event(kube.ref_of(obj), kind, reason, message)
 
     async def ensure_ca(self) -> None:
-        """The CA Secret holds a usable CA, rotated when due."""
-        outcome = await self._hosts.exporter_cas.ensure(rotate_due=True)
-        if outcome.action is exportersecret.Action.NONE:
-            return
-        message = f"Secret {names.WINDOWS_EXPORTER_CA_SECRET} {outcome.action}"
-        if outcome.detail:
-            message += f": {outcome.detail}"
-        event = _CA_EVENTS.get(outcome.action)
-        secret = await kube.get(
-            self._client, Secret, names.WINDOWS_EXPORTER_CA_SECRET, namespace=self._namespace
-        )
-        if event is None or secret is None:
-            log.info("monitoring: %s", message)
-            return
-        await self._event(secret, event[0], event[1], message)
+        """The CA Secret holds a usable CA, rotated when due; what was done gets an Event."""
+        keeper = self._hosts.exporter_cas
+        await keeper.ensure(rotate_due=True)
+        for outcome in keeper.take_outcomes():
+            message = f"Secret {names.WINDOWS_EXPORTER_CA_SECRET} {outcome.action}"
+            if outcome.detail:
+                message += f": {outcome.detail}"
+            event = _CA_EVENTS.get(outcome.action)
+            secret = await kube.get(
+                self._client, Secret, names.WINDOWS_EXPORTER_CA_SECRET, namespace=self._namespace
+            )
+            if event is None or secret is None:
+                log.info("monitoring: %s", message)
+                continue
+            await self._event(secret, event[0], event[1], message)
 
     def _restored(self, kind: str, what: str) -> str:
         return f"{kind} {names.WINDOWS_EXPORTER} {what}; restored what the operator keeps there"
@@ -188,7 +189,19 @@ class MonitoringReconciler:
         Following the nodes is an update; anything else that differs (labels, ports, or
         endpoints that are not the ones the operator last wrote) was someone's edit.
         """
-        endpoints = objects.exporter_endpoints(self._hosts.nodes.store.objects())
+        nodes = self._hosts.nodes.store.objects()
+        endpoints = objects.exporter_endpoints(nodes)
+        for ip, node_name, problem in objects.unlistable_endpoints(nodes):
+            if (ip, node_name) not in self._unlistable:
+                self._unlistable.add((ip, node_name))
+                log.warning(
+                    "monitoring: node %s: InternalIP %s %s, which an EndpointSlice cannot list; "
+                    "its windows_exporter is not in EndpointSlice %s",
+                    node_name,
+                    ip,
+                    problem,
+                    names.WINDOWS_EXPORTER,
+                )
         service = self._services.store.get_by_name(names.WINDOWS_EXPORTER, self._namespace)
         wanted = objects.desired_slice(self._namespace, endpoints, service)
         cached = self._slices.store.get_by_name(names.WINDOWS_EXPORTER, self._namespace)

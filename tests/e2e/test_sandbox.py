@@ -22,7 +22,7 @@ from exporter_helpers import https_get, samples
 from wmco import names
 from wmco_sandbox import demo
 from wmco_sandbox.machineapi import Machine
-from wmco_sandbox.sandbox import Sandbox
+from wmco_sandbox.sandbox import Sandbox, SandboxError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -199,14 +199,20 @@ async def test_the_operator_with_its_own_rbac_keeps_exporter_tls_and_reports_its
     assert endpoint_slice is not None and not endpoint_slice.endpoints
     address = sandbox.operator.env["WMCO_PROBE_BIND_ADDRESS"]
 
+    seen: list[str] = []
+
     async def counted() -> bool:
         async with httpx2.AsyncClient() as client:
             text = (await client.get(f"http://{address}/metrics")).text
+        seen[:] = [line for line in text.splitlines() if line.startswith("wmco_")]
         ready = [v for labels, v in samples(text, "wmco_hosts") if labels == {"phase": "ready"}]
         steps = samples(text, "wmco_configure_step_duration_seconds_count")
         return ready == [1.0] and any(labels["step"] == "exporter-tls" for labels, _ in steps)
 
-    await eventually(sandbox, counted, "the operator's /metrics to count one ready host", 60)
+    try:
+        await eventually(sandbox, counted, "the operator's /metrics to count one ready host", 60)
+    except SandboxError as exc:
+        raise AssertionError(f"{exc}; wmco_* lines seen: {seen}") from None
     await sandbox.set_listed_entries({listed.host.address: None})
 
     async def gone() -> bool:

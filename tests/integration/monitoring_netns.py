@@ -176,7 +176,7 @@ class Mon:
 
         return await eventually(usable, "the exporter CA Secret", 60)
 
-    async def slice_addresses(self, wanted: set[str]) -> EndpointSlice:
+    async def slice_addresses(self, wanted: set[str], timeout: float = 60) -> EndpointSlice:
         async def listed() -> EndpointSlice | None:
             found = await self.get(EndpointSlice)
             addresses = (
@@ -184,7 +184,7 @@ class Mon:
             )
             return found if addresses == wanted else None
 
-        return await eventually(listed, f"the EndpointSlice to list {sorted(wanted)}", 60)
+        return await eventually(listed, f"the EndpointSlice to list {sorted(wanted)}", timeout)
 
     async def events(self, reason: str) -> list[Event]:
         return [e async for e in self.kube.list(Event, namespace=self.ns) if e.reason == reason]
@@ -288,6 +288,12 @@ async def test_every_ready_node_is_scraped_over_tls_through_the_endpointslice(mo
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["scheme"] == "https"
     assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": "windows-exporter-ca", "key": "ca.crt"}
+    # A host taken out of windows-instances loses its node, and the slice lists only the other.
+    await mon.kube.patch(
+        ConfigMap, names.INSTANCES_CONFIGMAP, {"data": {hosts[1].address: None}},
+        namespace=mon.ns, patch_type=PatchType.MERGE,
+    )  # fmt: skip
+    await mon.slice_addresses({hosts[0].address}, timeout=120)
     # The shipped monitoring manifests are valid objects of the real CRDs.
     mon.plane.kubectl("apply", "-f", str(project_root() / "deploy" / "namespace.yaml"))
     for manifest in ("windows-pod-rules.yaml", "operator-metrics.yaml"):
@@ -440,3 +446,45 @@ async def test_the_operators_metrics_after_a_run(mon: Mon) -> None:
     assert value(text, "wmco_csr_approvals_total", reason="client-bootstrap") >= 1
     assert value(text, "wmco_csr_refusals_total") == 0
     assert any(labels.get("name") == "instances" for labels, _ in samples(text, "workqueue_depth"))
+
+
+def pids(host: WindowsHost) -> dict[str, int]:
+    return {svc.name: svc.pid for svc in host.machine.scm.processes()}
+
+
+async def test_a_new_ca_gives_every_host_a_new_certificate_restarting_only_windows_exporter(
+    mon: Mon,
+) -> None:
+    await mon.start()
+    host = await mon.boot()
+    await mon.list_instances(host.address)
+    await mon.ready(host)
+    first = await mon.ca_bundle()
+    assert (await https_get(host.address, 9182, first)).status == 200
+    before = pids(host)
+
+    # Someone puts a CA of their own into the Secret: the operator takes it, and every host gets
+    # a certificate of it on its next pass.
+    theirs = exporterca.generate_ca()
+    await mon.kube.patch(
+        Secret, names.WINDOWS_EXPORTER_CA_SECRET, {"stringData": theirs.secret_data()},
+        namespace=mon.ns, patch_type=PatchType.MERGE,
+    )  # fmt: skip
+
+    async def reissued() -> bool:
+        node = await mon.kube.get(Node, host.facts.hostname)
+        record = exporterca.ServingRecord.from_annotation(
+            (node.metadata.annotations or {}).get(names.EXPORTER_CERT_ANNOTATION)  # type: ignore[union-attr]
+        )
+        return record is not None and record.ca_sha256 == theirs.sha256
+
+    await eventually(reissued, "the node's certificate record to name the new CA", 90)
+    adopted = await eventually(
+        lambda: mon.events(names.EventReason.EXPORTER_CA_REPLACED), "an Event about the new CA", 30
+    )
+    assert "adopted: it holds another CA" in (adopted[0].message or "")
+    assert (await https_get(host.address, 9182, theirs.bundle_pem)).status == 200
+    after = pids(host)
+    assert after["windows_exporter"] != before["windows_exporter"]
+    others = {name: pid for name, pid in before.items() if name != "windows_exporter"}
+    assert {name: after[name] for name in others} == others, "only windows_exporter restarts"

@@ -51,4 +51,4 @@ def test_monitoring_scenarios_pass_in_their_own_network_namespace(tmp_path: Path
     ]
     print(output[-20000:])
     assert result.returncode == 0, "\n".join(summary) or output[-4000:]
-    assert sum(line.startswith("PASSED") for line in summary) == 5, summary
+    assert sum(line.startswith("PASSED") for line in summary) == 6, summary

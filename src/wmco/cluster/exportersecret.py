@@ -9,8 +9,8 @@ That memory is what makes a user's edit harmless: a Secret whose CA no longer pa
 pasted over, a field deleted, the whole Secret deleted) is written back with the CA it held,
 and the hosts keep their certificates. Only when the operator has never seen a good CA (a fresh
 start on an already broken Secret) does it issue a new one, and every host gets a new serving
-certificate on its next pass. A Secret holding some *other* valid CA is taken as it is: that is
-how a user brings a CA of their own.
+certificate on its next pass. A Secret holding some *other* valid CA is taken as it is (reported
+as adopted): that is how a user brings a CA of their own.
 
 The operator may update this one Secret but create none (``deploy/rbac.yaml``: a created
 service-account-token Secret would mint tokens), so ``deploy/monitoring/`` ships it empty and
@@ -56,6 +56,8 @@ class Action(enum.StrEnum):
     """The CA was fine but the Secret had lost its labels."""
     ROTATED = "rotated"
     """The CA was due: a new one, the old one still trusted in ``ca.crt`` until it expires."""
+    ADOPTED = "adopted"
+    """Someone put another valid CA there: it is used (hosts get certificates of it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,8 +157,21 @@ class CaKeeper:
         if isinstance(found, str):
             return None
         self._parsed = (version, found)
-        self._last_good = found
+        self._seen(found)
         return found
+
+    def _seen(self, found: exporterca.CertificateAuthority) -> None:
+        """Remember a usable CA; one the operator did not write is reported as adopted."""
+        previous, self._last_good = self._last_good, found
+        if previous is not None and previous.cert_pem != found.cert_pem:
+            self._outcomes.append(
+                Outcome(
+                    found,
+                    Action.ADOPTED,
+                    f"it holds another CA (valid until {found.not_after:%Y-%m-%d}), which is used "
+                    "from now on: every host gets a certificate of it",
+                )
+            )
 
     async def current(self) -> exporterca.CertificateAuthority | None:
         """The CA for issuing a host's certificate; ``None`` (logged) when the API fails.
@@ -199,7 +214,7 @@ class CaKeeper:
             )
             found = usable(secret)
             if isinstance(found, exporterca.CertificateAuthority):
-                self._last_good = found
+                self._seen(found)
                 outcome = Outcome(found)
                 if secret is not None and not _labelled(secret):
                     await self._write(secret, found)

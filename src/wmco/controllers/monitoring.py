@@ -54,6 +54,7 @@ _CA_EVENTS: Final = {
     exportersecret.Action.RELABELLED: ("Warning", names.EventReason.MONITORING_OBJECT_RESTORED),
     exportersecret.Action.REPLACED: ("Warning", names.EventReason.EXPORTER_CA_REPLACED),
     exportersecret.Action.ROTATED: ("Normal", names.EventReason.EXPORTER_CA_ROTATED),
+    exportersecret.Action.ADOPTED: ("Normal", names.EventReason.EXPORTER_CA_REPLACED),
 }
 
 

@@ -91,7 +91,7 @@ class FlowObserver(Protocol):
         ...
 
     def ssh_error(self, kind: str) -> None:
-        """An SSH error of ``kind`` (:class:`wmco.windows.ssh.ErrorKind`) reached a flow."""
+        """An SSH error of ``kind`` (:class:`wmco.windows.ssherrors.ErrorKind`) reached a flow."""
         ...
 
 

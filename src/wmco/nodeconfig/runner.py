@@ -42,7 +42,7 @@ from wmco.nodeconfig.instance import (
     Instance,
     Step,
 )
-from wmco.windows import answers, commands, ssh
+from wmco.windows import answers, commands, ssh, ssherrors
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Runner:
             self.observer.step_finished(self._step, time.monotonic() - self._step_started)
 
     def _count(self, exc: BaseException) -> None:
-        self.observer.ssh_error(ssh.error_kind(exc))
+        self.observer.ssh_error(ssherrors.error_kind(exc))
 
     @property
     def connected(self) -> bool:
@@ -162,7 +162,7 @@ class Runner:
             ConfigurationError: It did not come back in time.
         """
         self.blips += 1
-        self.observer.ssh_error(ssh.ErrorKind.CONNECTION_DROPPED)
+        self.observer.ssh_error(ssherrors.ErrorKind.CONNECTION_DROPPED)
         log.info(
             "host %s: connection dropped during %s (step %s); reconnecting",
             self.address,
@@ -356,7 +356,7 @@ async def connect(
     try:
         await host.connect(within=settings.ssh_boot_deadline if within is None else within)
     except ssh.HostKeyMismatchError as exc:
-        observer.ssh_error(ssh.ErrorKind.HOST_KEY_MISMATCH)
+        observer.ssh_error(ssherrors.ErrorKind.HOST_KEY_MISMATCH)
         raise HostKeyChangedError(
             instance.address,
             Step.CONNECT,
@@ -365,7 +365,7 @@ async def connect(
             "annotation)",
         ) from None
     except ssh.SshError as exc:
-        observer.ssh_error(ssh.error_kind(exc))
+        observer.ssh_error(ssherrors.error_kind(exc))
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
     return Runner(
         host, instance.address, reconnect_within=settings.ssh_boot_deadline, observer=observer

@@ -123,33 +123,6 @@ class TransferError(SshError):
     """An SFTP upload failed."""
 
 
-class ErrorKind(enum.StrEnum):
-    """The kinds of SSH error the operator counts (metric ``wmco_ssh_errors_total{kind}``)."""
-
-    UNREACHABLE = "unreachable"
-    AUTHENTICATION = "authentication"
-    HOST_KEY_MISMATCH = "host-key-mismatch"
-    COMMAND_TIMEOUT = "command-timeout"
-    TRANSFER = "transfer"
-    CONNECTION_DROPPED = "connection-dropped"
-    """A connection lost while a command or upload ran (then re-dialled; not a failure)."""
-    OTHER = "other"
-
-
-def error_kind(exc: BaseException) -> ErrorKind:
-    """The :class:`ErrorKind` of an exception of this module."""
-    for kind, cls in (
-        (ErrorKind.HOST_KEY_MISMATCH, HostKeyMismatchError),
-        (ErrorKind.AUTHENTICATION, AuthenticationError),
-        (ErrorKind.UNREACHABLE, UnreachableError),
-        (ErrorKind.COMMAND_TIMEOUT, CommandTimeoutError),
-        (ErrorKind.TRANSFER, TransferError),
-    ):
-        if isinstance(exc, cls):
-            return kind
-    return ErrorKind.OTHER
-
-
 class SshKeyError(ValueError):
     """The private key cannot be used for SSH. The message never contains key material."""
 

@@ -1,6 +1,7 @@
 # Every target runs from a fresh checkout: `setup` makes the virtualenv, `controlplane` builds the
-# real Kubernetes binaries and `payload` the real Windows payload (both cached under ~/.cache/wmco,
-# keyed by version; a cold payload build takes about ten minutes on 2 cores, a warm one seconds).
+# real Kubernetes binaries, `payload` the real Windows payload, `prometheus` promtool and the
+# prometheus-operator CRDs (all cached under ~/.cache/wmco, keyed by version; a cold payload build
+# takes about ten minutes on 2 cores, a warm one seconds).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup controlplane payload bundle bundle-validator lint unit integration e2e test test-payload demo clean
+.PHONY: setup controlplane payload prometheus bundle bundle-validator lint unit integration e2e test test-payload demo clean
 
 setup: $(STAMP)
 
@@ -32,16 +33,20 @@ bundle: setup controlplane
 bundle-validator:
 	hack/bundle/build-validator.sh
 
+# promtool and the prometheus-operator CRDs (ServiceMonitor, PrometheusRule), from their Go modules.
+prometheus:
+	hack/prometheus/build.sh
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: setup
+unit: setup prometheus
 	$(BIN)/pytest tests -m "not integration and not e2e and not payload" $(PYTEST_ARGS)
 
-integration: setup controlplane bundle-validator
+integration: setup controlplane bundle-validator prometheus
 	$(BIN)/pytest tests -m "integration" $(PYTEST_ARGS)
 
 e2e: setup controlplane payload
@@ -51,7 +56,7 @@ test-payload: setup controlplane payload
 	$(BIN)/pytest tests -m "payload" $(PYTEST_ARGS)
 
 # Slow builds first (cached by version), so that no test waits on one.
-test: lint controlplane payload bundle-validator
+test: lint controlplane payload bundle-validator prometheus
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: setup controlplane

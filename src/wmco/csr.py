@@ -48,17 +48,35 @@ class Verdict(enum.StrEnum):
     REFUSE = "refuse"
 
 
+class ReasonCode(enum.StrEnum):
+    """Why a CSR was approved or refused, as a bounded label (metrics ``wmco_csr_*_total``)."""
+
+    NONE = ""
+    """Ignored CSRs."""
+    CLIENT_BOOTSTRAP = "client-bootstrap"
+    CLIENT_RENEWAL = "client-renewal"
+    SERVING = "serving"
+    WRONG_GROUP = "wrong-group"
+    BAD_REQUEST = "bad-request"
+    WRONG_SUBJECT = "wrong-subject"
+    WRONG_USAGES = "wrong-usages"
+    CLIENT_SANS = "client-sans"
+    NO_SANS = "no-sans"
+    NAME_NOT_ALLOWED = "name-not-allowed"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
-    """A verdict and the reason a person reads (in an Event or a Denied condition)."""
+    """A verdict, the reason a person reads (in an Event or a Denied condition) and its code."""
 
     verdict: Verdict
     reason: str
+    code: ReasonCode = ReasonCode.NONE
 
     @classmethod
-    def approve(cls, reason: str) -> Decision:
+    def approve(cls, reason: str, code: ReasonCode) -> Decision:
         """Approve: the CSR is ours and valid."""
-        return cls(Verdict.APPROVE, reason)
+        return cls(Verdict.APPROVE, reason, code)
 
     @classmethod
     def ignore(cls, reason: str) -> Decision:
@@ -66,9 +84,9 @@ class Decision:
         return cls(Verdict.IGNORE, reason)
 
     @classmethod
-    def refuse(cls, reason: str) -> Decision:
+    def refuse(cls, reason: str, code: ReasonCode) -> Decision:
         """Deny: it claims to be ours but breaks a rule."""
-        return cls(Verdict.REFUSE, reason)
+        return cls(Verdict.REFUSE, reason, code)
 
 
 class CsrKind(enum.StrEnum):
@@ -220,16 +238,23 @@ def _decide_client(request: CsrRequest, knowledge: Knowledge) -> Decision:
                 f"the node name of host {account.address} is not known yet; decide later"
             )
         if account.group not in request.groups:
-            return Decision.refuse(f"requester {username} is not in group {account.group}")
+            return Decision.refuse(
+                f"requester {username} is not in group {account.group}", ReasonCode.WRONG_GROUP
+            )
         node_name = account.node_name
         origin = f"bootstrap account of host {account.address}"
+        code = ReasonCode.CLIENT_BOOTSTRAP
     elif username.startswith(names.NODE_USER_PREFIX):
         node_name = username.removeprefix(names.NODE_USER_PREFIX)
         if node_name not in knowledge.nodes:
             return Decision.ignore(f"node {node_name!r} is not managed by this operator")
         if names.NODES_GROUP not in request.groups:
-            return Decision.refuse(f"requester {username} is not in group {names.NODES_GROUP}")
+            return Decision.refuse(
+                f"requester {username} is not in group {names.NODES_GROUP}",
+                ReasonCode.WRONG_GROUP,
+            )
         origin = f"renewal by node {node_name}"
+        code = ReasonCode.CLIENT_RENEWAL
     else:
         return Decision.ignore(
             f"requester {username!r} is neither a bootstrap account of this operator nor a node"
@@ -237,12 +262,14 @@ def _decide_client(request: CsrRequest, knowledge: Knowledge) -> Decision:
     parsed = _parse(request)
     if isinstance(parsed, Decision):
         return parsed
-    problem = _check_subject(parsed, node_name) or _check_usages(request, parsed, CsrKind.CLIENT)
+    problem = _problem(request, parsed, node_name, CsrKind.CLIENT)
     if problem:
-        return Decision.refuse(problem)
+        return problem
     if _sans(parsed):
-        return Decision.refuse("a kubelet client certificate must not have subject alt names")
-    return Decision.approve(f"client certificate for node {node_name} ({origin})")
+        return Decision.refuse(
+            "a kubelet client certificate must not have subject alt names", ReasonCode.CLIENT_SANS
+        )
+    return Decision.approve(f"client certificate for node {node_name} ({origin})", code)
 
 
 def _decide_serving(request: CsrRequest, knowledge: Knowledge) -> Decision:
@@ -254,29 +281,40 @@ def _decide_serving(request: CsrRequest, knowledge: Knowledge) -> Decision:
     if node is None:
         return Decision.ignore(f"node {node_name!r} is not managed by this operator")
     if names.NODES_GROUP not in request.groups:
-        return Decision.refuse(f"requester {username} is not in group {names.NODES_GROUP}")
+        return Decision.refuse(
+            f"requester {username} is not in group {names.NODES_GROUP}", ReasonCode.WRONG_GROUP
+        )
     parsed = _parse(request)
     if isinstance(parsed, Decision):
         return parsed
-    problem = _check_subject(parsed, node_name) or _check_usages(request, parsed, CsrKind.SERVING)
+    problem = _problem(request, parsed, node_name, CsrKind.SERVING)
     if problem:
-        return Decision.refuse(problem)
+        return problem
     sans = _sans(parsed)
     if not sans:
-        return Decision.refuse("a kubelet serving certificate needs at least one DNS or IP SAN")
+        return Decision.refuse(
+            "a kubelet serving certificate needs at least one DNS or IP SAN", ReasonCode.NO_SANS
+        )
     allowed_dns, allowed_ips = _allowed_names(node)
     for kind, value in sans:
         if kind == "dns":
             if value.lower() not in allowed_dns:
                 return Decision.refuse(
-                    f"DNS name {value!r} is neither node {node_name} nor one of its addresses"
+                    f"DNS name {value!r} is neither node {node_name} nor one of its addresses",
+                    ReasonCode.NAME_NOT_ALLOWED,
                 )
         elif kind == "ip":
             if ipaddress.ip_address(value) not in allowed_ips:
-                return Decision.refuse(f"IP {value} is not an address of node {node_name}")
+                return Decision.refuse(
+                    f"IP {value} is not an address of node {node_name}",
+                    ReasonCode.NAME_NOT_ALLOWED,
+                )
         else:
-            return Decision.refuse(f"SAN of type {kind} is not allowed in a serving certificate")
-    return Decision.approve(f"serving certificate for node {node_name}")
+            return Decision.refuse(
+                f"SAN of type {kind} is not allowed in a serving certificate",
+                ReasonCode.NAME_NOT_ALLOWED,
+            )
+    return Decision.approve(f"serving certificate for node {node_name}", ReasonCode.SERVING)
 
 
 def _allowed_names(
@@ -293,18 +331,32 @@ def _allowed_names(
 
 
 def _parse(request: CsrRequest) -> x509.CertificateSigningRequest | Decision:
+    bad = ReasonCode.BAD_REQUEST
     if not request.request_pem:
-        return Decision.refuse("spec.request is empty or not base64")
+        return Decision.refuse("spec.request is empty or not base64", bad)
     try:
         parsed = x509.load_pem_x509_csr(request.request_pem)
     except ValueError:
-        return Decision.refuse("spec.request is not a PEM certificate request")
+        return Decision.refuse("spec.request is not a PEM certificate request", bad)
     try:
         if not parsed.is_signature_valid:
-            return Decision.refuse("the certificate request's signature is invalid")
+            return Decision.refuse("the certificate request's signature is invalid", bad)
     except Exception:  # unsupported algorithm and the like: not something we can vouch for
-        return Decision.refuse("the certificate request's signature cannot be checked")
+        return Decision.refuse("the certificate request's signature cannot be checked", bad)
     return parsed
+
+
+def _problem(
+    request: CsrRequest, parsed: x509.CertificateSigningRequest, node_name: str, kind: CsrKind
+) -> Decision | None:
+    """A refusal for a wrong subject or wrong usages, else ``None``."""
+    subject = _check_subject(parsed, node_name)
+    if subject:
+        return Decision.refuse(subject, ReasonCode.WRONG_SUBJECT)
+    usages = _check_usages(request, parsed, kind)
+    if usages:
+        return Decision.refuse(usages, ReasonCode.WRONG_USAGES)
+    return None
 
 
 def _check_subject(parsed: x509.CertificateSigningRequest, node_name: str) -> str | None:

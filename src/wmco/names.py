@@ -159,6 +159,40 @@ KUBELET_CA_HASH_ANNOTATION: Final = _WMCO_PREFIX + "kubelet-ca-hash"
 Compared in the up-to-date check: a rotated bundle re-queues the host, which rewrites only that
 file (the kubelet re-reads it; nothing restarts)."""
 
+# --- Issue 10 (mon): node monitoring (windows_exporter over TLS) ------------------------------
+# The objects below carry MANAGED_BY_LABEL=MANAGED_BY_VALUE: that label marks them as the
+# operator's own (an edit is reverted with an Event).
+
+WINDOWS_EXPORTER: Final = "windows-exporter"
+"""Service, EndpointSlice and ServiceMonitor in the operator namespace (also the scrape ``job``)."""
+
+WINDOWS_EXPORTER_PORT: Final = 9182
+"""windows_exporter's HTTPS port on every host (the reference operator's)."""
+
+WINDOWS_EXPORTER_PORT_NAME: Final = "metrics"
+"""Name of that port on the Service, the EndpointSlice and the ServiceMonitor endpoint."""
+
+WINDOWS_EXPORTER_CA_SECRET: Final = "windows-exporter-ca"
+"""Secret (operator namespace, ``kubernetes.io/tls``) with the CA of the exporters' certificates:
+``tls.crt``/``tls.key`` sign, ``ca.crt`` is the bundle Prometheus trusts."""
+
+EXPORTER_CERT_ANNOTATION: Final = _WMCO_PREFIX + "exporter-cert"
+"""On a Node: JSON record of the windows_exporter serving certificate written to its host
+(digests of certificate, key and CA; renewal time; the names it covers)."""
+
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+"""EndpointSlice label naming its Service."""
+
+ENDPOINTSLICE_MANAGED_BY_LABEL: Final = "endpointslice.kubernetes.io/managed-by"
+ENDPOINTSLICE_MANAGED_BY_VALUE: Final = "windows-machine-config-operator.openshift.io"
+"""Marks the EndpointSlice as ours, not the EndpointSlice controller's (which leaves it alone)."""
+
+MONITORING_GROUP: Final = "monitoring.coreos.com"
+MONITORING_VERSION: Final = "v1"
+SERVICE_MONITOR_KIND: Final = "ServiceMonitor"
+SERVICE_MONITOR_PLURAL: Final = "servicemonitors"
+"""prometheus-operator's ServiceMonitor (kept only when its CRD is served)."""
+
 # --- Network (OVN-Kubernetes hybrid overlay, HNS) -----------------------------------------------
 
 HYBRID_OVERLAY_SUBNET_ANNOTATION: Final = "k8s.ovn.org/hybrid-overlay-node-subnet"
@@ -296,6 +330,10 @@ class EventReason(enum.StrEnum):
     HOST_KEY_MISMATCH = "HostKeyMismatch"
     NODE_REBOOT = "NodeReboot"
     NODE_UPGRADE = "NodeUpgrade"
+    # issue 10 (mon)
+    MONITORING_OBJECT_RESTORED = "MonitoringObjectRestored"
+    EXPORTER_CA_ROTATED = "ExporterCARotated"
+    EXPORTER_CA_REPLACED = "ExporterCAReplaced"
     USER_DATA_UPDATED = "UserDataUpdated"
     PRIVATE_KEY_INVALID = "PrivateKeyInvalid"
     MONITORING_ENABLED = "monitoringEnabled"

@@ -8,6 +8,8 @@
 * ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served;
 * ``kubelet-client-ca``: reports which kubelet client CA bundle the nodes get, and a bad one;
 * ``runtimeclass``: one RuntimeClass per Windows build of the managed nodes (and Hyper-V ones).
+* ``monitoring``: the exporter CA Secret, Service, EndpointSlice and ServiceMonitor
+  ``windows-exporter`` (the last only when prometheus-operator's CRD is served).
 
 Before any of them, the ``auto`` network profile is resolved from the cluster
 (:mod:`wmco.cluster.network`): every controller below sees ``ovn-hybrid`` or ``hostprocess``.
@@ -29,6 +31,7 @@ from wmco.controllers import csr as csr_controller
 from wmco.controllers import hosts as hosts_mod
 from wmco.controllers import instances as instances_controller
 from wmco.controllers import machines as machines_controller
+from wmco.controllers import monitoring as monitoring_controller
 from wmco.controllers import runtimeclass as runtimeclass_controller
 from wmco.controllers import userdata as userdata_controller
 from wmco.nodeconfig import hostfiles
@@ -61,6 +64,15 @@ async def machine_api_served(client: kube.Client, namespace: str) -> bool:
     return True
 
 
+async def service_monitors_served(client: kube.Client, namespace: str) -> bool:
+    """Whether ServiceMonitors are served; an API failure counts as not (they are polled)."""
+    try:
+        return await monitoring_controller.service_monitors_served(client, namespace)
+    except kube.KubeError as exc:
+        log.warning("cannot tell whether ServiceMonitors are served (%s); polling for them", exc)
+        return False
+
+
 def _identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
@@ -72,6 +84,7 @@ def build_manager(
     *,
     machine_api: bool,
     port: int | None = None,
+    service_monitors: bool = False,
 ) -> manager_mod.Manager:
     """Create the manager with every controller registered (nothing runs yet).
 
@@ -113,6 +126,7 @@ def build_manager(
     instances_controller.setup(manager, hosts)
     clientca_controller.setup(manager, hosts)
     runtimeclass_controller.setup(manager, settings, recorder)
+    monitoring_controller.setup(manager, hosts, service_monitors=service_monitors)
     if machine_api:
         machines_controller.setup(manager, hosts)
     else:
@@ -176,7 +190,13 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> None:
     try:
         settings = await resolve_network_profile(client, settings)
         machine_api = await machine_api_served(client, settings.machine_api_namespace)
-        manager = build_manager(client, settings, payload, machine_api=machine_api)
+        manager = build_manager(
+            client,
+            settings,
+            payload,
+            machine_api=machine_api,
+            service_monitors=await service_monitors_served(client, settings.namespace),
+        )
         log.info(
             "wmco %s starting: namespace %s, %d hosts at once, payload %s (%d files)",
             wmco.__version__,

@@ -521,3 +521,63 @@ def test_the_operator_creates_restores_and_deletes_only_its_own_runtimeclass_nam
         assert deleted.returncode == 0, deleted.stderr
     finally:
         applied.kubectl("delete", "runtimeclass", "windows-2025", "users-own", "--ignore-not-found")
+
+
+# --- Issue 10 (mon): the monitoring objects in the operator's namespace --------------------------
+
+MONITORING = "monitoring.coreos.com"
+DISCOVERY = "discovery.k8s.io"
+EXPORTER = "windows-exporter"
+
+MONITORING_ALLOWED: list[Check] = [
+    ("update", "secrets", OP, {"name": "windows-exporter-ca"}),
+    ("get", "services", OP, {"name": EXPORTER}),
+    ("list", "services", OP, {}),
+    ("watch", "services", OP, {}),
+    ("create", "services", OP, {}),
+    ("update", "services", OP, {"name": EXPORTER}),
+    ("delete", "services", OP, {"name": EXPORTER}),
+    ("list", "endpointslices", OP, {"group": DISCOVERY}),
+    ("watch", "endpointslices", OP, {"group": DISCOVERY}),
+    ("create", "endpointslices", OP, {"group": DISCOVERY}),
+    ("update", "endpointslices", OP, {"group": DISCOVERY, "name": EXPORTER}),
+    ("list", "servicemonitors", OP, {"group": MONITORING}),
+    ("watch", "servicemonitors", OP, {"group": MONITORING}),
+    ("create", "servicemonitors", OP, {"group": MONITORING}),
+    ("update", "servicemonitors", OP, {"group": MONITORING, "name": EXPORTER}),
+]
+
+MONITORING_FORBIDDEN: list[Check] = [
+    # Creating Secrets stays forbidden (a service-account-token Secret would mint tokens).
+    ("create", "secrets", OP, {}),
+    ("delete", "secrets", OP, {"name": "windows-exporter-ca"}),
+    ("update", "secrets", OP, {"name": "cloud-private-key"}),
+    ("patch", "secrets", OP, {"name": "windows-exporter-ca"}),
+    ("update", "services", OP, {"name": "other"}),
+    ("delete", "services", OP, {"name": "other"}),
+    ("create", "services", "default", {}),
+    ("update", "endpointslices", OP, {"group": DISCOVERY, "name": "other"}),
+    ("delete", "endpointslices", OP, {"group": DISCOVERY, "name": EXPORTER}),
+    ("create", "endpointslices", "default", {"group": DISCOVERY}),
+    ("update", "servicemonitors", OP, {"group": MONITORING, "name": "other"}),
+    ("delete", "servicemonitors", OP, {"group": MONITORING, "name": EXPORTER}),
+    ("create", "servicemonitors", "default", {"group": MONITORING}),
+    ("create", "prometheusrules", OP, {"group": MONITORING}),
+    ("create", "endpoints", OP, {}),
+]
+
+
+def test_operator_may_keep_its_monitoring_objects(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    refused = [describe(c) for c in MONITORING_ALLOWED if not allowed(admin, c)]
+    assert refused == [], f"{overlay}: the operator needs these"
+
+
+def test_operator_may_not_touch_other_monitoring_objects(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    granted = [describe(c) for c in MONITORING_FORBIDDEN if allowed(admin, c)]
+    assert granted == [], f"{overlay}: over-granted"

@@ -315,3 +315,67 @@ def test_request_from_object_reads_the_fields() -> None:
     assert req.groups == BOOTSTRAP_GROUPS
     assert req.uid == OURS_UID
     assert not req.decided
+
+
+# --- Reason codes (the bounded labels of wmco_csr_approvals_total / wmco_csr_refusals_total) ---
+
+
+CODE = csr.ReasonCode
+
+
+@pytest.mark.parametrize(
+    ("req", "verdict_", "code"),
+    [
+        (
+            request(make_pem("system:node:win-a"), OURS),
+            APPROVE,
+            CODE.CLIENT_BOOTSTRAP,
+        ),
+        (
+            request(make_pem("system:node:win-b"), "system:node:win-b", groups=NODE_GROUPS),
+            APPROVE,
+            CODE.CLIENT_RENEWAL,
+        ),
+        (serving(make_pem("system:node:win-b", ips=("10.0.0.7",))), APPROVE, CODE.SERVING),
+        (
+            request(make_pem("system:node:win-b"), OURS),
+            REFUSE,
+            CODE.WRONG_SUBJECT,
+        ),
+        (
+            request(
+                make_pem("system:node:win-a"),
+                OURS,
+                groups=("system:authenticated",),
+            ),
+            REFUSE,
+            CODE.WRONG_GROUP,
+        ),
+        (
+            request(make_pem("system:node:win-a"), OURS, usages=SERVING_USAGES),
+            REFUSE,
+            CODE.WRONG_USAGES,
+        ),
+        (
+            request(make_pem("system:node:win-a", dns=("win-a",)), OURS),
+            REFUSE,
+            CODE.CLIENT_SANS,
+        ),
+        (serving(make_pem("system:node:win-b")), REFUSE, CODE.NO_SANS),
+        (serving(make_pem("system:node:win-b", ips=("10.9.9.9",))), REFUSE, CODE.NAME_NOT_ALLOWED),
+        (request(b"", OURS), REFUSE, CODE.BAD_REQUEST),
+        (
+            request(
+                make_pem("system:node:x"),
+                names.service_account_user(BOOTSTRAP_NS, "windows-host-zzzz"),
+            ),
+            IGNORE,
+            CODE.NONE,
+        ),
+    ],
+)
+def test_every_approval_and_refusal_has_a_reason_code(
+    req: csr.CsrRequest, verdict_: csr.Verdict, code: csr.ReasonCode
+) -> None:
+    decision = csr.decide(req, KNOWLEDGE)
+    assert (decision.verdict, decision.code) == (verdict_, code), decision.reason

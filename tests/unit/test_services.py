@@ -68,6 +68,12 @@ def test_contract_command_lines() -> None:
         "--logfile C:\\var\\log\\hybrid-overlay\\hybrid-overlay.log "
         "--k8s-apiserver=https://api-int.example:6443 --k8s-cacert C:\\k\\bootstrap-ca.crt"
     )
+    assert named["windows_exporter"].command_line == (
+        "C:\\k\\windows_exporter.exe --collectors.enabled "
+        "cpu,logical_disk,net,os,service,system,container,memory,cpu_info "
+        "--web.listen-address=:9182 --log.file C:\\var\\log\\windows_exporter\\windows_exporter.log "
+        "--web.config.file C:\\k\\windows_exporter\\web-config.yml"
+    )
     assert named["containerd"].command_line == (
         "C:\\k\\containerd\\containerd.exe --config C:\\k\\containerd\\containerd_conf.toml "
         "--log-file C:\\var\\log\\containerd\\containerd.log --run-service --log-level info"
@@ -95,7 +101,12 @@ def test_held_files_are_the_contract_table() -> None:
             "c:\\k\\kube-log-runner.exe",
             "c:\\k\\kube-proxy.conf",
         },
-        "windows_exporter": {"c:\\k\\windows_exporter.exe"},
+        "windows_exporter": {
+            "c:\\k\\windows_exporter.exe",
+            "c:\\k\\windows_exporter\\web-config.yml",
+            "c:\\k\\windows_exporter\\tls.crt",
+            "c:\\k\\windows_exporter\\tls.key",
+        },
     }
     live = (
         layout.KUBELET_CA,

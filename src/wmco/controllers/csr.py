@@ -57,6 +57,7 @@ from wmco import csr, kube, names
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
+from wmco.runtime import metrics as metrics_mod
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ class CsrReconciler:
         accounts: informer_mod.Informer[ServiceAccount],
         nodes: informer_mod.Informer[Node],
         bootstrap_namespace: str,
+        metrics: metrics_mod.Metrics | None = None,
     ) -> None:
         """Create the reconciler.
 
@@ -225,6 +227,7 @@ class CsrReconciler:
             accounts: Informer of our bootstrap ServiceAccounts.
             nodes: Informer of the Windows Nodes.
             bootstrap_namespace: Where the bootstrap ServiceAccounts live.
+            metrics: Where approvals and refusals are counted (by reason code).
         """
         self._client = client
         self._recorder = recorder
@@ -232,6 +235,7 @@ class CsrReconciler:
         self._accounts = accounts
         self._nodes = nodes
         self._bootstrap_namespace = bootstrap_namespace
+        self._metrics = metrics
 
     def cached_knowledge(self) -> csr.Knowledge:
         """What the operator knows according to the informers' caches."""
@@ -259,6 +263,8 @@ class CsrReconciler:
         if not await set_decision(self._client, fresh, decision):
             return None
         approved = decision.verdict is csr.Verdict.APPROVE
+        if self._metrics is not None:
+            self._metrics.csr_decided(approved=approved, reason=decision.code.value)
         log.info(
             "CSR %s (%s, requested by %s) %s: %s",
             key,
@@ -332,7 +338,13 @@ def setup(
     )
     nodes = manager.informer(Node, labels=WINDOWS_NODE_LABELS)
     reconciler = CsrReconciler(
-        manager.client, recorder, csrs, accounts, nodes, settings.bootstrap_namespace
+        manager.client,
+        recorder,
+        csrs,
+        accounts,
+        nodes,
+        settings.bootstrap_namespace,
+        manager.metrics,
     )
     controller = manager.controller(CONTROLLER_NAME, reconciler)
 

@@ -13,6 +13,11 @@ The kubelet client CA is read from the informers of its source ConfigMaps
 out resyncs), so a rotated bundle re-queues every host, and the up-to-date check, which compares
 the bundle's digest with the Node's ``kubelet-ca-hash``, sends exactly those hosts through the
 flow, which then rewrites only ``kubelet-ca.crt``.
+
+The exporter CA (:mod:`wmco.cluster.exportersecret`) is handled the same way: its Secret's
+informer re-queues every host when it changes, and the up-to-date check also asks whether the
+host's windows_exporter certificate is still good (:func:`wmco.nodeconfig.exportertls.is_current`).
+Each host's phase (configuring, ready, failed) is kept for the ``wmco_hosts`` metric.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ from typing import Any
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
-from wmco.cluster import clientca
-from wmco.nodeconfig import configure, deconfigure, hyperv
+from wmco.cluster import clientca, exportersecret
+from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
+from wmco.runtime import metrics as metrics_mod
 from wmco.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,10 +61,27 @@ class Hosts:
     nodes: informer_mod.Informer[Node]
     private_keys: informer_mod.Informer[Secret]
     ca_sources: tuple[informer_mod.Informer[ConfigMap], ...] = ()
+    exporter_secrets: informer_mod.Informer[Secret] | None = None
+    metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
+    exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
     slots: asyncio.Semaphore = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.settings.concurrency)
+        informer = self.exporter_secrets
+
+        def cached() -> Secret | None:
+            if informer is None:
+                return None
+            return informer.store.get_by_name(
+                names.WINDOWS_EXPORTER_CA_SECRET, self.settings.namespace
+            )
+
+        self.exporter_cas = exportersecret.CaKeeper(self.client, self.settings.namespace, cached)
+
+    def forget_host(self, key: str) -> None:
+        """A host is no longer managed: drop it from the phase counts."""
+        self.metrics.hosts.forget(key)
 
     def client_ca(self) -> clientca.Choice:
         """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
@@ -98,6 +121,8 @@ class Hosts:
                 self.payload,
                 self.version,
                 client_ca=self.client_ca(),
+                exporter_ca=await self.exporter_cas.current(),
+                observer=self.metrics,
             )
         except userdata.PrivateKeyError:
             return None
@@ -105,12 +130,13 @@ class Hosts:
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> bool:
-        """Whether the node is Ready and configured by us with this key, CA and Hyper-V setting."""
+        """Whether the node is Ready and configured by us with this key, CAs and Hyper-V setting."""
         node = node_mod.match_node(self.nodes.store.objects(), instance)
         return (
             node_mod.is_up_to_date(node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash)
             and hyperv.settled(node, inputs.settings.hyperv)
             and node_mod.node_is_ready(node)
+            and exportertls.is_current(node, inputs.exporter_ca)
         )
 
     async def configure_instance(
@@ -147,11 +173,16 @@ class Hosts:
         Returns:
             ``None`` when done; a backoff requeue after a failure.
         """
+        phases = self.metrics.hosts
+        key = phase_key(instance)
         if await self.up_to_date(instance, inputs):
+            phases.set(key, metrics_mod.HostPhase.READY)
             return None
+        phases.set(key, metrics_mod.HostPhase.CONFIGURING)
         try:
             outcome = await self.configure_instance(instance, inputs)
         except instance_mod.ConfigurationError as exc:
+            phases.set(key, metrics_mod.HostPhase.FAILED)
             log.warning("%s: %s", subject, exc)
             if ref is not None:
                 reason = (
@@ -161,6 +192,10 @@ class Hosts:
                 )
                 await self.recorder.emit_event(ref, "Warning", reason, str(exc))
             return controller_mod.Result(requeue=True)
+        except Exception:
+            phases.set(key, metrics_mod.HostPhase.FAILED)
+            raise
+        phases.set(key, metrics_mod.HostPhase.READY)
         message = (
             f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
             f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
@@ -192,9 +227,16 @@ class Hosts:
     ) -> deconfigure.Teardown:
         """Deconfigure one instance and delete its node, waiting for a free slot first."""
         async with self.slots:
-            return await deconfigure.deconfigure(
+            teardown = await deconfigure.deconfigure(
                 self.client, instance, inputs, delete_node=True, clean_host=clean_host
             )
+        self.forget_host(phase_key(instance))
+        return teardown
+
+
+def phase_key(instance: instance_mod.Instance) -> str:
+    """How a host is counted in ``wmco_hosts``: its Machine, else its address."""
+    return instance.machine or instance.address
 
 
 def instance_of_node(
@@ -251,4 +293,17 @@ def setup(
             Secret, namespace=settings.namespace, fields={"metadata.name": names.PRIVATE_KEY_SECRET}
         ),
         ca_sources=ca_informers(manager, settings),
+        exporter_secrets=exporter_ca_informer(manager, settings),
+        metrics=manager.metrics,
+    )
+
+
+def exporter_ca_informer(
+    manager: manager_mod.Manager, settings: Settings
+) -> informer_mod.Informer[Secret]:
+    """The informer of the exporter CA Secret (shared with the monitoring controller)."""
+    return manager.informer(
+        Secret,
+        namespace=settings.namespace,
+        fields={"metadata.name": names.WINDOWS_EXPORTER_CA_SECRET},
     )

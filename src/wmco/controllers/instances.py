@@ -139,6 +139,7 @@ class InstancesReconciler:
             (n for n in self.nodes.store.objects() if address in self.keys_for_node(n)), None
         )
         if node is None:
+            self.hosts.forget_host(address)
             return None
         instance = hosts_mod.instance_of_node(
             node, instance_mod.Origin.BYOH, self.hosts.settings.default_username
@@ -189,4 +190,8 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
     controller.watch(nodes, reconciler.keys_for_node)
     for source in hosts.ca_sources:
         controller.watch(source, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
+    if hosts.exporter_secrets is not None:  # a new exporter CA: every host gets a certificate
+        controller.watch(
+            hosts.exporter_secrets, reconciler.keys_for_client_ca, hosts_mod.ca_changed
+        )
     return controller

@@ -141,6 +141,7 @@ class MachinesReconciler:
     ) -> controller_mod.Result | None:
         node = self._node_of(key)
         if node is None:
+            self.hosts.forget_host(key)
             return None
         instance = hosts_mod.instance_of_node(
             node, instance_mod.Origin.MACHINE, self.hosts.settings.default_username
@@ -186,4 +187,8 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
     controller.watch(nodes, reconciler.keys_for_node)
     for source in hosts.ca_sources:
         controller.watch(source, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
+    if hosts.exporter_secrets is not None:  # a new exporter CA: every host gets a certificate
+        controller.watch(
+            hosts.exporter_secrets, reconciler.keys_for_client_ca, hosts_mod.ca_changed
+        )
     return controller

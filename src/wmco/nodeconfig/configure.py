@@ -11,6 +11,8 @@ client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop
    ``containers-feature`` (rebooting when Windows asks), ``hyperv`` (:mod:`.hyperv`: only with
    the ``hyperv`` setting on; may install the role and reboot), ``directories``;
 2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`);
+   ``exporter-tls``: windows_exporter's web config, and a serving certificate when one is due
+   (:mod:`.exportertls`; without an exporter CA, windows_exporter is left stopped);
 3. ``changes``: payload and generated files whose hash differs, and the services as installed;
 4. ``stop-services``, ``files``, ``services``: the plan of :func:`wmco.windows.planner.plan_services`
    (containerd, kubelet, hybrid-overlay-node, windows_exporter; kube-proxy waits for step 5);
@@ -29,7 +31,16 @@ from lightkube.resources.core_v1 import Node
 
 from wmco import kube, names, settings
 from wmco.cluster import clientca
-from wmco.nodeconfig import bootstrap, hostfiles, hostkeys, hyperv, network, node, servicectl
+from wmco.nodeconfig import (
+    bootstrap,
+    exportertls,
+    hostfiles,
+    hostkeys,
+    hyperv,
+    network,
+    node,
+    servicectl,
+)
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import (
     ConfigurationError,
@@ -264,7 +275,13 @@ async def configure(
         raise ConfigurationError(instance.address, Step.CONNECT, "network profile not resolved")
     existing = await node.find_node(client, instance)
     await progress(Step.CONNECT, f"connecting to {instance.username}@{instance.address}")
-    runner = await runner_mod.connect(client, instance, inputs, existing)
+    connecting = time.monotonic()
+    try:
+        runner = await runner_mod.connect(client, instance, inputs, existing)
+    except ConfigurationError:
+        inputs.observer.step_finished(Step.CONNECT, time.monotonic() - connecting)
+        raise
+    runner.time_steps(since=connecting)
     tally = _Tally()
     try:
         await progress(Step.IDENTIFY, "SSH reachable")
@@ -276,6 +293,8 @@ async def configure(
         files, api_server_url = await bootstrap_files(
             client, runner, instance, inputs, host, isolation.handlers
         )
+        exporter = await exporter_tls(runner, instance, inputs, host, existing, progress)
+        files = (*files, *(exporter.files if exporter else ()))
         try:
             desired = services.node_services(
                 services.NodeServiceOptions(
@@ -295,7 +314,10 @@ async def configure(
             files,
             progress=progress,
             remove=services.foreign_services(profile),
-            deferred=(services.KUBE_PROXY,) if ovn else (),
+            deferred=(
+                *((services.KUBE_PROXY,) if ovn else ()),
+                *(() if exporter else (services.WINDOWS_EXPORTER,)),
+            ),
         )
         tally.add(plan, written, len(files))
         await progress(Step.SERVICES, f"{len(plan)} service steps; services running")
@@ -310,7 +332,13 @@ async def configure(
             Node,
             host.node_name,
             hyperv.merge_metadata(
-                node.node_metadata_patch(instance, inputs, runner.host.host_key), isolation
+                node.node_metadata_patch(
+                    instance,
+                    inputs,
+                    runner.host.host_key,
+                    exporter_cert=exporter.record.to_annotation() if exporter else None,
+                ),
+                isolation,
             ),
         )
         await hostkeys.forget(client, settings_.namespace, instance.address)
@@ -326,7 +354,31 @@ async def configure(
             hyperv_problem=isolation.problem,
         )
     finally:
+        runner.finish_steps()
         await runner.close()
+
+
+async def exporter_tls(
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    host: _Host,
+    existing: Node | None,
+    progress: Progress,
+) -> exportertls.ExporterTls | None:
+    """windows_exporter's files for this pass; ``None`` (it stays stopped) without a CA."""
+    runner.step = Step.EXPORTER_TLS
+    if inputs.exporter_ca is None:
+        await progress(
+            Step.EXPORTER_TLS, "no exporter CA right now: windows_exporter is left stopped"
+        )
+        return None
+    planned = await exportertls.plan(runner, inputs.exporter_ca, instance, host.node_name, existing)
+    if planned.reason is not None:
+        await progress(
+            Step.EXPORTER_TLS, f"issuing a windows_exporter certificate: {planned.reason}"
+        )
+    return planned
 
 
 async def wait_until_ready(

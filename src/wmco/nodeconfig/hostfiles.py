@@ -4,7 +4,9 @@ Two kinds: the payload's files (binaries, copied as they are) and the files the 
 generates for this node (containerd's configuration, the kubelet's configuration, its CAs and
 bootstrap kubeconfig, and on ``ovn-hybrid`` our hns.psm1). The CNI configuration and kube-proxy's
 configuration are generated later in the flow, from what the host's network turned out to be
-(:mod:`wmco.nodeconfig.network`).
+(:mod:`wmco.nodeconfig.network`); windows_exporter's web config, certificate and key right after
+these, since whether a new certificate is due depends on what the host holds
+(:mod:`wmco.nodeconfig.exportertls`).
 
 The flow compares all of them with the host first and only then decides which services stop
 (:func:`wmco.windows.planner.plan_services`).
@@ -32,6 +34,9 @@ GENERATED_DESTINATIONS: Final = frozenset(
         layout.HNS_MODULE,
         layout.OVN_CNI_CONFIG,
         layout.KUBE_PROXY_CONFIG,
+        layout.WINDOWS_EXPORTER_WEB_CONFIG,
+        layout.WINDOWS_EXPORTER_CERT,
+        layout.WINDOWS_EXPORTER_KEY,
     )
 )
 """Every file the operator generates: a payload must not bring its own copy of one."""

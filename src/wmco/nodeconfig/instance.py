@@ -12,9 +12,10 @@ import dataclasses
 import enum
 import ipaddress
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from wmco import userdata
-from wmco.cluster import clientca
+from wmco.cluster import clientca, exporterca
 from wmco.payload import manifest as payload_manifest
 from wmco.settings import Settings
 
@@ -35,6 +36,7 @@ class Step(enum.StrEnum):
     HYPERV = "hyperv"
     DIRECTORIES = "directories"
     BOOTSTRAP_FILES = "bootstrap-files"
+    EXPORTER_TLS = "exporter-tls"
     CHANGES = "changes"
     STOP_SERVICES = "stop-services"
     FILES = "files"
@@ -82,6 +84,31 @@ class Instance:
             return None
 
 
+class FlowObserver(Protocol):
+    """What the flows tell the operator's metrics (:mod:`wmco.runtime.metrics`); must not raise."""
+
+    def step_finished(self, step: Step, seconds: float) -> None:
+        """A configure step took ``seconds`` (also when it failed)."""
+        ...
+
+    def ssh_error(self, kind: str) -> None:
+        """An SSH error of ``kind`` (:class:`wmco.windows.ssherrors.ErrorKind`) reached a flow."""
+        ...
+
+
+class _NoObserver:
+    """A :class:`FlowObserver` that records nothing."""
+
+    def step_finished(self, step: Step, seconds: float) -> None:
+        return None
+
+    def ssh_error(self, kind: str) -> None:
+        return None
+
+
+NO_OBSERVER: FlowObserver = _NoObserver()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Inputs:
     """Cluster-wide inputs of the flow, the same for every instance of one reconcile.
@@ -95,6 +122,9 @@ class Inputs:
         version: The operator's version (the ``version`` annotation).
         pub_key_hash: The ``pub-key-hash`` annotation of the key.
         client_ca: The kubelet client CA bundle, or why there is none right now.
+        exporter_ca: The CA of windows_exporter's serving certificates; ``None`` while it
+            cannot be had (hosts are then configured with windows_exporter left stopped).
+        observer: Where the flows report step durations and SSH errors (metrics).
     """
 
     settings: Settings
@@ -103,6 +133,10 @@ class Inputs:
     version: str
     pub_key_hash: str
     client_ca: clientca.Choice
+    exporter_ca: exporterca.CertificateAuthority | None = None
+    observer: FlowObserver = dataclasses.field(
+        default_factory=lambda: NO_OBSERVER, repr=False, compare=False
+    )
 
     @classmethod
     def from_key(
@@ -113,11 +147,20 @@ class Inputs:
         version: str,
         *,
         client_ca: clientca.Choice,
+        exporter_ca: exporterca.CertificateAuthority | None = None,
+        observer: FlowObserver | None = None,
     ) -> Inputs:
         """Parse the key once; raise ``userdata.PrivateKeyError`` if it is unusable."""
         key = userdata.load_private_key(private_key_pem)
         return cls(
-            settings, private_key_pem, payload, version, userdata.pub_key_hash(key), client_ca
+            settings,
+            private_key_pem,
+            payload,
+            version,
+            userdata.pub_key_hash(key),
+            client_ca,
+            exporter_ca,
+            observer or NO_OBSERVER,
         )
 
     @property

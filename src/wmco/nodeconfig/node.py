@@ -100,9 +100,17 @@ async def find_node(client: kube.Client, instance: Instance) -> Node | None:
 
 
 def node_metadata_patch(
-    instance: Instance, inputs: Inputs, host_key: ssh.HostKey | None
+    instance: Instance,
+    inputs: Inputs,
+    host_key: ssh.HostKey | None,
+    *,
+    exporter_cert: str | None = None,
 ) -> dict[str, Any]:
-    """The labels and annotations a configured node carries (a merge patch)."""
+    """The labels and annotations a configured node carries (a merge patch).
+
+    ``exporter_cert`` is the record of windows_exporter's serving certificate on the host
+    (:class:`wmco.cluster.exporterca.ServingRecord`), when the flow set one up.
+    """
     labels: dict[str, str | None] = {names.WORKER_ROLE_LABEL: ""}
     if instance.origin is Origin.BYOH:
         labels[names.BYOH_LABEL] = names.TRUE
@@ -117,6 +125,8 @@ def node_metadata_patch(
         annotations[names.KUBELET_CA_HASH_ANNOTATION] = inputs.client_ca_hash
     if instance.machine:
         annotations[names.MACHINE_ANNOTATION] = instance.machine
+    if exporter_cert is not None:
+        annotations[names.EXPORTER_CERT_ANNOTATION] = exporter_cert
     if host_key is not None:
         annotations.update(hostkeys.node_annotations(host_key))
     return {"metadata": {"labels": labels, "annotations": annotations}}

@@ -13,6 +13,11 @@ Every command and file of a flow goes through a :class:`Runner`. It
   Every command of the flows is idempotent, so sending it again is safe; the one that is not
   (creating the VIP endpoint) uses :meth:`Runner.attempt`, which reports the drop instead and
   lets its step look again before retrying.
+
+The runner also reports to the flow's :class:`~wmco.nodeconfig.instance.FlowObserver` (the
+operator's metrics): every SSH error that reaches it, by kind (a dropped connection it absorbs
+counts as ``connection-dropped``), and, once the configure flow calls :meth:`Runner.time_steps`,
+how long each step took, measured from one assignment of :attr:`Runner.step` to the next.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pathlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
@@ -28,13 +34,15 @@ from lightkube.resources.core_v1 import Node
 from wmco import kube, names
 from wmco.nodeconfig import hostkeys
 from wmco.nodeconfig.instance import (
+    NO_OBSERVER,
     ConfigurationError,
+    FlowObserver,
     HostKeyChangedError,
     Inputs,
     Instance,
     Step,
 )
-from wmco.windows import answers, commands, ssh
+from wmco.windows import answers, commands, ssh, ssherrors
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +96,54 @@ class Runner:
     Attributes:
         host: The connection.
         address: The instance's address (for messages).
-        step: The step being run (for messages); the flow sets it.
+        step: The step being run (for messages and durations); the flow sets it.
         blips: Dropped connections absorbed so far.
     """
 
-    def __init__(self, host: Connection, address: str, *, reconnect_within: float) -> None:
+    def __init__(
+        self,
+        host: Connection,
+        address: str,
+        *,
+        reconnect_within: float,
+        observer: FlowObserver = NO_OBSERVER,
+    ) -> None:
         self.host = host
         self.address = address
-        self.step = Step.CONNECT
         self.blips = 0
+        self.observer = observer
         self._reconnect_within = reconnect_within
+        self._step = Step.CONNECT
+        self._step_started: float | None = None
+
+    @property
+    def step(self) -> Step:
+        """The step being run."""
+        return self._step
+
+    @step.setter
+    def step(self, value: Step) -> None:
+        if value is not self._step:
+            self._finish_step()
+            if self._step_started is not None:
+                self._step_started = time.monotonic()
+        self._step = value
+
+    def time_steps(self, since: float) -> None:
+        """Report each step's duration from now on; the current one started at ``since``."""
+        self._step_started = since
+
+    def finish_steps(self) -> None:
+        """Report the current step's duration and stop timing (the flow ends)."""
+        self._finish_step()
+        self._step_started = None
+
+    def _finish_step(self) -> None:
+        if self._step_started is not None:
+            self.observer.step_finished(self._step, time.monotonic() - self._step_started)
+
+    def _count(self, exc: BaseException) -> None:
+        self.observer.ssh_error(ssherrors.error_kind(exc))
 
     @property
     def connected(self) -> bool:
@@ -116,6 +162,7 @@ class Runner:
             ConfigurationError: It did not come back in time.
         """
         self.blips += 1
+        self.observer.ssh_error(ssherrors.ErrorKind.CONNECTION_DROPPED)
         log.info(
             "host %s: connection dropped during %s (step %s); reconnecting",
             self.address,
@@ -125,8 +172,10 @@ class Runner:
         try:
             await self.host.reconnect(within=self._reconnect_within)
         except ssh.HostKeyMismatchError as exc:
+            self._count(exc)
             raise HostKeyChangedError(self.address, self.step, str(exc)) from None
         except ssh.SshError as exc:
+            self._count(exc)
             raise self.fail(f"connection lost during {what} and not regained: {exc}") from None
 
     async def run(
@@ -144,6 +193,7 @@ class Runner:
             try:
                 result = await self.host.run(command, timeout=timeout, what=what)
             except ssh.CommandTimeoutError as exc:
+                self._count(exc)
                 raise self.fail(str(exc)) from None
             except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
                 raise self._refused(exc) from None
@@ -155,6 +205,7 @@ class Runner:
         raise self.fail(f"the connection dropped {MAX_BLIPS + 1} times during {what}")
 
     def _refused(self, exc: ssh.SshError) -> ConfigurationError:
+        self._count(exc)
         if isinstance(exc, ssh.HostKeyMismatchError):
             return HostKeyChangedError(self.address, self.step, str(exc))
         return self.fail(str(exc))
@@ -172,6 +223,7 @@ class Runner:
         try:
             result = await self.host.run(command, what=what)
         except ssh.CommandTimeoutError as exc:
+            self._count(exc)
             raise self.fail(str(exc)) from None
         except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
             raise self._refused(exc) from None
@@ -232,6 +284,7 @@ class Runner:
                 raise self._refused(exc) from None
             except ssh.SshError as exc:
                 if self.host.connected:
+                    self._count(exc)
                     raise self.fail(str(exc)) from None
             await self.redial(what)
         raise self.fail(f"the connection dropped {MAX_BLIPS + 1} times during {what}")
@@ -286,6 +339,7 @@ async def connect(
     async def on_first_use(key: ssh.HostKey) -> None:
         await hostkeys.remember(client, settings.namespace, instance.address, key)
 
+    observer = inputs.observer
     try:
         key = ssh.load_ssh_key(inputs.private_key_pem)
     except ssh.SshKeyError as exc:
@@ -302,6 +356,7 @@ async def connect(
     try:
         await host.connect(within=settings.ssh_boot_deadline if within is None else within)
     except ssh.HostKeyMismatchError as exc:
+        observer.ssh_error(ssherrors.ErrorKind.HOST_KEY_MISMATCH)
         raise HostKeyChangedError(
             instance.address,
             Step.CONNECT,
@@ -310,8 +365,11 @@ async def connect(
             "annotation)",
         ) from None
     except ssh.SshError as exc:
+        observer.ssh_error(ssherrors.error_kind(exc))
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
-    return Runner(host, instance.address, reconnect_within=settings.ssh_boot_deadline)
+    return Runner(
+        host, instance.address, reconnect_within=settings.ssh_boot_deadline, observer=observer
+    )
 
 
 async def reboot(runner: Runner, boot_deadline: float, command_timeout: float) -> None:

@@ -39,6 +39,11 @@ KUBELET_CA: Final = "C:\\k\\kubelet-ca.crt"
 BOOTSTRAP_CA: Final = "C:\\k\\bootstrap-ca.crt"
 KUBE_PROXY_CONFIG: Final = "C:\\k\\kube-proxy.conf"
 HNS_MODULE: Final = "C:\\Temp\\hns.psm1"
+WINDOWS_EXPORTER_DIR: Final = "C:\\k\\windows_exporter"
+WINDOWS_EXPORTER_WEB_CONFIG: Final = "C:\\k\\windows_exporter\\web-config.yml"
+WINDOWS_EXPORTER_CERT: Final = "C:\\k\\windows_exporter\\tls.crt"
+WINDOWS_EXPORTER_KEY: Final = "C:\\k\\windows_exporter\\tls.key"
+"""windows_exporter's TLS: its exporter-toolkit web config, serving certificate and key."""
 
 # --- Written by programs on the host ----------------------------------------------------------
 
@@ -105,6 +110,7 @@ _COMMON_DIRECTORIES: Final = (
     LOG_DIR + "\\kubelet",
     LOG_DIR + "\\containerd",
     LOG_DIR + "\\windows_exporter",
+    WINDOWS_EXPORTER_DIR,
 )
 
 _OVN_DIRECTORIES: Final = (

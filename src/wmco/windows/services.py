@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from wmco import names, settings
-from wmco.windows import commands, kubelet, layout, quoting
+from wmco.windows import commands, exporterconfig, kubelet, layout, quoting
 
 CONTAINERD: Final = "containerd"
 KUBELET: Final = "kubelet"
@@ -116,7 +116,8 @@ class NodeServiceOptions:
         debug: Verbose logging (``--v=4``).
         log_runner: Wrap kubelet and kube-proxy in ``kube-log-runner.exe`` so that their logs go
             to files under ``C:\var\log`` (their own log-file flags were removed in 1.26).
-        exporter_web_config: Path of windows_exporter's TLS web config, if any.
+        exporter_web_config: Path of windows_exporter's TLS web config (``None``: plain HTTP,
+            no TLS files held).
     """
 
     network_profile: settings.NetworkProfile
@@ -125,7 +126,7 @@ class NodeServiceOptions:
     api_server_url: str | None = None
     debug: bool = False
     log_runner: bool = True
-    exporter_web_config: str | None = None
+    exporter_web_config: str | None = layout.WINDOWS_EXPORTER_WEB_CONFIG
 
 
 def _logged(
@@ -223,15 +224,30 @@ def _kube_proxy(options: NodeServiceOptions) -> ServiceSpec:
 
 
 def _windows_exporter(options: NodeServiceOptions) -> ServiceSpec:
+    # windows_exporter 0.30 (kingpin flags): HTTPS through the exporter-toolkit web config; its
+    # certificate and key are read again on each connection, but a changed file still restarts
+    # the service (config_files), so that a broken file shows at once as a failed start.
     args = [
         "--collectors.enabled",
-        "cpu,logical_disk,net,os,service,system,container,memory,cpu_info",
+        ",".join(exporterconfig.COLLECTORS),
+        f"--web.listen-address=:{names.WINDOWS_EXPORTER_PORT}",
         "--log.file",
         layout.WINDOWS_EXPORTER_LOG,
     ]
+    config_files: tuple[str, ...] = ()
     if options.exporter_web_config:
         args += ["--web.config.file", options.exporter_web_config]
-    return ServiceSpec(name=WINDOWS_EXPORTER, binary=layout.WINDOWS_EXPORTER_EXE, args=tuple(args))
+        config_files = (
+            options.exporter_web_config,
+            layout.WINDOWS_EXPORTER_CERT,
+            layout.WINDOWS_EXPORTER_KEY,
+        )
+    return ServiceSpec(
+        name=WINDOWS_EXPORTER,
+        binary=layout.WINDOWS_EXPORTER_EXE,
+        args=tuple(args),
+        config_files=config_files,
+    )
 
 
 def node_services(options: NodeServiceOptions) -> tuple[ServiceSpec, ...]:

@@ -7,8 +7,8 @@ Server 2019/2022. ``Restart-Computer`` drops every connection without an exit st
 port closed for ``faults.reboot_unreachable`` seconds, then boots again (same host key). An HNS
 change that rebinds the virtual switch (first/last switch network) drops every connection too.
 
-The node agents (``kube-proxy``, ``hybrid-overlay-node``; ``agents/``) are registered here as
-program factories; the kubelet (and containerd) come from the caller.
+The node agents (``kube-proxy``, ``hybrid-overlay-node``, ``windows_exporter``; ``agents/``) are
+registered here as program factories; the kubelet (and containerd) come from the caller.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import contextlib
 import hashlib
 import itertools
 import socket
+import time
 from collections.abc import Sequence
 
 import asyncssh
 
 from wmco_sandbox.winhost import containerd
+from wmco_sandbox.winhost.agents.exporter import exporter_factory
 from wmco_sandbox.winhost.agents.hybridoverlay import hybrid_overlay_factory
 from wmco_sandbox.winhost.agents.kubeproxy import kube_proxy_factory
 from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
@@ -125,6 +127,7 @@ class WindowsHost:
         self.machine.hns.on_connectivity_blip = self._connectivity_blip
         self.machine.program_factories.setdefault("kube-proxy", kube_proxy_factory)
         self.machine.program_factories.setdefault("hybrid-overlay-node", hybrid_overlay_factory)
+        self.machine.program_factories.setdefault("windows_exporter", exporter_factory)
         if preinstalled_sshd:
             self.machine.install_openssh()
             svc = self.machine.scm.require("sshd")
@@ -231,6 +234,7 @@ class WindowsHost:
     # -- life cycle ---------------------------------------------------------------------------
     async def _power_on(self, *, first: bool) -> None:
         self.boot_count += 1
+        self.machine.boot_time = time.time()
         self.machine.reboot_requested = False
         if self.machine.pending_computer_name:
             self.machine.computer_name = self.machine.pending_computer_name

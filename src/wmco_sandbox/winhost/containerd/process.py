@@ -36,6 +36,7 @@ from wmco_sandbox.winhost.containerd import config as containerd_config
 from wmco_sandbox.winhost.containerd import sandboxes as containerd_sandboxes
 from wmco_sandbox.winhost.core.processes import (
     ContainerBehaviour,
+    ContainerRecord,
     ContainerRequest,
     CriError,
     CriStatus,
@@ -265,6 +266,10 @@ class SimulatedContainerd:
     async def start_container(self, sandbox_id: str, request: ContainerRequest) -> None:
         """Create and start a container."""
         await self._service().start_container(sandbox_id, request)
+
+    def containers(self) -> list[ContainerRecord]:
+        """The compute systems running now (none while the CRI plugin is down)."""
+        return self._cri.containers() if self._cri else []
 
     def container_log(self, pod_uid: str, container: str) -> str | None:
         """A container's log so far."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from wmco_sandbox.winhost.containerd import images as containerd_images
 from wmco_sandbox.winhost.containerd import plugins as containerd_plugins
 from wmco_sandbox.winhost.core.processes import (
     ContainerBehaviour,
+    ContainerRecord,
     ContainerRequest,
     CriError,
     CriStatus,
@@ -61,6 +63,8 @@ class Sandbox:
         ip: The pod's address.
         attachment: What CNI DEL must undo (``None`` for hostNetwork pods).
         logs: Container name -> the lines it logged.
+        started_at: Unix time the sandbox was made.
+        containers: Container name -> the compute system it runs as (``None``: HostProcess).
     """
 
     sandbox_id: str
@@ -68,6 +72,8 @@ class Sandbox:
     ip: str
     attachment: containerd_plugins.Attachment | None = None
     logs: dict[str, list[str]] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    containers: dict[str, ContainerRecord | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -264,14 +270,30 @@ class CriService:
                 "rpc error: code = NotFound desc = failed to find sandbox "
                 f'"{sandbox_id}": not found'
             )
-        container_id = hashlib.sha256(f"{sandbox_id}/{request.name}".encode()).hexdigest()
+        # The id the kubelet reports in the pod's status (containerd://<id>), so that what HCS
+        # lists (windows_exporter) joins with kube-state-metrics' kube_pod_container_info.
+        container_id = hashlib.sha256(f"{request.pod_uid}/{request.name}".encode()).hexdigest()
         behaviour = self._behaviours.get(containerd_images.image_name(request.image))
         if behaviour is None:
             lines = containerd_images.synthesised_log(request.image, request.command, request.args)
         else:
             lines = await behaviour(request, self._env)
         sandbox.logs[request.name] = list(lines)
+        sandbox.containers[request.name] = (
+            None
+            if request.host_process
+            else ContainerRecord(container_id, request.pod_uid, request.name, time.time())
+        )
         self._log("info", f'StartContainer for "{container_id}" returns successfully', {})
+
+    def containers(self) -> list[ContainerRecord]:
+        """What HCS lists: each non-hostNetwork sandbox, each non-HostProcess container."""
+        found: list[ContainerRecord] = []
+        for uid, sandbox in self._state.sandboxes.items():
+            if not sandbox.request.host_network:
+                found.append(ContainerRecord(sandbox.sandbox_id, uid, "", sandbox.started_at))
+            found += [record for record in sandbox.containers.values() if record is not None]
+        return found
 
     def container_log(self, pod_uid: str, container: str) -> str | None:
         """What a container logged, one line each; ``None`` if there is no such container."""

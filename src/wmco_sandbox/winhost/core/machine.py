@@ -20,6 +20,7 @@ from wmco_sandbox.winhost.core.processes import (
     HostFacts,
     ProgramEnvironment,
     ProgramFactory,
+    ServiceStatus,
 )
 from wmco_sandbox.winhost.core.scm import ServiceControlManager
 from wmco_sandbox.winhost.network.hns import HnsState
@@ -126,6 +127,7 @@ class Machine:
         computer_name: What ``hostname`` prints (default: the host name upper-cased).
         pending_computer_name: Set by ``Rename-Computer``; applied at the next boot.
         mac_address: The adapter's MAC address.
+        boot_time: Unix time of the latest boot (set by the host's power-on).
     """
 
     facts: HostFacts
@@ -149,6 +151,7 @@ class Machine:
     hns: HnsState = field(default_factory=HnsState)
     container_behaviours: dict[str, ContainerBehaviour] = field(default_factory=dict)
     service_logs: dict[str, list[str]] = field(default_factory=dict)
+    boot_time: float = 0.0
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -311,6 +314,25 @@ class _ProgramEnv:
 
     def hyperv_running(self) -> bool:
         return self.machine.hyperv_running()
+
+    @property
+    def boot_time(self) -> float:
+        return self.machine.boot_time
+
+    def services(self) -> list[ServiceStatus]:
+        states = {1: "stopped", 2: "start pending", 3: "stop pending", 4: "running"}
+        return [
+            ServiceStatus(
+                name=svc.name,
+                display_name=svc.display_name or svc.name,
+                state=states.get(int(svc.state), "stopped"),
+                start_type=svc.start_type,
+                bin_path=svc.bin_path,
+                pid=svc.pid,
+                started_at=svc.started_at,
+            )
+            for svc in self.machine.scm.services.values()
+        ]
 
     def read_file(self, path: str) -> bytes | None:
         return self.machine.disk.read_file(path)

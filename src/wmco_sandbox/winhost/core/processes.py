@@ -23,6 +23,7 @@ from wmco_sandbox.winhost.network.hns import HnsState
 
 __all__ = [
     "ContainerBehaviour",
+    "ContainerRecord",
     "ContainerRequest",
     "CriError",
     "CriRuntime",
@@ -38,6 +39,7 @@ __all__ = [
     "ProgramEnvironment",
     "ProgramFactory",
     "ProgramStartError",
+    "ServiceStatus",
 ]
 
 
@@ -134,6 +136,26 @@ class ContainerRequest:
     host_process: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerRecord:
+    """One compute system containerd runs, as HCS lists it (``hcsshim.GetContainers``).
+
+    Every pod sandbox that is not hostNetwork (its pause container) and every container that is
+    not HostProcess is one; HostProcess containers are job objects, not compute systems.
+
+    Attributes:
+        container_id: 64 hex digits (without the ``containerd://`` prefix).
+        pod_uid: The pod's UID.
+        name: The container's name; ``""`` for the pod sandbox itself.
+        started_at: Unix time it started.
+    """
+
+    container_id: str
+    pod_uid: str
+    name: str
+    started_at: float
+
+
 ContainerBehaviour = Callable[[ContainerRequest, "ProgramEnvironment"], Awaitable[list[str]]]
 """What a container of a given image does when it starts; returns the lines it logs.
 
@@ -174,6 +196,33 @@ class CriRuntime(Protocol):
         """What the container wrote to its log so far; ``None`` if there is no such container."""
         ...
 
+    def containers(self) -> list[ContainerRecord]:
+        """The compute systems running now (pod sandboxes and process-isolated containers)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """One installed service as the SCM reports it (``EnumServicesStatusEx`` + ``QueryServiceConfig``).
+
+    Attributes:
+        name: Service name.
+        display_name: Display name.
+        state: ``running``, ``stopped``, ``start pending`` or ``stop pending``.
+        start_type: ``auto``, ``delayed-auto``, ``demand``, ``disabled``, ``boot`` or ``system``.
+        bin_path: The command line (``binPath=``).
+        pid: Process id while running, else 0.
+        started_at: Unix time of its latest start while running, else ``None``.
+    """
+
+    name: str
+    display_name: str
+    state: str
+    start_type: str
+    bin_path: str
+    pid: int
+    started_at: float | None
+
 
 class ProgramEnvironment(Protocol):
     """What a program started by the SCM may see and do on its host."""
@@ -182,6 +231,15 @@ class ProgramEnvironment(Protocol):
     service: str
     disk: VirtualDisk
     hns: HnsState
+
+    @property
+    def boot_time(self) -> float:
+        """Unix time of the host's latest boot."""
+        ...
+
+    def services(self) -> list[ServiceStatus]:
+        """Every installed service, as the SCM reports it now."""
+        ...
 
     def read_file(self, path: str) -> bytes | None:
         """Read a file of the virtual disk by Windows path; ``None`` if missing (or sunk)."""

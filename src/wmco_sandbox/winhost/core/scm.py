@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -100,6 +101,7 @@ class Service:
     last_pid: int = 0
     marked_for_deletion: bool = False
     process: Process | None = None
+    started_at: float | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -246,7 +248,7 @@ class ServiceControlManager:
             self.log(f"service {svc.name}: kube-log-runner cannot start {program[0]}")
             raise ScmError(1067)
         svc.state, svc.exit_code, svc.pid = State.RUNNING, 0, next(self._pids)
-        svc.last_pid = svc.pid
+        svc.last_pid, svc.started_at = svc.pid, time.time()
         factory = self.factories.get(_image(program[0]))
         if factory is not None:
             proc = factory(program, self.env_factory(svc.name))
@@ -286,7 +288,7 @@ class ServiceControlManager:
             await hook(False)
 
     def _stopped(self, svc: Service, code: int) -> None:
-        svc.state, svc.exit_code, svc.pid = State.STOPPED, code, 0
+        svc.state, svc.exit_code, svc.pid, svc.started_at = State.STOPPED, code, 0, None
         if svc.marked_for_deletion:
             self.services.pop(svc.name.lower(), None)
 

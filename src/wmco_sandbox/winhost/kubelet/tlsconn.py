@@ -63,12 +63,20 @@ class TlsStream:
     """One server-side TLS connection over an asyncio stream pair."""
 
     def __init__(
-        self, context: SSL.Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        context: SSL.Context,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        initial: bytes = b"",
     ) -> None:
+        """Wrap the stream; ``initial`` is what was already read from it (a peek at the start)."""
         self._conn = SSL.Connection(context, None)
         self._conn.set_accept_state()
         self._reader = reader
         self._writer = writer
+        if initial:
+            self._conn.bio_write(initial)
 
     async def _flush(self) -> None:
         while True:

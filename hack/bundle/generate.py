@@ -103,19 +103,32 @@ def split(manifests: list[dict[str, Any]]) -> tuple[list[Any], list[Any], list[d
         m
         for m in manifests
         if (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) not in carried
-        and m["kind"] != "Service"
+        and not bundled_kind(m, namespace)
     ]
     return permissions, cluster_permissions, prerequisites
 
 
-def services(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The metrics Service: a kind a registry+v1 bundle carries, into the install namespace."""
+BUNDLED_KINDS = ("Service", "Secret")
+"""Kinds of the install namespace a registry+v1 bundle carries itself (besides the CSV's RBAC)."""
+
+
+def bundled_kind(manifest: dict[str, Any], namespace: str) -> bool:
+    """Whether OLM installs this object from the bundle (into the install namespace)."""
+    return manifest["kind"] in BUNDLED_KINDS and manifest["metadata"].get("namespace") in (
+        None,
+        namespace,
+    )
+
+
+def bundled(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metrics Service and the exporter CA Secret, without a namespace (OLM's is used)."""
+    namespace = deploy.operator_namespace(manifests)
     result = []
     for m in manifests:
-        if m["kind"] == "Service":
-            service = {k: v for k, v in m.items()}
-            service["metadata"] = {k: v for k, v in m["metadata"].items() if k != "namespace"}
-            result.append(service)
+        if bundled_kind(m, namespace):
+            obj = {k: v for k, v in m.items()}
+            obj["metadata"] = {k: v for k, v in m["metadata"].items() if k != "namespace"}
+            result.append(obj)
     return result
 
 
@@ -243,9 +256,9 @@ def files() -> dict[Path, str]:
         + prerequisites_header
         + dump(*prerequisites).removeprefix(HEADER),
     }
-    for service in services(manifests):
-        name = service["metadata"]["name"]
-        generated[BUNDLE / "manifests" / f"{name}_v1_service.yaml"] = dump(service)
+    for obj in bundled(manifests):
+        name = obj["metadata"]["name"]
+        generated[BUNDLE / "manifests" / f"{name}_v1_{obj['kind'].lower()}.yaml"] = dump(obj)
     return generated
 
 

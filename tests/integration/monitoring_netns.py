@@ -40,7 +40,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from exporter_helpers import https_get, samples
-from kube_helpers import eventually
+from kube_helpers import eventually, node_bootstrapper_binding
 from prometheus_helpers import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, crd
 from wmco import kube as kube_mod
 from wmco import names
@@ -207,9 +207,11 @@ def key_pem() -> bytes:
 @pytest.fixture
 async def mon(control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path) -> AsyncIterator[Mon]:
     suffix = base64.b32encode(os.urandom(5)).decode().lower().rstrip("=")
-    operator_ns, mapi_ns = f"mon-{suffix}", f"mapi-{suffix}"
-    for ns in (operator_ns, mapi_ns):
+    operator_ns, mapi_ns, bootstrap_ns = f"mon-{suffix}", f"mapi-{suffix}", f"boot-{suffix}"
+    for ns in (operator_ns, mapi_ns, bootstrap_ns):
         await kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    # What deploy/ binds once for the real bootstrap namespace.
+    binding = await kube.create(node_bootstrapper_binding(bootstrap_ns))
     await kube.create(
         Secret(
             metadata=ObjectMeta(name=names.PRIVATE_KEY_SECRET, namespace=operator_ns),
@@ -231,6 +233,7 @@ async def mon(control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path) ->
         probe_bind_address="127.0.0.1:0",
         network_profile=NetworkProfile.OVN_HYBRID,
         network_timeout=60,
+        bootstrap_namespace=bootstrap_ns,
     )
     payload = payload_manifest.generate_test_payload(tmp_path / "payload", version="test")
     world = Mon(kube, control_plane, settings, payload)
@@ -247,9 +250,11 @@ async def mon(control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path) ->
             for host in world.hosts:
                 with contextlib.suppress(Exception):
                     await kube.delete(Node, host.facts.hostname)
-            for ns in (operator_ns, mapi_ns):
+            for ns in (operator_ns, mapi_ns, bootstrap_ns):
                 with contextlib.suppress(Exception):
                     await kube.delete(Namespace, ns)
+            with contextlib.suppress(Exception):
+                await kube.delete(type(binding), binding.metadata.name)  # type: ignore[union-attr]
 
 
 async def test_every_ready_node_is_scraped_over_tls_through_the_endpointslice(mon: Mon) -> None:
@@ -295,7 +300,7 @@ async def test_every_ready_node_is_scraped_over_tls_through_the_endpointslice(mo
     )  # fmt: skip
     await mon.slice_addresses({hosts[0].address}, timeout=120)
     # The shipped monitoring manifests are valid objects of the real CRDs.
-    mon.plane.kubectl("apply", "-f", str(project_root() / "deploy" / "namespace.yaml"))
+    mon.plane.kubectl("apply", "-f", str(project_root() / "deploy" / "base" / "namespace.yaml"))
     for manifest in ("windows-pod-rules.yaml", "operator-metrics.yaml"):
         path = project_root() / "deploy" / "monitoring" / manifest
         mon.plane.kubectl("apply", "--dry-run=server", "-f", str(path))

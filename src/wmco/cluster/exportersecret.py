@@ -12,9 +12,9 @@ start on an already broken Secret) does it issue a new one, and every host gets 
 certificate on its next pass. A Secret holding some *other* valid CA is taken as it is (reported
 as adopted): that is how a user brings a CA of their own.
 
-The operator may update this one Secret but create none (``deploy/base/rbac-monitoring.yaml``: a created
-service-account-token Secret would mint tokens), so ``deploy/monitoring/`` ships it empty and
-the first pass fills it. Where the operator runs with more rights (the tests), a missing
+The operator may update this one Secret but create none (``deploy/base/rbac-monitoring.yaml``:
+a created service-account-token Secret would mint tokens), so the install manifests ship it
+empty (``deploy/base/windows-exporter-ca-secret.yaml``) and the first pass fills it. Where the operator runs with more rights (the tests), a missing
 Secret is created. Nothing here raises on bad input; API errors are the caller's
 (:class:`wmco.kube.KubeError`).
 """

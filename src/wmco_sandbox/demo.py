@@ -65,9 +65,8 @@ class Story:
         self.scaled_at = time.monotonic()
 
     def say(self, text: str) -> None:
-        """Print one line of the story."""
-        self.out.write(text + "\n")
-        self.out.flush()
+        """Print one line of the story (above the live progress screen on a terminal)."""
+        self.view.say(text)
 
     async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
         """Run one step; its result line says what was checked."""
@@ -88,7 +87,8 @@ class Story:
                 self.ready_at[name] = time.monotonic() - self.scaled_at
                 labels = (node.metadata.labels if node.metadata else None) or {}
                 self.builds[name] = labels.get(names.WINDOWS_BUILD_LABEL, "-")
-        self.view.show(progress_mod.rows(self.sandbox.cloud.hosts.values(), nodes))
+        problems = progress_mod.failures(await self.sandbox.operator_events())
+        self.view.show(progress_mod.rows(self.sandbox.cloud.hosts.values(), nodes, problems))
 
     async def ready_windows_nodes(self) -> list[Node]:
         """Windows nodes that are Ready and carry the taint."""
@@ -304,8 +304,22 @@ class Story:
         )
         return f"node {removed.pop()} drained and removed; {detail}; IIS pods rescheduled"
 
+    async def run(self, started: float) -> None:
+        """Every step of the story, then the summary."""
+        sandbox = self.sandbox
+        await self.step("start the sandbox", _started(sandbox, started))
+        await self.step("private key Secret -> user-data Secret", self.user_data)
+        await self.step("scale the Windows MachineSet to 2", lambda: self.scale_to(2))
+        await self.step("the operator's RuntimeClass for the Windows build", self.runtime_class)
+        await self.step("Windows Deployment (2 replicas) on Windows nodes", self.windows_deployment)
+        await self.step("read a Windows pod's log with kubectl logs", self.pod_log)
+        await self.step("a Linux pod stays off the Windows nodes", self.linux_pod)
+        await self.step("scale the MachineSet to 1", self.scale_down)
+        self.summary()
+
     def summary(self) -> None:
-        """Print the closing table."""
+        """Print the closing table (after the live progress screen)."""
+        self.view.close()
         self.say("")
         self.say("Summary")
         self.say(f"  {'NODE':<24} {'BUILD':<12} {'FROM':<10} {'READY AFTER':<12} STATUS")
@@ -339,17 +353,10 @@ async def run_demo(
         payload_dir=payload.directory,
     ) as sandbox:
         story = Story(sandbox, out)
-        await story.step("start the sandbox", _started(sandbox, started))
-        await story.step("private key Secret -> user-data Secret", story.user_data)
-        await story.step("scale the Windows MachineSet to 2", lambda: story.scale_to(2))
-        await story.step("the operator's RuntimeClass for the Windows build", story.runtime_class)
-        await story.step(
-            "Windows Deployment (2 replicas) on Windows nodes", story.windows_deployment
-        )
-        await story.step("read a Windows pod's log with kubectl logs", story.pod_log)
-        await story.step("a Linux pod stays off the Windows nodes", story.linux_pod)
-        await story.step("scale the MachineSet to 1", story.scale_down)
-        story.summary()
+        try:
+            await story.run(started)
+        finally:
+            story.view.close()
         story.say("stopping the sandbox")
     out.write(f"demo finished in {time.monotonic() - started:.0f}s: every step held\n")
 

@@ -1,23 +1,63 @@
-"""The live progress view: one line per simulated host, from provisioned to node Ready.
+"""The live progress view of the sandbox: where every simulated host stands, from boot to Ready.
 
-Each column is read from where it really happens: the simulated host (booted, SSH sessions it
-served, files on its disk, services its SCM runs) and the real API server (the Node's Ready
-condition). The view prints the table again only when something changed, so a log stays readable.
+Each host's phase is read from where it really happens: the simulated host (booted, SSH sessions
+it served, files on its disk, services its SCM runs) and the real API server (the Node's Ready
+condition, and the operator's Warning Events, whose messages start with ``instance <address>:``).
+
+Two renderings, chosen by where the output goes:
+
+* **a terminal**: one screen refreshed in place (rich's Live display): the hosts per phase with a
+  progress bar, then only the failed and the slowest hosts with their last step and error, so the
+  view stays readable for hundreds of hosts and never scrolls away;
+* **anything else** (CI, a log file): one plain line per host state change, nothing when nothing
+  changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Event, Node
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from wmco_sandbox.cloud import SimHost
 
-STAGES = ("provisioned", "ssh", "files", "services", "ready")
-_MARK = {True: "yes", False: "-"}
+SHOWN_HOSTS = 12
+"""How many problem hosts (failed first, then the slowest) the terminal view lists."""
+
+_FAILURE = re.compile(r"instance (?P<address>[^\s:]+): step (?P<step>[^:]+): ")
+
+
+class Phase(enum.StrEnum):
+    """How far a host got, in order; ``failed`` is a host whose last word was an error."""
+
+    BOOTING = "booting"
+    PROVISIONED = "provisioned"
+    SSH = "ssh"
+    FILES = "files"
+    SERVICES = "services"
+    READY = "ready"
+    FAILED = "failed"
+
+
+_ORDER = list(Phase)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """The operator's last complaint about a host (from a Warning Event)."""
+
+    step: str
+    message: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,17 +73,34 @@ class HostRow:
     files: bool
     services: bool
     ready: bool
+    last_command: str = ""
+    failure: Failure | None = None
 
     @property
-    def cells(self) -> tuple[str, ...]:
-        """The printed cells."""
-        return (
-            self.name,
-            self.origin,
-            self.address,
-            self.build,
-            *(_MARK[getattr(self, stage)] for stage in STAGES),
+    def reached(self) -> Phase:
+        """The furthest phase the host reached, failures aside."""
+        stages = (
+            (self.ready, Phase.READY),
+            (self.services, Phase.SERVICES),
+            (self.files, Phase.FILES),
+            (self.ssh, Phase.SSH),
+            (self.provisioned, Phase.PROVISIONED),
         )
+        return next((phase for done, phase in stages if done), Phase.BOOTING)
+
+    @property
+    def phase(self) -> Phase:
+        """The phase shown: ``failed`` while a host that is not Ready has an error."""
+        if self.failure is not None and not self.ready:
+            return Phase.FAILED
+        return self.reached
+
+    @property
+    def last_step(self) -> str:
+        """The operator's failed step, else the last command the host ran."""
+        if self.failure is not None and not self.ready:
+            return self.failure.step
+        return self.last_command
 
 
 def node_ready(node: Node) -> bool:
@@ -52,12 +109,51 @@ def node_ready(node: Node) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
-def rows(hosts: Iterable[SimHost], nodes: Iterable[Node]) -> list[HostRow]:
-    """The progress of every host, given the current Windows nodes."""
+def failures(events: Iterable[Event]) -> dict[str, Failure]:
+    """The newest word about each host address, when that word was a Warning.
+
+    The operator's failure Events say ``instance <address>: step <step>: <message>``; a newer
+    Normal Event naming the same instance (it was configured) clears the failure.
+    """
+    newest: dict[str, tuple[str, Event]] = {}
+    for event in events:
+        match = _FAILURE.match(event.message or "")
+        address = match["address"] if match else _configured_address(event.message or "")
+        if address is None:
+            continue
+        stamp = _stamp(event)
+        if address not in newest or stamp >= newest[address][0]:
+            newest[address] = (stamp, event)
+    result: dict[str, Failure] = {}
+    for address, (_, event) in newest.items():
+        match = _FAILURE.match(event.message or "")
+        if event.type == "Warning" and match:
+            result[address] = Failure(match["step"], (event.message or "")[match.end() :])
+    return result
+
+
+def _configured_address(message: str) -> str | None:
+    found = re.match(r"instance (?P<address>[^\s:]+) configured as node ", message)
+    return found["address"] if found else None
+
+
+def _stamp(event: Event) -> str:
+    moment = event.lastTimestamp or event.eventTime or event.firstTimestamp
+    return moment.isoformat() if moment is not None else ""
+
+
+def rows(
+    hosts: Iterable[SimHost],
+    nodes: Iterable[Node],
+    problems: Mapping[str, Failure] | None = None,
+) -> list[HostRow]:
+    """The progress of every host, given the current Windows nodes and the operator's failures."""
     ready = {node.metadata.name for node in nodes if node.metadata and node_ready(node)}
+    problems = problems or {}
     result = []
     for sim in sorted(hosts, key=lambda h: h.name):
         machine = sim.host.machine
+        log = sim.host.command_log
         result.append(
             HostRow(
                 name=sim.name,
@@ -65,46 +161,136 @@ def rows(hosts: Iterable[SimHost], nodes: Iterable[Node]) -> list[HostRow]:
                 address=sim.host.address,
                 build=sim.host.facts.windows_build,
                 provisioned=sim.host.up.is_set() or bool(sim.host.boot_count),
-                ssh=bool(sim.host.command_log),
+                ssh=bool(log),
                 files=machine.disk.get("C:\\k\\kubelet.exe") is not None,
                 services=machine.scm.running("kubelet"),
                 ready=sim.host.facts.hostname in ready,
+                last_command=_first_line(log[-1].command) if log else "",
+                failure=problems.get(sim.host.address),
             )
         )
     return result
 
 
+def _first_line(command: str, width: int = 60) -> str:
+    line = command.strip().splitlines()[0] if command.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 class ProgressView:
-    """Prints the table when it changes."""
+    """Shows host progress: refreshed in place on a terminal, one line per change otherwise.
 
-    HEADER = (
-        "HOST",
-        "FROM",
-        "ADDRESS",
-        "BUILD",
-        "PROVISIONED",
-        "SSH",
-        "FILES",
-        "SERVICES",
-        "READY",
-    )
+    Args:
+        out: Where to write.
+        started: The moment elapsed times count from (default: now).
+        live: Refresh in place (default: whether ``out`` is a terminal).
+        shown: How many problem hosts the terminal view lists.
+    """
 
-    def __init__(self, out: TextIO, started: float | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        started: float | None = None,
+        *,
+        live: bool | None = None,
+        shown: int = SHOWN_HOSTS,
+    ) -> None:
         self.out = out
         self.started = time.monotonic() if started is None else started
-        self._last: list[HostRow] | None = None
+        self.shown = shown
+        self._phases: dict[str, Phase] = {}
+        self._entered: dict[str, float] = {}
+        self._live: Live | None = None
+        if live if live is not None else _is_terminal(out):
+            console = Console(file=out, force_terminal=True)
+            self._live = Live(console=console, auto_refresh=False, transient=False)
 
     def show(self, current: list[HostRow]) -> None:
-        """Print ``current`` if it differs from what was printed last."""
-        if current == self._last:
-            return
-        self._last = current
-        widths = [len(h) for h in self.HEADER]
+        """Take the hosts' current state and render what changed."""
+        now = time.monotonic()
+        changes = []
         for row in current:
-            widths = [max(w, len(c)) for w, c in zip(widths, row.cells, strict=True)]
-        elapsed = time.monotonic() - self.started
-        lines = [f"[{elapsed:6.1f}s] hosts:"]
-        for cells in (self.HEADER, *(row.cells for row in current)):
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
-        self.out.write("\n".join(lines) + "\n")
+            before = self._phases.get(row.name)
+            if before is not row.phase:
+                self._phases[row.name] = row.phase
+                self._entered[row.name] = now
+                changes.append((row, before))
+        if self._live is not None:
+            if not self._live.is_started:
+                self._live.start()
+            self._live.update(self.render(current, now), refresh=True)
+            return
+        for row, before in changes:
+            self.out.write(self._line(row, before) + "\n")
+        if changes:
+            self.out.flush()
+
+    def say(self, text: str) -> None:
+        """Print a line of other output: above the live screen on a terminal, else as is."""
+        if self._live is not None and self._live.is_started:
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
+        self.out.write(text + "\n")
         self.out.flush()
+
+    def close(self) -> None:
+        """Leave the last screen on the terminal (a no-op for plain output)."""
+        if self._live is not None and self._live.is_started:
+            self._live.stop()
+
+    def _line(self, row: HostRow, before: Phase | None) -> str:
+        elapsed = time.monotonic() - self.started
+        change = f"{before} -> {row.phase}" if before is not None else str(row.phase)
+        text = f"[{elapsed:7.1f}s] {row.name} {row.address} ({row.origin}, {row.build}): {change}"
+        if row.phase is Phase.FAILED and row.failure is not None:
+            text += f": step {row.failure.step}: {row.failure.message}"
+        return text
+
+    def render(self, current: list[HostRow], now: float | None = None) -> Group:
+        """The terminal screen: the summary, the bar, the failed and the slowest hosts."""
+        now = time.monotonic() if now is None else now
+        total = len(current)
+        counts = {phase: 0 for phase in Phase}
+        for row in current:
+            counts[row.phase] += 1
+        ready = counts[Phase.READY]
+        elapsed = now - self.started
+        head = Text(f"[{elapsed:6.1f}s] {ready}/{total} hosts Ready")
+        if counts[Phase.FAILED]:
+            head.append(f", {counts[Phase.FAILED]} failed", style="bold red")
+        bar = ProgressBar(total=max(total, 1), completed=ready, width=40)
+        summary = Text("  ".join(f"{phase}: {counts[phase]}" for phase in Phase))
+        parts: list[Text | ProgressBar | Table] = [head, bar, summary]
+        problems = self._problem_hosts(current, now)
+        if problems:
+            table = Table(title=None, box=None, pad_edge=False, show_edge=False)
+            for column in ("HOST", "ADDRESS", "PHASE", "FOR", "LAST STEP", "ERROR"):
+                table.add_column(column, overflow="fold" if column == "ERROR" else "ellipsis")
+            for row in problems:
+                table.add_row(
+                    row.name,
+                    row.address,
+                    Text(str(row.phase), style="red" if row.phase is Phase.FAILED else ""),
+                    f"{now - self._entered.get(row.name, now):.0f}s",
+                    row.last_step,
+                    row.failure.message if row.phase is Phase.FAILED and row.failure else "",
+                )
+            parts.append(table)
+            hidden = sum(1 for row in current if row.phase is not Phase.READY) - len(problems)
+            if hidden > 0:
+                parts.append(Text(f"... and {hidden} more hosts on their way"))
+        return Group(*parts)
+
+    def _problem_hosts(self, current: list[HostRow], now: float) -> list[HostRow]:
+        """Failed hosts first, then the not-yet-Ready ones longest in their phase."""
+        failed = [row for row in current if row.phase is Phase.FAILED]
+        waiting = [row for row in current if row.phase not in (Phase.FAILED, Phase.READY)]
+        waiting.sort(key=lambda row: (self._entered.get(row.name, now), _ORDER.index(row.phase)))
+        return (failed + waiting)[: self.shown]
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap, Node, Secret
+from lightkube.resources.core_v1 import ConfigMap, Event, Node, Secret
 from lightkube.types import PatchType
 
 from wmco import names
@@ -483,6 +483,13 @@ class Sandbox:
             node
             async for node in self.kube.list(Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
         ]
+
+    async def operator_events(self) -> list[Event]:
+        """The Events in the operator's and the Machine API's namespaces (for the progress view)."""
+        events: list[Event] = []
+        for namespace in (names.OPERATOR_NAMESPACE, names.MACHINE_API_NAMESPACE):
+            events += [event async for event in self.kube.list(Event, namespace=namespace)]
+        return events
 
     async def wait_for(
         self,

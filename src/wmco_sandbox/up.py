@@ -47,7 +47,8 @@ async def run_up(
 
         async def tick() -> None:
             nodes = await sandbox.windows_nodes()
-            view.show(progress_mod.rows(sandbox.cloud.hosts.values(), nodes))
+            problems = progress_mod.failures(await sandbox.operator_events())
+            view.show(progress_mod.rows(sandbox.cloud.hosts.values(), nodes, problems))
             sandbox.write_hosts()
 
         async def all_ready() -> bool:
@@ -60,11 +61,15 @@ async def run_up(
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
-            waiter.result()
-            await tick()
+            try:
+                waiter.result()
+                await tick()
+            finally:
+                view.close()
             (state_dir / "ready").write_text(sandbox.plane.server + "\n")
             out.write(f"ready: {expected} Windows node(s); Ctrl-C to stop\n")
             await stop.wait()
         else:
             waiter.cancel()
+            view.close()
         out.write("stopping the sandbox ...\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_sandbox_up_writes_its_state_and_stops_cleanly(tmp_path: Path) -> None:
         ).stdout.split()
         assert len(nodes) == 2, nodes
         output = log.read_text()
-        assert "READY" in output and "SSH" in output  # the live progress table
+        # not a terminal: one plain line per host state change, ending at ready for both hosts
+        assert len(re.findall(r"^\[ *[\d.]+s\] \S+ .*-> ready$", output, re.MULTILINE)) == 2, output
+        assert "\x1b[" not in output
         assert "payload: generated (small fake binaries)" in output
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]

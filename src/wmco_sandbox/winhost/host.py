@@ -31,6 +31,7 @@ from wmco_sandbox.winhost.core.disk import FileNode, VirtualDisk
 from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
 from wmco_sandbox.winhost.core.machine import IMAGES, OPENSSH_KEY, POWERSHELL_EXE, Machine
 from wmco_sandbox.winhost.core.processes import HostFacts, ProgramFactory
+from wmco_sandbox.winhost.core.profile import HostProfile
 from wmco_sandbox.winhost.core.userdata import UserData, parse_user_data
 from wmco_sandbox.winhost.powershell.session import (
     PowerShellSession,
@@ -38,6 +39,7 @@ from wmco_sandbox.winhost.powershell.session import (
     run_powershell_exe,
 )
 from wmco_sandbox.winhost.shells.cmd import run_cmd, run_cmd_exe
+from wmco_sandbox.winhost.ssh.endpoint import Traffic
 from wmco_sandbox.winhost.ssh.server import ADMIN_KEYS, WinSSHServer, authorized_blobs
 
 __all__ = ["WindowsHost", "allocate_address"]
@@ -69,6 +71,7 @@ class WindowsHost:
         max_sessions: sshd ``MaxSessions``: session channels open at once per connection.
         virtualization_extensions: The processor exposes hardware virtualisation (bare metal or
             nested virtualisation): without it the Hyper-V role cannot be installed.
+        profile: How long the slow parts take (default: the ``fast`` profile of the tests).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class WindowsHost:
         preinstalled_sshd: bool = False,
         max_sessions: int = 10,
         virtualization_extensions: bool = True,
+        profile: HostProfile | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.address = address or allocate_address()
@@ -117,6 +121,7 @@ class WindowsHost:
         self.command_log: list[CommandRecord] = []
         self.userdata_results: list[ShellResult] = []
         self.connections: set[asyncssh.SSHServerConnection] = set()
+        self.traffic = Traffic()
         self.boot_count = 0
         self.up = asyncio.Event()
         self._listener: asyncssh.SSHAcceptor | None = None
@@ -128,12 +133,19 @@ class WindowsHost:
         self.machine.program_factories.setdefault("kube-proxy", kube_proxy_factory)
         self.machine.program_factories.setdefault("hybrid-overlay-node", hybrid_overlay_factory)
         self.machine.program_factories.setdefault("windows_exporter", exporter_factory)
+        if profile is not None:
+            self.apply_profile(profile)
         if preinstalled_sshd:
             self.machine.install_openssh()
             svc = self.machine.scm.require("sshd")
             svc.start_type = "auto"
 
     # -- public API ---------------------------------------------------------------------------
+    def apply_profile(self, profile: HostProfile) -> None:
+        """Make the host take ``profile``'s time for shells, transfers, services and reboots."""
+        self.machine.profile = profile
+        self.faults.reboot_unreachable = profile.reboot
+
     @property
     def faults(self) -> Faults:
         """Live faults; mutate them, or assign a new :class:`Faults` (it reaches every part)."""

@@ -22,6 +22,7 @@ from wmco_sandbox.winhost.core.processes import (
     ProgramFactory,
     ServiceStatus,
 )
+from wmco_sandbox.winhost.core.profile import FAST, HostProfile
 from wmco_sandbox.winhost.core.scm import ServiceControlManager
 from wmco_sandbox.winhost.network.hns import HnsState
 
@@ -128,6 +129,7 @@ class Machine:
         pending_computer_name: Set by ``Rename-Computer``; applied at the next boot.
         mac_address: The adapter's MAC address.
         boot_time: Unix time of the latest boot (set by the host's power-on).
+        profile: How long the slow parts take (shell starts, transfers, service starts...).
     """
 
     facts: HostFacts
@@ -152,6 +154,7 @@ class Machine:
     container_behaviours: dict[str, ContainerBehaviour] = field(default_factory=dict)
     service_logs: dict[str, list[str]] = field(default_factory=dict)
     boot_time: float = 0.0
+    profile: HostProfile = FAST
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +164,12 @@ class Machine:
         if len(octets) == 4:
             self.mac_address = "02-00-" + "-".join(f"{o:02X}" for o in octets)
         self.scm = ServiceControlManager(
-            self.disk, self.faults, self._program_env, self.program_factories, self.log
+            self.disk,
+            self.faults,
+            self._program_env,
+            self.program_factories,
+            self.log,
+            start_time=lambda: self.profile.service_start,
         )
         self.disk.held_paths = self.scm.held_paths
         self.hns.available = self._hns_available

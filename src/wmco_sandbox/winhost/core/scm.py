@@ -158,8 +158,10 @@ class ServiceControlManager:
         env_factory: Callable[[str], ProgramEnvironment],
         factories: dict[str, ProgramFactory],
         log: Callable[[str], None],
+        start_time: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.disk = disk
+        self.start_time = start_time
         self.faults = faults
         self.env_factory = env_factory
         self.factories = factories
@@ -220,7 +222,7 @@ class ServiceControlManager:
         svc = self.require(name)
         if svc.marked_for_deletion:
             raise ScmError(1072)
-        if svc.state is State.RUNNING:
+        if svc.state in (State.RUNNING, State.START_PENDING):
             raise ScmError(1056)
         if svc.start_type == "disabled":
             raise ScmError(1058)
@@ -247,6 +249,14 @@ class ServiceControlManager:
             # kube-log-runner starts, fails to exec its child, and exits at once.
             self.log(f"service {svc.name}: kube-log-runner cannot start {program[0]}")
             raise ScmError(1067)
+        if delay := self.start_time():
+            # The host profile's service start time: START_PENDING meanwhile, and a second
+            # start is refused as for a running service (1056), as the SCM does.
+            svc.state = State.START_PENDING
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                svc.state = State.STOPPED
         svc.state, svc.exit_code, svc.pid = State.RUNNING, 0, next(self._pids)
         svc.last_pid, svc.started_at = svc.pid, time.time()
         factory = self.factories.get(_image(program[0]))

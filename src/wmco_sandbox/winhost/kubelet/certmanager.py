@@ -143,6 +143,8 @@ class ClientCertificateManager:
             KubeletExit: No certificate within ``client_cert_timeout`` while the server answers.
         """
         loop = asyncio.get_running_loop()
+        if self._k.timings.bootstrap_delay:
+            await asyncio.sleep(self._k.timings.bootstrap_delay)
         timeout = self._k.timings.client_cert_timeout
         deadline = loop.time() + timeout
         errors: list[str] = []

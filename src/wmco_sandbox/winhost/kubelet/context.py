@@ -53,6 +53,10 @@ class Timings:
             for a random point in 70-90 % of its lifetime.
         pod_retry_interval: Delay before a pod that could not start is synced again (the pod
             workers' 10 s back-off); a change of the runtime's readiness retries at once.
+        bootstrap_delay: Seconds from the start of the TLS bootstrap to the client CSR (key
+            generation, certificate manager start; a host profile's ``kubelet_bootstrap``).
+        registration_delay: Seconds before the Node is registered (a host profile's
+            ``kubelet_registration``).
     """
 
     lease_renew_interval: float = 10.0
@@ -62,6 +66,8 @@ class Timings:
     backoff_base: float = 2.0
     client_rotation_after: float | None = None
     pod_retry_interval: float = 10.0
+    bootstrap_delay: float = 0.0
+    registration_delay: float = 0.0
 
 
 class KubeletExit(Exception):

@@ -130,6 +130,8 @@ class NodeStatusController:
         Retries forever (100 ms, doubling, capped at 7 s) on errors such as a forbidden label.
         """
         opts = self._k.opts
+        if self._k.timings.registration_delay:
+            await asyncio.sleep(self._k.timings.registration_delay)
         wanted = kubelet_node.initial_node(opts, self._host)
         delay = 0.1
         self._k.log.info(_STATUS_SOURCE, f'"Attempting to register node" node="{opts.node_name}"')

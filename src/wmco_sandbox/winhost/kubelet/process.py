@@ -105,6 +105,8 @@ class SimulatedKubelet:
             obtained (default: at a random point in 70-90 % of its lifetime), when
             ``rotateCertificates`` is on.
         pod_retry_interval: Seconds before a pod that could not start is synced again.
+        bootstrap_delay: Seconds the TLS bootstrap takes before the client CSR is sent.
+        registration_delay: Seconds before the Node is registered.
 
     Attributes:
         phase: Where the kubelet is in its life.
@@ -129,8 +131,12 @@ class SimulatedKubelet:
         backoff_base: float = 2.0,
         client_rotation_after: float | None = None,
         pod_retry_interval: float = 10.0,
+        bootstrap_delay: float = 0.0,
+        registration_delay: float = 0.0,
     ) -> None:
         self._argv = list(argv)
+        self._bootstrap_delay = bootstrap_delay
+        self._registration_delay = registration_delay
         self._env = env
         self._lease_renew_interval = lease_renew_interval
         self._status_interval = status_interval
@@ -212,6 +218,8 @@ class SimulatedKubelet:
             backoff_base=self._backoff_base,
             client_rotation_after=self._client_rotation_after,
             pod_retry_interval=self._pod_retry_interval,
+            bootstrap_delay=self._bootstrap_delay,
+            registration_delay=self._registration_delay,
         )
         state = kubelet_context.NodeState(registered=self.registered)
         self._kubelet = kubelet_context.Kubelet(self._env, opts, timings, self._log, state)

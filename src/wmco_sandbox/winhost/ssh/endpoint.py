@@ -7,6 +7,7 @@ life cycle (``winhost.host``), which builds them. They see the host only through
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import asyncssh
@@ -14,7 +15,22 @@ import asyncssh
 from wmco_sandbox.winhost.core.faults import CommandRecord, Faults
 from wmco_sandbox.winhost.core.machine import Machine
 
-__all__ = ["SshEndpoint"]
+__all__ = ["SshEndpoint", "Traffic"]
+
+
+@dataclasses.dataclass(slots=True)
+class Traffic:
+    """What one host's sshd served: the figures a benchmark reports per host.
+
+    Attributes:
+        execs: Exec requests (each one a new shell process on Windows).
+        sftp_sessions: SFTP subsystem sessions opened.
+        sftp_bytes_written: Bytes received through SFTP writes.
+    """
+
+    execs: int = 0
+    sftp_sessions: int = 0
+    sftp_bytes_written: int = 0
 
 
 class SshEndpoint(Protocol):
@@ -24,6 +40,7 @@ class SshEndpoint(Protocol):
     command_log: list[CommandRecord]
     connections: set[asyncssh.SSHServerConnection]
     max_sessions: int
+    traffic: Traffic
 
     @property
     def faults(self) -> Faults:

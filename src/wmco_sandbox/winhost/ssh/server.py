@@ -109,9 +109,12 @@ async def handle_process(host: SshEndpoint, process: asyncssh.SSHServerProcess[b
         process.stderr.write(b"Interactive shells are not simulated.\r\n")
         process.exit(1)
         return
-    if host.faults.command_latency:
-        await asyncio.sleep(host.faults.command_latency)
+    host.traffic.execs += 1
     shell = machine.default_shell()
+    # Each exec starts a new DefaultShell process on Windows, after a network round trip.
+    cost = host.faults.command_latency + machine.profile.exec_cost(shell)
+    if cost:
+        await asyncio.sleep(cost)
     blips = machine.hns.blips
     result: ShellResult
     if shell == "powershell":

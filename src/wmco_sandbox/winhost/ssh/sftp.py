@@ -68,6 +68,7 @@ class WinSFTPServer(asyncssh.SFTPServer):
         super().__init__(chan)
         self._host = host
         self._disk = host.machine.disk
+        host.traffic.sftp_sessions += 1
         user = chan.get_extra_info("username") or "Administrator"
         self._cwd = f"C:\\Users\\{user}"
 
@@ -86,8 +87,9 @@ class WinSFTPServer(asyncssh.SFTPServer):
 
     async def _throttle(self, count: int) -> None:
         faults = self._host.faults
-        if faults.sftp_bandwidth:
-            await asyncio.sleep(count / faults.sftp_bandwidth)
+        rates = [r for r in (faults.sftp_bandwidth, self._host.machine.profile.transfer_rate) if r]
+        if rates:
+            await asyncio.sleep(count / min(rates))
         if faults.drop_after_bytes is not None and self._host.count_bytes(self.connection, count):
             self.connection.abort()
             raise asyncssh.SFTPConnectionLost("Connection dropped")
@@ -133,6 +135,7 @@ class WinSFTPServer(asyncssh.SFTPServer):
         assert isinstance(file_obj, _Handle)
         if file_obj.writer is None:
             raise asyncssh.SFTPPermissionDenied("File not open for writing")
+        self._host.traffic.sftp_bytes_written += len(data)
         await self._throttle(len(data))
         if file_obj.append:
             offset = file_obj.node.size

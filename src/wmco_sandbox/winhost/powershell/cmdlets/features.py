@@ -24,6 +24,7 @@ console its progress bar fails (§1.7).
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from typing import Final
 
@@ -172,6 +173,8 @@ async def install_windows_feature(inv: Invocation) -> list[object]:
             target="Hyper-V", target_type="ServerComponentWrapper", reason="Exception",
         ))  # fmt: skip
         return []
+    if machine.profile.feature_install:
+        await asyncio.sleep(machine.profile.feature_install)  # the host profile's install time
     changed = []
     for n in requested:
         key = n.lower()

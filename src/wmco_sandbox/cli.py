@@ -12,6 +12,7 @@ import click
 
 from wmco_sandbox import controlplane as cp
 from wmco_sandbox import payloads
+from wmco_sandbox.winhost.core import profile as winhost_profile
 
 
 @click.group("controlplane")
@@ -130,6 +131,15 @@ def demo(windows_build: str, network_profile: str, state_dir: Path | None, paylo
 @click.option(
     "--payload", type=PAYLOAD_CHOICE, default="auto", show_default=True, help=PAYLOAD_HELP
 )
+@click.option(
+    "--host-profile",
+    type=click.Choice(sorted(winhost_profile.PROFILES)),
+    default="fast",
+    show_default=True,
+    help="How long things take on the simulated hosts: fast (nothing waits) or realistic "
+    "(PowerShell start per exec, network round trips, SFTP and disk speed, service starts, "
+    "the Containers feature and its reboot; see docs/windows-surface.md).",
+)
 def up_sandbox(
     windows_nodes: int,
     byoh_hosts: int,
@@ -137,6 +147,7 @@ def up_sandbox(
     network_profile: str,
     state_dir: Path | None,
     payload: str,
+    host_profile: str,
 ) -> None:
     """Start the sandbox and keep it up until Ctrl-C/SIGTERM.
 
@@ -156,6 +167,7 @@ def up_sandbox(
                 windows_build,
                 network_profile,
                 resolved,
+                host_profile,
             )
         )
     except (up_mod.SandboxError, payloads.PayloadError) as exc:

@@ -17,6 +17,7 @@ import logging
 
 from wmco_sandbox.machineapi import cloud as machine_cloud
 from wmco_sandbox.winhost import kubelet as sim_kubelet
+from wmco_sandbox.winhost.core import profile as host_profile
 from wmco_sandbox.winhost.core.processes import ContainerBehaviour
 from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
@@ -58,13 +59,23 @@ class SimulatedCloud:
     """Boots and destroys simulated Windows hosts; a Machine API host provider."""
 
     def __init__(
-        self, *, ssh_port: int, reboot_seconds: float = 1.0, lease_renew: float = 2.0
+        self,
+        *,
+        ssh_port: int,
+        reboot_seconds: float = 1.0,
+        lease_renew: float = 2.0,
+        profile: host_profile.HostProfile = host_profile.FAST,
     ) -> None:
         self.ssh_port = ssh_port
         self.reboot_seconds = reboot_seconds
+        self.profile = profile
         self.hosts: dict[str, SimHost] = {}
         self._ids = itertools.count(1)
-        self._kubelet_factory = sim_kubelet.factory_with(lease_renew_interval=lease_renew)
+        self._kubelet_factory = sim_kubelet.factory_with(
+            lease_renew_interval=lease_renew,
+            bootstrap_delay=profile.kubelet_bootstrap,
+            registration_delay=profile.kubelet_registration,
+        )
         self.container_behaviours: dict[str, ContainerBehaviour] = {}
         """Installed on every host booted from now on (stand-ins for HostProcess DaemonSets)."""
 
@@ -76,6 +87,7 @@ class SimulatedCloud:
             image=year,
             kubelet_factory=self._kubelet_factory,
             sink_threshold=64 * 1024,
+            profile=self.profile,
         )
         host.faults.reboot_unreachable = self.reboot_seconds
         host.machine.container_behaviours.update(self.container_behaviours)

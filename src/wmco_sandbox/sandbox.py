@@ -51,7 +51,9 @@ from wmco_sandbox import cloud as cloud_mod
 from wmco_sandbox import controlplane as cp
 from wmco_sandbox import deploy
 from wmco_sandbox.machineapi import MachineAPI, MachineSet
+from wmco_sandbox.machineapi import cloud as machine_cloud
 from wmco_sandbox.netsim import hostprocess, ovn
+from wmco_sandbox.winhost.core import profile as winhost_profile
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,8 @@ class Sandbox:
         reboot_seconds: float = 1.0,
         network_profile: str = OVN_HYBRID,
         payload_dir: Path | None = None,
+        host_profile: str = "fast",
+        host_provider: machine_cloud.HostProvider | None = None,
     ) -> None:
         """Describe a sandbox; nothing starts before ``async with``.
 
@@ -192,6 +196,13 @@ class Sandbox:
             network_profile: ``ovn-hybrid`` or ``hostprocess``.
             payload_dir: A payload folder (``manifest.json`` and files) for the operator to copy
                 to hosts; ``None`` generates a small fake one in ``state_dir``.
+            host_profile: How long things take on the hosts (``fast``, ``realistic``); a
+                profile other than ``fast`` also sets the reboot time.
+            host_provider: Where the Machine API boots hosts instead of the in-process cloud
+                (e.g. :class:`wmco_sandbox.fleetproc.ProcessFleet`, hosts in other processes).
+
+        Raises:
+            SandboxError: An unknown network or host profile.
         """
         if network_profile not in NETWORK_PROFILES:
             raise SandboxError(
@@ -204,7 +215,16 @@ class Sandbox:
         self.operator_env = operator_env or {}
         self.payload_dir = payload_dir
         self.plane = cp.ControlPlane(state_dir=self.state_dir / "controlplane")
-        self.cloud = cloud_mod.SimulatedCloud(ssh_port=ssh_port, reboot_seconds=reboot_seconds)
+        try:
+            timings = winhost_profile.named(host_profile)
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from None
+        if timings is not winhost_profile.FAST:
+            reboot_seconds = timings.reboot
+        self.cloud = cloud_mod.SimulatedCloud(
+            ssh_port=ssh_port, reboot_seconds=reboot_seconds, profile=timings
+        )
+        self.host_provider: machine_cloud.HostProvider = host_provider or self.cloud
         self.client: AsyncClient | None = None
         self.machine_api: MachineAPI | None = None
         self.operator: OperatorProcess | None = None
@@ -252,7 +272,7 @@ class Sandbox:
         )
         await self._start_network()
         self.machine_api = MachineAPI(
-            self.kube, self.cloud, names.MACHINE_API_NAMESPACE, resync=2.0
+            self.kube, self.host_provider, names.MACHINE_API_NAMESPACE, resync=2.0
         )
         await self.machine_api.__aenter__()
         self.manifests = await asyncio.to_thread(self.install_manifests)

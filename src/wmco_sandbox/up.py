@@ -21,6 +21,7 @@ async def run_up(
     year: str,
     network_profile: str,
     payload: payloads.Resolved | None = None,
+    host_profile: str = "fast",
 ) -> None:
     """Start, converge to ``windows_nodes + byoh_hosts`` Ready nodes, then wait for a signal."""
     payload = payload or payloads.resolve(payloads.Choice.GENERATED)
@@ -30,7 +31,8 @@ async def run_up(
         loop.add_signal_handler(sig, stop.set)
     out = sys.stderr
     out.write(
-        f"starting the sandbox in {state_dir} (Windows Server {year}, network {network_profile}) ...\n"
+        f"starting the sandbox in {state_dir} (Windows Server {year}, network {network_profile}, "
+        f"host profile {host_profile}) ...\n"
         f"payload: {payload.reason}\n"
     )
     async with Sandbox(
@@ -38,6 +40,7 @@ async def run_up(
         windows_year=year,
         network_profile=network_profile,
         payload_dir=payload.directory,
+        host_profile=host_profile,
     ) as sandbox:
         out.write(f"control plane: {sandbox.plane.server}\nkubeconfig: {sandbox.kubeconfig}\n")
         view = progress_mod.ProgressView(out)

@@ -44,12 +44,12 @@ async def test_the_host_counts_execs_sftp_sessions_and_bytes(
         for _ in range(3):
             result = await conn.run("hostname", check=False)
             assert result.exit_status == 0
-        async with conn.start_sftp_client() as sftp:
-            async with sftp.open("C:/Users/Administrator/a.bin", "wb") as f:
-                await f.write(b"x" * 1000)
-        async with conn.start_sftp_client() as sftp:
-            async with sftp.open("C:/Users/Administrator/b.bin", "wb") as f:
-                await f.write(b"y" * 24)
+        for name, data in (("a.bin", b"x" * 1000), ("b.bin", b"y" * 24)):
+            async with (
+                conn.start_sftp_client() as sftp,
+                sftp.open(f"C:/Users/Administrator/{name}", "wb") as f,
+            ):
+                await f.write(data)
     finally:
         conn.close()
         await conn.wait_closed()

@@ -1,0 +1,334 @@
+"""Benchmark: time to N Ready Windows nodes, and what the operator's process spends on them.
+
+For each N (``--hosts 1,10,100,500``) and each way hosts arrive (``--modes listed,machines``:
+the ``windows-instances`` ConfigMap, or a MachineSet through the simulated Machine API), this
+starts a fresh sandbox — the real control plane, the operator as its own process with
+``deploy/``'s RBAC, the cluster side of the ``ovn-hybrid`` network — with the simulated hosts in
+worker processes (:mod:`wmco_sandbox.fleetproc`) on the ``realistic`` host profile, so the
+operator's process is measured alone. It records:
+
+* ``seconds``: from listing the hosts (or scaling the MachineSet) until every Node is Ready and
+  carries the operator's version annotation; ``ratio`` = T(N)/T(1) of the same mode;
+* the operator's CPU seconds per host configured, its peak RSS, and its idle CPU (share of one
+  core) over ``--idle-seconds`` once everything is Ready;
+* per host: SSH execs, SFTP sessions and SFTP bytes (counted by the simulated hosts) and API
+  requests (the API server's own ``apiserver_request_total``, all clients, during the run);
+* the serial mode (concurrency 1, the reference operator's one-after-another) at ``--serial-at``.
+
+It writes ``OUT/scale.json`` (a list of records) and ``OUT/scale.png`` (time to all Ready against
+N, with the ideal flat line and the serial line), and prints a table with the issue's targets.
+
+Run: ``.venv/bin/python benchmarks/scale.py --hosts 1,10 --out benchmarks/results``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lightkube.resources.core_v1 import Node
+
+from wmco import names
+from wmco_sandbox import controlplane as cp
+from wmco_sandbox import fleetproc, payloads
+from wmco_sandbox.sandbox import Sandbox
+
+TARGETS = {
+    "ratio_100": 1.3,
+    "ratio_500": 2.0,
+    "idle_cpu_500": 0.01,
+    "rss_mb_500": 200.0,
+}
+_CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Record:
+    """One measured run."""
+
+    hosts: int
+    mode: str
+    concurrency: int
+    seconds: float
+    ratio: float | None
+    operator_cpu_s_per_host: float
+    operator_peak_rss_mb: float
+    operator_idle_cpu: float
+    execs_per_host: float
+    sftp_sessions_per_host: float
+    bytes_per_host: float
+    api_requests_per_host: float
+    profile: str
+    payload: str
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size of a process in MB (``VmHWM``)."""
+    found = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
+def api_requests(kubeconfig: Path) -> float:
+    """The API server's ``apiserver_request_total``, summed over every label set."""
+    text = subprocess.run(
+        [
+            str(cp.find_binaries() / "kubectl"),
+            f"--kubeconfig={kubeconfig}",
+            "get",
+            "--raw",
+            "/metrics",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("apiserver_request_total{")
+    )
+
+
+async def wait_all_ready(sandbox: Sandbox, count: int, timeout: float) -> None:
+    """Watch Windows Nodes until ``count`` are Ready and configured (one watch, no polling)."""
+    done: set[str] = set()
+
+    async def watch() -> None:
+        async for _, node in sandbox.kube.watch(
+            Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS}
+        ):
+            meta = node.metadata
+            if meta is None or not meta.name:
+                continue
+            ready = any(
+                c.type == "Ready" and c.status == "True"
+                for c in (node.status.conditions if node.status else None) or []
+            )
+            if ready and names.VERSION_ANNOTATION in (meta.annotations or {}):
+                done.add(meta.name)
+            else:
+                done.discard(meta.name)
+            if len(done) >= count:
+                return
+            sandbox.check_operator()
+
+    await asyncio.wait_for(watch(), timeout)
+
+
+async def run_one(
+    hosts: int,
+    mode: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    payload: payloads.Resolved,
+    workdir: Path,
+) -> Record:
+    """One fresh sandbox, ``hosts`` hosts arriving by ``mode``; the measurements."""
+    port = cp.free_port()
+    options = fleetproc.WorkerOptions(ssh_port=port, profile=args.profile, lease_renew=10.0)
+    workers = max(1, min(args.workers, hosts))
+    async with (
+        fleetproc.ProcessFleet(workers, options, network=args.network) as fleet,
+        Sandbox(
+            workdir / f"{mode}-{hosts}-c{concurrency}",
+            ssh_port=port,
+            payload_dir=payload.directory,
+            host_profile=args.profile,
+            host_provider=fleet,
+            operator_env={
+                "WMCO_CONCURRENCY": str(concurrency),
+                "WMCO_NODE_READY_TIMEOUT": "1800",
+                "WMCO_SSH_BOOT_DEADLINE": "1800",
+                "WMCO_LOG_LEVEL": "WARNING",
+            },
+        ) as sandbox,
+    ):
+        assert sandbox.operator is not None and sandbox.operator.proc is not None
+        pid = sandbox.operator.proc.pid
+        script = await sandbox.user_data()
+        listed: dict[str, str] = {}
+        if mode == "listed":
+            addresses = await asyncio.gather(
+                *(fleet.boot_listed(f"byoh-{i}", user_data=script) for i in range(hosts))
+            )
+            listed = {address: "username=Administrator" for address in addresses}
+        cpu_before, requests_before = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
+        started = time.monotonic()
+        if mode == "listed":
+            await sandbox.set_listed_entries(dict(listed))
+        else:
+            await sandbox.apply_machineset(hosts)
+        await wait_all_ready(sandbox, hosts, args.timeout)
+        seconds = time.monotonic() - started
+        cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
+        idle_from = cpu_seconds(pid)
+        await asyncio.sleep(args.idle_seconds)  # measuring idle CPU: nothing to wait for
+        idle = (cpu_seconds(pid) - idle_from) / args.idle_seconds
+        traffic = await fleet.traffic()
+        rss = peak_rss_mb(pid)
+    count = max(len(traffic), 1)
+    return Record(
+        hosts=hosts,
+        mode=mode,
+        concurrency=concurrency,
+        seconds=round(seconds, 2),
+        ratio=None,
+        operator_cpu_s_per_host=round((cpu_after - cpu_before) / hosts, 3),
+        operator_peak_rss_mb=round(rss, 1),
+        operator_idle_cpu=round(idle, 4),
+        execs_per_host=sum(t["execs"] for t in traffic.values()) / count,
+        sftp_sessions_per_host=sum(t["sftp_sessions"] for t in traffic.values()) / count,
+        bytes_per_host=sum(t["sftp_bytes_written"] for t in traffic.values()) / count,
+        api_requests_per_host=round((requests_after - requests_before) / hosts, 1),
+        profile=args.profile,
+        payload=payload.reason,
+    )
+
+
+def with_ratios(records: list[Record]) -> list[Record]:
+    """Fill ``ratio`` = T(N)/T(1) within each mode at the default concurrency."""
+    for record in records:
+        base = next(
+            (
+                r
+                for r in records
+                if r.mode == record.mode and r.hosts == 1 and r.concurrency == record.concurrency
+            ),
+            None,
+        ) or next((r for r in records if r.mode == record.mode and r.hosts == 1), None)
+        record.ratio = round(record.seconds / base.seconds, 2) if base else None
+    return records
+
+
+def plot(records: list[Record], path: Path, default_concurrency: int, profile: str) -> bool:
+    """Time to all Ready against N, with the ideal flat line and the serial line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for mode in sorted({r.mode for r in records}):
+        points = sorted(
+            (r.hosts, r.seconds)
+            for r in records
+            if r.mode == mode and r.concurrency == default_concurrency
+        )
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", label=f"wmco, {mode}")
+        one = next((s for n, s in points if n == 1), None)
+        if one is not None:
+            most = max(n for n, _ in points)
+            axes.plot([1, most], [one, one], linestyle="--", color="grey", label="ideal: T(1)")
+            axes.plot(
+                [1, most], [one, one * most], linestyle=":", color="red", label="serial: N·T(1)"
+            )
+    for record in records:
+        if record.concurrency == 1 and record.hosts > 1:
+            axes.scatter([record.hosts], [record.seconds], marker="x", color="red",
+                         label=f"measured serial, {record.mode}")  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("Windows hosts (N)")
+    axes.set_ylabel("seconds until every node is Ready")
+    axes.set_title(f"wmco: time to N Ready Windows nodes ({profile} host profile)")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return True
+
+
+def report(records: list[Record]) -> str:
+    """The table, with the targets next to the figures they apply to."""
+    lines = [
+        "| mode | N | concurrency | T(N) s | T(N)/T(1) | CPU s/host | peak RSS MB | idle CPU | "
+        "execs/host | SFTP/host | MB/host | API req/host |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        target = ""
+        if r.hosts == 100 and r.concurrency != 1:
+            target = f" (target ≤ {TARGETS['ratio_100']})"
+        if r.hosts == 500 and r.concurrency != 1:
+            target = f" (target ≤ {TARGETS['ratio_500']})"
+        lines.append(
+            f"| {r.mode} | {r.hosts} | {r.concurrency} | {r.seconds:.1f} | "
+            f"{r.ratio if r.ratio is not None else '-'}{target} | {r.operator_cpu_s_per_host:.3f} | "
+            f"{r.operator_peak_rss_mb:.0f} | {r.operator_idle_cpu * 100:.2f} % | "
+            f"{r.execs_per_host:.0f} | {r.sftp_sessions_per_host:.0f} | "
+            f"{r.bytes_per_host / 1e6:.1f} | {r.api_requests_per_host:.0f} |"
+        )
+    lines.append(
+        f"Targets at 500 nodes: idle CPU < {TARGETS['idle_cpu_500'] * 100:.0f} % of a core, "
+        f"peak RSS < {TARGETS['rss_mb_500']:.0f} MB."
+    )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Every run, then the JSON, the plot and the table."""
+    counts = [int(n) for n in args.hosts.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+    payload = payloads.resolve(payloads.Choice(args.payload))
+    out = Path(args.out)
+    records: list[Record] = []
+    with tempfile.TemporaryDirectory(prefix="wmco-scale-") as tmp:
+        workdir = Path(tmp)
+        for mode in modes:
+            for hosts in counts:
+                print(f"{mode}: {hosts} host(s), concurrency {args.concurrency} ...", flush=True)
+                records.append(await run_one(hosts, mode, args.concurrency, args, payload, workdir))
+                print(f"  {records[-1].seconds:.1f} s", flush=True)
+            if args.serial_at:
+                print(f"{mode}: {args.serial_at} host(s), serial ...", flush=True)
+                records.append(await run_one(args.serial_at, mode, 1, args, payload, workdir))
+                print(f"  {records[-1].seconds:.1f} s", flush=True)
+    with_ratios(records)
+    (out / "scale.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n"
+    )
+    plotted = plot(records, out / "scale.png", args.concurrency, args.profile)
+    print(report(records))
+    print(f"wrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if plotted else ""))
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--hosts", default="1,10,100,500", help="comma-separated N values")
+    parser.add_argument("--modes", default="listed,machines", help="listed, machines, or both")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--profile", default="realistic", help="host profile (fast, realistic)")
+    parser.add_argument("--concurrency", type=int, default=10, help="the operator's setting")
+    parser.add_argument("--serial-at", type=int, default=10, help="N of the serial run (0: none)")
+    parser.add_argument("--workers", type=int, default=2, help="host worker processes")
+    parser.add_argument("--network", type=int, default=77, help="hosts listen on 127.NETWORK.x.y")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
+    parser.add_argument("--payload", default="auto", choices=[c.value for c in payloads.Choice])
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    Path(arguments.out).mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(arguments))

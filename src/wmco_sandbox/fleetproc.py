@@ -131,7 +131,7 @@ class ProcessFleet:
         options: How the hosts are built.
         network: The second octet of the hosts' loopback addresses (``127.<network>.x.y``), so
             a fleet keeps clear of hosts other processes of the machine run (``0``: the
-            in-process allocator's ``127.0.10.2`` onwards).
+            in-process allocator's addresses).
     """
 
     def __init__(self, workers: int, options: WorkerOptions, *, network: int = 0) -> None:

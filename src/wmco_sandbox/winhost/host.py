@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -45,12 +46,16 @@ from wmco_sandbox.winhost.ssh.server import ADMIN_KEYS, WinSSHServer, authorized
 __all__ = ["WindowsHost", "allocate_address"]
 
 _addresses = itertools.count(0)
+_BLOCK = os.getpid() % 240
+"""Where this process's addresses start: a simulated kubelet binds ``<address>:10250``, so two
+processes on one machine (two test sessions, a benchmark beside a sandbox) must not hand out the
+same addresses."""
 
 
 def allocate_address() -> str:
-    """A fresh loopback address (127.0.x.y, x >= 10) for a new host in this process."""
+    """A fresh loopback address (127.0.x.y, 10 <= x < 250) for a new host in this process."""
     n = next(_addresses)
-    return f"127.0.{10 + n // 250}.{2 + n % 250}"
+    return f"127.0.{10 + (_BLOCK + n // 250) % 240}.{2 + n % 250}"
 
 
 class WindowsHost:

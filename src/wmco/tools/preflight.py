@@ -108,8 +108,8 @@ ServerClockReader = Callable[[], Awaitable[kube.ServerClock]]
 
 CHECKS: Final = (
     "SSH login",
-    "authorized keys ACL",
     "default shell",
+    "authorized keys ACL",
     "Windows build",
     "Containers feature",
     "Hyper-V feature",
@@ -179,15 +179,16 @@ async def run(target: Target, server_clock: ServerClockReader | None = None) -> 
 async def _checks(
     host: ssh.WindowsHost, target: Target, server_clock: ServerClockReader | None
 ) -> list[Row]:
-    rows = [await _acl(host)]
     shell = await _default_shell(host)
-    rows.append(shell)
+    rows = [shell]
     name_row, host_name = await _host_name(host)
     if shell.status is not Status.PASS:
-        rest = (*CHECKS[3:10], *CHECKS[11:])
+        # hostname is the one query cmd.exe answers the same way.
+        rest = (*CHECKS[2:10], *CHECKS[11:])
         rows.extend(_skipped(rest, "not checked: commands need PowerShell as the default shell"))
         rows.insert(CHECKS.index("host name") - 1, name_row)
         return rows
+    rows.append(await _acl(host))
     rows.append(await _build(host))
     rows.extend(await _features(host))
     rows.append(await _free_space(host))

@@ -33,7 +33,7 @@ import asyncssh
 
 from wmco import kube
 from wmco.tools import hostaccess
-from wmco.windows import answers, commands, configfiles, preflightanswers, ssh
+from wmco.windows import answers, commands, configfiles, preflightanswers, quoting, ssh
 
 MIN_FREE_FRACTION: Final = 0.15
 """The kubelet's ``evictionHard`` ``imagefs.available`` in this operator's kubelet configuration."""
@@ -406,7 +406,11 @@ async def _api_dns(host: ssh.WindowsHost, api_host: str | None) -> Row:
                    "run again with --kubeconfig")  # fmt: skip
     if _is_ip(api_host):
         return Row(name, Status.PASS, f"{api_host} is an address; nothing to resolve")
-    result = await _run(host, commands.resolve_name(api_host), "API server name lookup")
+    try:
+        command = commands.resolve_name(api_host)
+    except quoting.UnsafeValueError as exc:
+        return Row(name, Status.FAIL, f"not looked up: {exc}", "check --api-server-url")
+    result = await _run(host, command, "API server name lookup")
     try:
         found = preflightanswers.parse_a_records(result.stdout)
     except answers.CommandOutputError as exc:

@@ -163,3 +163,31 @@ async def test_gather_collects_every_node_and_names_the_one_that_is_down(
     assert {up.facts.hostname, down.facts.hostname} == {
         line.split("] ", 1)[1].split(":", 1)[0] for line in progress
     }
+
+
+async def test_gather_collects_nodes_concurrently_within_the_bound(
+    world: World, tmp_path: Path
+) -> None:
+    hosts = await configured(world, 3)
+    for host in hosts:
+        host.faults.command_latency = 0.2  # each node takes seconds: overlaps are observable
+    most = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, sum(1 for h in hosts if h.connections))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        result = await invoke(world, "gather", str(tmp_path / "out"), "--concurrency", "2")
+    finally:
+        done.set()
+        await sampler
+
+    assert result.exit_code == 0, result.output
+    assert most == 2
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "collected 3, partial 0, failed 0" in summary, summary

@@ -108,3 +108,175 @@ def run(kubeconfig: str | None, **flags: object) -> None:
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+LOG_SERVICES = ("kubelet", "containerd", "kube-proxy", "hybrid-overlay-node", "windows_exporter")
+"""The services ``wmco logs`` reads (``wmco.tools.hostlogs.SERVICE_LOGS``; a test keeps them equal)."""
+
+
+@main.command()
+@click.argument("address")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False),
+              help="SSH private key (PEM/OpenSSH). Default: Secret cloud-private-key (needs --kubeconfig).")  # fmt: skip
+@click.option("--user", default="Administrator", show_default=True, help="SSH user.")
+@click.option("--port", default=22, show_default=True, type=int, help="sshd port.")
+@click.option("--kubeconfig", default=None,
+              help="Your kubeconfig: enables the clock-skew and API-server-name checks.")  # fmt: skip
+@click.option("--namespace", default=None, help="Operator namespace (for the key Secret).")
+@click.option("--api-server-url", default=None,
+              help="API server URL the kubelet will use (default: the kubeconfig's server).")  # fmt: skip
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds to try SSH.")
+def preflight(
+    address: str,
+    key_file: str | None,
+    user: str,
+    port: int,
+    kubeconfig: str | None,
+    namespace: str | None,
+    api_server_url: str | None,
+    timeout: float,
+) -> None:
+    """Check a Windows host before it joins (read-only); exit 0 when every required check passes."""
+    import asyncio
+    import pathlib
+    import urllib.parse
+
+    from wmco import kube, names
+    from wmco.tools import hostaccess
+    from wmco.tools import preflight as preflight_mod
+    from wmco.windows import ssh
+
+    key_pem = pathlib.Path(key_file).read_bytes() if key_file is not None else None
+
+    async def main_() -> int:
+        if key_pem is not None:
+            key = hostaccess.load_private_key(key_pem)
+        elif kubeconfig is not None:
+            client = kube.make_client(kubeconfig)
+            try:
+                key = await hostaccess.cluster_private_key(
+                    client, namespace or names.OPERATOR_NAMESPACE
+                )
+            finally:
+                await client.close()
+        else:
+            raise hostaccess.ToolError("give --key FILE, or --kubeconfig to read cloud-private-key")
+        url = api_server_url or (kube.server_url(kubeconfig) if kubeconfig else None)
+        api_host = urllib.parse.urlsplit(url).hostname if url else None
+
+        async def clock() -> kube.ServerClock:
+            return await kube.server_clock(kubeconfig)
+
+        target = preflight_mod.Target(address, user, port, key, api_host, timeout)
+        rows = await preflight_mod.run(target, clock if kubeconfig else None)
+        click.echo(preflight_mod.render(rows), nl=False)
+        return preflight_mod.exit_code(rows)
+
+    try:
+        code = asyncio.run(main_())
+    except (hostaccess.ToolError, kube.KubeError, ssh.SshError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    raise SystemExit(code)
+
+
+@main.command()
+@click.argument("node")
+@click.option("--service", type=click.Choice(LOG_SERVICES), default="kubelet", show_default=True)
+@click.option("--since", default=None,
+              help="Only lines stamped within this long before the host's current time (90s, "
+                   "10m, 1h30m, 2d), read from their klog/RFC 3339 timestamps; applied to the "
+                   "--tail lines fetched.")  # fmt: skip
+@click.option("--tail", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Lines fetched from the end of the log file (Get-Content -Tail); 0: all.")  # fmt: skip
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Your kubeconfig.")
+@click.option("--namespace", default=None, help="Operator namespace (for the key Secret).")
+@click.option("--port", default=22, show_default=True, type=int, help="sshd port.")
+@click.option("--connect-timeout", default=15.0, show_default=True, help="Seconds to try SSH.")
+def logs(
+    node: str,
+    service: str,
+    since: str | None,
+    tail: int,
+    kubeconfig: str | None,
+    namespace: str | None,
+    port: int,
+    connect_timeout: float,
+) -> None:
+    """Print a Windows node's service log, read over SSH (host key pinned on the Node)."""
+    import asyncio
+
+    from wmco import kube, names
+    from wmco.tools import hostaccess, hostlogs
+
+    try:
+        window = hostlogs.parse_duration(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+
+    async def main_() -> list[str]:
+        client = kube.make_client(kubeconfig)
+        try:
+            return await hostlogs.node_logs(
+                client, node, service, namespace=namespace or names.OPERATOR_NAMESPACE,
+                port=port, tail=tail, since=window, connect_timeout=connect_timeout,
+            )  # fmt: skip
+        finally:
+            await client.close()
+
+    try:
+        lines = asyncio.run(main_())
+    except (hostaccess.ToolError, kube.KubeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in lines:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--concurrency", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Nodes collected at once.")  # fmt: skip
+@click.option("--tail", default=10000, show_default=True, type=click.IntRange(min=0),
+              help="Lines of each log file (0: whole files).")  # fmt: skip
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Your kubeconfig.")
+@click.option("--namespace", default=None, help="Operator namespace.")
+@click.option("--port", default=22, show_default=True, type=int, help="sshd port.")
+@click.option("--connect-timeout", default=15.0, show_default=True, help="Seconds to try SSH.")
+def gather(
+    directory: str,
+    concurrency: int,
+    tail: int,
+    kubeconfig: str | None,
+    namespace: str | None,
+    port: int,
+    connect_timeout: float,
+) -> None:
+    """Collect every Windows node's logs, service states and the operator's Events into DIRECTORY."""
+    import asyncio
+    import pathlib
+
+    from wmco import kube, names
+    from wmco.tools import gather as gather_mod
+    from wmco.tools import hostaccess
+
+    async def main_() -> gather_mod.Report:
+        client = kube.make_client(kubeconfig)
+        try:
+            return await gather_mod.gather(
+                client, pathlib.Path(directory), namespace=namespace or names.OPERATOR_NAMESPACE,
+                port=port, concurrency=concurrency, tail=tail, connect_timeout=connect_timeout,
+                progress=lambda line: click.echo(line, err=True),
+            )  # fmt: skip
+        finally:
+            await client.close()
+
+    try:
+        report = asyncio.run(main_())
+    except (hostaccess.ToolError, kube.KubeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {directory} ({len(report.nodes)} nodes, {report.events} events)")
+    if report.failed:
+        raise click.ClickException(
+            f"{len(report.failed)} of {len(report.nodes)} nodes could not be collected: "
+            + ", ".join(r.node for r in report.failed)
+            + " (see summary.txt)"
+        )

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import email.utils
 import enum
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +39,7 @@ import httpx2
 import lightkube
 import msgspec
 from lightkube import generic_resource
+from lightkube.config import client_adapter
 from lightkube.core import decoders
 from lightkube.core import resource as lk_resource
 from lightkube.models import authentication_v1 as authentication_v1_models
@@ -794,3 +797,65 @@ class EventRecorder:
 
 def _format_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerClock:
+    """The API server's clock as one request saw it (``wmco preflight``'s time-skew check).
+
+    Attributes:
+        date: The ``Date`` header of the answer (whole seconds, RFC 9110).
+        sent: Local Unix time just before the request.
+        received: Local Unix time just after the answer.
+    """
+
+    date: datetime.datetime
+    sent: float
+    received: float
+
+
+async def server_clock(
+    kubeconfig: str | Path | None = None, *, context: str | None = None, timeout: float = 10.0
+) -> ServerClock:
+    """Read the API server's clock from the ``Date`` header of ``GET /version``.
+
+    Raises:
+        KubeError: No configuration, no answer, or an answer without a ``Date`` header.
+    """
+    single = _single_config(kubeconfig, context)
+    params = client_adapter.ConnectionParams(timeout=httpx2.Timeout(timeout))
+    async with client_adapter.AsyncClient(single, params) as http:
+        sent = time.time()
+        try:
+            response = await http.get("/version")
+        except httpx2.HTTPError as exc:
+            raise KubeError(f"cannot reach the API server: {type(exc).__name__}") from exc
+        received = time.time()
+    header = response.headers.get("date")
+    if not header:
+        raise KubeError("the API server's answer has no Date header")
+    return ServerClock(email.utils.parsedate_to_datetime(header), sent, received)
+
+
+def _single_config(kubeconfig: str | Path | None, context: str | None) -> Any:
+    try:
+        config = (
+            lightkube.KubeConfig.from_file(kubeconfig)
+            if kubeconfig is not None
+            else lightkube.KubeConfig.from_env()
+        )
+        single = config.get(context_name=context)
+    except (lightkube.ConfigError, KeyError) as exc:
+        raise KubeError(f"cannot load Kubernetes client configuration: {exc}") from exc
+    if single is None:
+        raise KubeError(f"kubeconfig {kubeconfig} has no usable context")
+    return single
+
+
+def server_url(kubeconfig: str | Path | None = None, *, context: str | None = None) -> str:
+    """The API server URL of a kubeconfig's context.
+
+    Raises:
+        KubeError: The configuration cannot be loaded.
+    """
+    return str(_single_config(kubeconfig, context).cluster.server)

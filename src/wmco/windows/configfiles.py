@@ -41,6 +41,8 @@ _PAUSE_FOR_BUILD: Final = {
     20348: DEFAULT_PAUSE_IMAGE,
     26100: DEFAULT_PAUSE_IMAGE,
 }
+SUPPORTED_BUILDS: Final = frozenset(_PAUSE_FOR_BUILD)
+"""Windows builds the operator configures (it knows their pause image): 2019, 2022, 2025."""
 _WS2025_BUILD: Final = 26100
 _WS2025_MIN_PAUSE: Final = (3, 10, 2)
 _PAUSE_TAG: Final = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")

@@ -130,6 +130,14 @@ class Machine:
         mac_address: The adapter's MAC address.
         boot_time: Unix time of the latest boot (set by the host's power-on).
         profile: How long the slow parts take (shell starts, transfers, service starts...).
+        clock_offset: Seconds the host's clock is ahead of the real time (negative: behind);
+            what ``Get-Date`` shows (preflight's time-skew check).
+        volume_size: Size in bytes of the C: volume ``Get-PSDrive`` reports when the disk has
+            no ``capacity`` (with a capacity: capacity + :attr:`system_used`).
+        system_used: Bytes of C: used by Windows itself, outside the simulated files.
+        dns_names: What the host's resolver answers for A lookups: lower-case name -> IPv4s
+            (its own computer name always resolves to its address).
+        dns_ptr: PTR records the host's resolver answers: IPv4 -> host name.
     """
 
     facts: HostFacts
@@ -155,6 +163,11 @@ class Machine:
     service_logs: dict[str, list[str]] = field(default_factory=dict)
     boot_time: float = 0.0
     profile: HostProfile = FAST
+    clock_offset: float = 0.0
+    volume_size: int = 127 * 2**30
+    system_used: int = 20 * 2**30
+    dns_names: dict[str, list[str]] = field(default_factory=dict)
+    dns_ptr: dict[str, str] = field(default_factory=dict)
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:

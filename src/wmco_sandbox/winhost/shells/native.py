@@ -346,6 +346,38 @@ def _ipconfig(machine: Machine, argv: list[str]) -> NativeResult:
     return NativeResult(0, "\r\n".join(rows) + "\r\n")
 
 
+_PRINCIPALS = {
+    "system": "NT AUTHORITY\\SYSTEM", "*s-1-5-18": "NT AUTHORITY\\SYSTEM",
+    "administrators": "BUILTIN\\Administrators", "*s-1-5-32-544": "BUILTIN\\Administrators",
+    "users": "BUILTIN\\Users", "*s-1-5-32-545": "BUILTIN\\Users",
+    "authenticated users": "NT AUTHORITY\\Authenticated Users",
+    "*s-1-5-11": "NT AUTHORITY\\Authenticated Users", "everyone": "Everyone",
+}  # fmt: skip
+_INHERITED = (
+    "NT AUTHORITY\\SYSTEM:(I)(F)", "BUILTIN\\Administrators:(I)(F)",
+    "NT AUTHORITY\\Authenticated Users:(I)(RX)",
+)  # fmt: skip
+"""What a file under ``C:\\ProgramData\\ssh`` inherits (the folder's ACL as sshd's install sets it);
+the simulator gives every file this inherited set."""
+
+
+def _icacls_display(path: str, inherit: bool, grants: set[str]) -> str:
+    """``icacls <path>``: the entries, explicit ones first, then ``Successfully processed``."""
+    order = {"NT AUTHORITY\\SYSTEM": 0, "BUILTIN\\Administrators": 1}
+    explicit = []
+    for grant in grants:
+        principal, _, perm = grant.rpartition(":")
+        shown = _PRINCIPALS.get(principal, principal)
+        explicit.append((order.get(shown, 2), f"{shown}:({perm.upper()})"))
+    entries = [text for _, text in sorted(explicit)] + (list(_INHERITED) if inherit else [])
+    pad = " " * (len(path) + 1)
+    lines = [f"{path} {entries[0]}" if entries else f"{path} "]
+    lines += [pad + entry for entry in entries[1:]]
+    return (
+        "\r\n".join(lines) + "\r\n\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"
+    )
+
+
 def _icacls(machine: Machine, argv: list[str]) -> NativeResult:
     if len(argv) < 2:
         return NativeResult(87, "Invalid parameter\r\n")
@@ -359,6 +391,8 @@ def _icacls(machine: Machine, argv: list[str]) -> NativeResult:
     inherit = node.acl_inherit if isinstance(node, FileNode) else True
     grants = set(node.acl_grants) if isinstance(node, FileNode) else set()
     rest = argv[2:]
+    if not rest:
+        return NativeResult(0, _icacls_display(path, inherit, grants))
     i = 0
     while i < len(rest):
         opt = rest[i].lower()

@@ -363,10 +363,10 @@ async def set_content(inv: Invocation) -> list[object]:
 
 @register("Get-Content", [
     P("Path", "strings", pos=0, sets=("Path",)), P("LiteralPath", "strings", aliases=("pspath",), sets=("LiteralPath",)),
-    P("Raw", "switch"), P("Encoding", values=ENCODINGS),
+    P("Raw", "switch"), P("Encoding", values=ENCODINGS), P("Tail", "int", aliases=("last",)),
 ])  # fmt: skip
 async def get_content(inv: Invocation) -> list[object]:
-    """Get-Content: lines of a text file (or the whole text with -Raw)."""
+    """Get-Content: lines of a text file (the last -Tail N of them; the whole text with -Raw)."""
     disk = inv.session.machine.disk
     out: list[object] = []
     paths, wildcard = bound_paths(inv)
@@ -386,9 +386,11 @@ async def get_content(inv: Invocation) -> list[object]:
         if inv.arg("Raw"):
             out.append(text)
         else:
-            out.extend(
-                text.replace("\r\n", "\n").split("\n")[: -1 if text.endswith("\n") else None]
-            )
+            lines = text.replace("\r\n", "\n").split("\n")[: -1 if text.endswith("\n") else None]
+            tail = inv.arg("Tail")
+            if isinstance(tail, int) and tail >= 0:
+                lines = lines[len(lines) - tail :] if tail else []
+            out.extend(lines)
     return out
 
 

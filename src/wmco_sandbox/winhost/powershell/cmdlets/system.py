@@ -230,12 +230,24 @@ def _rule_object(rule: FirewallRule) -> PSObject:
     }, view="list")  # fmt: skip
 
 
-@register("Get-NetFirewallRule", [P("Name", "strings", pos=0), P("DisplayName", "strings")])
+@register("Get-NetFirewallRule", [
+    P("Name", "strings", pos=0), P("DisplayName", "strings"),
+    P("Direction", values=("Inbound", "Outbound")), P("Enabled", values=("True", "False")),
+    P("Action", values=("NotConfigured", "Allow", "Block")),
+])  # fmt: skip
 async def get_net_firewall_rule(inv: Invocation) -> list[object]:
-    """Get-NetFirewallRule -Name."""
+    """Get-NetFirewallRule -Name, or every rule (filtered by -Direction, -Enabled, -Action)."""
     rules = inv.session.machine.firewall
     if "Name" not in inv.bound and "DisplayName" not in inv.bound:
-        return [_rule_object(r) for r in rules]
+        direction, action = inv.arg("Direction"), inv.arg("Action")
+        enabled = inv.arg("Enabled")
+        return [
+            _rule_object(r)
+            for r in rules
+            if (direction is None or r.direction.lower() == to_str(direction).lower())
+            and (action is None or r.action.lower() == to_str(action).lower())
+            and (enabled is None or r.enabled == (to_str(enabled) == "True"))
+        ]
     out: list[object] = []
     key, attr = ("Name", "name") if "Name" in inv.bound else ("DisplayName", "display_name")
     for want in strs(inv, key):

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class Timeline:
     min_available: int | None = None
     evicted: set[str] = dataclasses.field(default_factory=set)
     history: list[str] = dataclasses.field(default_factory=list)
+    boots: Callable[[], int] = lambda: 0
+    boots_at_eviction: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def node(self, node: Node) -> None:
         name = node.metadata.name if node.metadata else None
@@ -78,8 +80,9 @@ class Timeline:
     def pod(self, kind: str, pod: Pod) -> None:
         name = (pod.metadata.name if pod.metadata else None) or ""
         deleting = pod.metadata is not None and pod.metadata.deletionTimestamp is not None
-        if deleting:
+        if deleting and name not in self.evicted:
             self.evicted.add(name)
+            self.boots_at_eviction[name] = self.boots()
         ready = any(
             c.type == "Ready" and c.status == "True"
             for c in ((pod.status.conditions if pod.status else None) or [])
@@ -94,9 +97,16 @@ class Timeline:
 
 
 @contextlib.asynccontextmanager
-async def watching(kube: AsyncClient, namespace: str, nodes: set[str]) -> AsyncIterator[Timeline]:
-    """Record every Windows Node and Deployment pod update from now on (no gap after a list)."""
+async def watching(
+    kube: AsyncClient, namespace: str, nodes: set[str], host: WindowsHost | None = None
+) -> AsyncIterator[Timeline]:
+    """Record every Windows Node and Deployment pod update from now on (no gap after a list).
+
+    With ``host``, each eviction is stamped with that host's boot count when it was seen.
+    """
     timeline = Timeline(nodes)
+    if host is not None:
+        timeline.boots = lambda: host.boot_count
     node_list = kube.list(Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
     async for node in node_list:
         timeline.node(node)
@@ -409,7 +419,7 @@ async def test_reboot_required_cordons_drains_reboots_and_uncordons(
             p.metadata.name for p in pods if p.spec and p.spec.nodeName == name and p.metadata
         }
         boots = host.boot_count
-        async with watching(kube, namespace, fleet.node_names) as timeline:
+        async with watching(kube, namespace, fleet.node_names, host) as timeline:
             await kube.patch(
                 Node,
                 name,
@@ -431,7 +441,8 @@ async def test_reboot_required_cordons_drains_reboots_and_uncordons(
         assert host.boot_count == boots + 1, "the host rebooted once"
         assert timeline.ever_cordoned == {name}
         assert timeline.max_unschedulable == 1
-        assert on_node <= timeline.evicted, "its pods were evicted before the reboot"
+        assert on_node <= timeline.evicted, "its pods were evicted"
+        assert {timeline.boots_at_eviction[p] for p in on_node} == {boots}, "before the reboot"
         assert timeline.min_available is not None and timeline.min_available >= REPLICAS - 1
         node = await fleet.node(name)
         assert names.UPGRADING_LABEL not in (
@@ -443,3 +454,50 @@ async def test_reboot_required_cordons_drains_reboots_and_uncordons(
             if e.involvedObject.name == name
         ]
         assert any("rebooting" in m for m in reboots) and any("Ready again" in m for m in reboots)
+
+
+async def test_feature_reboot_of_a_serving_node_drains_it_first(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path, namespace: str
+) -> None:
+    async with fleet_of(control_plane, kube, tmp_path, namespace) as fleet:
+        pods = await fleet.pods()
+        host = next(
+            h
+            for h in fleet.hosts
+            if any(p.spec and p.spec.nodeName == h.facts.hostname for p in pods)
+        )
+        name = host.facts.hostname
+        on_node = {
+            p.metadata.name for p in pods if p.spec and p.spec.nodeName == name and p.metadata
+        }
+        boots = host.boot_count
+        ca_hash = ((await fleet.node(name)).metadata.annotations or {})[  # type: ignore[union-attr]
+            names.KUBELET_CA_HASH_ANNOTATION
+        ]
+        # The Containers feature is found disabled on the next pass (a stale client CA sends the
+        # node through the configure flow): enabling it needs a restart of a serving node.
+        host.machine.features["containers"] = "Disabled"
+        async with watching(kube, namespace, fleet.node_names, host) as timeline:
+            await kube.patch(
+                Node,
+                name,
+                {"metadata": {"annotations": {names.KUBELET_CA_HASH_ANNOTATION: "stale"}}},
+                patch_type=PatchType.MERGE,
+            )
+
+            async def done() -> bool:
+                node = await fleet.node(name)
+                annotations = (node.metadata.annotations if node.metadata else None) or {}
+                return (
+                    annotations.get(names.KUBELET_CA_HASH_ANNOTATION) == ca_hash
+                    and not (node.spec and node.spec.unschedulable)
+                    and host.boot_count > boots
+                )
+
+            await eventually(done, "the feature reboot to finish and the node uncordoned", 180)
+            await eventually(fleet.pods_ready, "the Deployment Ready again", 60)
+        assert host.machine.features["containers"] == "Enabled"
+        assert timeline.ever_cordoned == {name}
+        assert on_node <= timeline.evicted, "its pods were evicted"
+        assert {timeline.boots_at_eviction[p] for p in on_node} == {boots}, "before the restart"
+        assert timeline.min_available is not None and timeline.min_available >= REPLICAS - 1

@@ -163,10 +163,10 @@ class Hosts:
     ) -> instance_mod.Outcome | rollout.Held:
         """Configure a new host at once; an existing node's upgrade or reboot through the gate."""
         node = node_mod.match_node(self.nodes.store.objects(), instance)
-        work = rollout.work_for(node, inputs.version)
-        if node is None or work is None:
+        name = node.metadata.name if node is not None and node.metadata else None
+        if name is None or rollout.work_for(node, inputs.version) is None:
             return await self.configure_instance(instance, inputs)
-        return await self.gate.run(instance, inputs, node, work, self.configure_instance, subject)
+        return await self.gate.run(instance, inputs, name, self.configure_instance, subject)
 
     async def converge(
         self,

@@ -221,6 +221,7 @@ class Gate:
     in_flight: set[str] = dataclasses.field(default_factory=set)
     failed: set[str] = dataclasses.field(default_factory=set)
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    _said: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def views(self) -> list[NodeView]:
         """The gate's view of every Windows node in the cache."""
@@ -231,6 +232,8 @@ class Gate:
         async with self._lock:
             present = {view.name for view in self.views()}
             self.failed &= present  # a deleted node no longer halts anything
+            for gone in set(self._said) - present:
+                del self._said[gone]
             decision = decide(
                 node_name,
                 self.views(),
@@ -242,13 +245,16 @@ class Gate:
                 self.in_flight.add(node_name)
             return decision
 
-    async def release(self, node_name: str, *, ok: bool) -> None:
-        """The node's turn ended; ``ok=False`` keeps the roll-out stopped at it."""
+    async def release(self, node_name: str, *, ok: bool | None) -> None:
+        """The node's turn ended; ``ok=False`` keeps the roll-out stopped at it.
+
+        ``ok=None``: nothing was done (its earlier failure, if any, still counts).
+        """
         async with self._lock:
             self.in_flight.discard(node_name)
             if ok:
                 self.failed.discard(node_name)
-            else:
+            elif ok is not None:
                 self.failed.add(node_name)
 
     def _ref(self, node_name: str) -> kube.ObjectRef:
@@ -261,25 +267,38 @@ class Gate:
         self,
         instance: Instance,
         inputs: Inputs,
-        node: Node,
-        work: Work,
+        node_name: str,
         configure: Configure,
         subject: str,
     ) -> Outcome | Held:
         """Take the node through its roll-out when the gate lets it; else say when to look again.
 
+        The cache decides who may go; a fresh read of the Node then says what is left to do (the
+        cache may not show yet that the node's previous turn already finished).
+
         Raises:
             ConfigurationError: A step failed; the node stays cordoned and labelled, with a
                 Warning ``NodeUpgradeFailed`` on it, and no other node starts until it is fixed.
         """
-        node_name = (node.metadata.name if node.metadata else None) or ""
         decision = await self.claim(node_name)
         if decision.verdict is not Verdict.GO:
             message = f"{subject}: {decision.describe(node_name)}"
-            log.info("%s", message)
+            if self._said.get(node_name) != message:  # once per change, not every poll
+                log.info("%s", message)
+                self._said[node_name] = message
             return Held(POLL, message)
+        self._said.pop(node_name, None)
         try:
-            outcome = await self._steps(instance, inputs, node, node_name, work, configure)
+            fresh = await kube.get(self.client, Node, node_name)
+        except BaseException:
+            await self.release(node_name, ok=None)
+            raise
+        work = work_for(fresh, inputs.version)
+        if fresh is None or work is None:
+            await self.release(node_name, ok=True)
+            return Held(None, f"node {node_name}: no roll-out work left")
+        try:
+            outcome = await self._steps(instance, inputs, fresh, node_name, work, configure)
         except ConfigurationError as exc:
             await self.release(node_name, ok=False)
             await self._event(
@@ -328,7 +347,7 @@ class Gate:
 
         evicted = await upgrade.take_out(
             self.client,
-            instance,
+            instance.address,
             node_name,
             timeout=inputs.settings.drain_timeout,
             on_blocked=blocked,

@@ -19,7 +19,8 @@ roll-out (:func:`wmco.controllers.rollout.decide`).
 
 :class:`RebootGuard` is the same care inside the configure flow: when the Containers feature
 or the Hyper-V role needs a restart on a node that already exists and runs pods, the node is
-cordoned and drained first, and uncordoned once the flow has it Ready again.
+taken out first (label, cordon, drain) and put back once the flow has it Ready again; a flow
+that fails in between leaves it labelled, so the roll-out gate finishes the job.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def is_unschedulable(node: Node | None) -> bool:
 
 async def take_out(
     client: kube.Client,
-    instance: Instance,
+    address: str,
     node_name: str,
     *,
     timeout: float,
@@ -79,7 +80,7 @@ async def take_out(
     try:
         return await drain.drain(client, node_name, timeout=timeout, on_blocked=on_blocked)
     except drain.DrainTimeoutError as exc:
-        raise ConfigurationError(instance.address, Step.DRAIN, str(exc)) from None
+        raise ConfigurationError(address, Step.DRAIN, str(exc)) from None
 
 
 async def put_back(client: kube.Client, node_name: str, *, rebooted: bool) -> None:
@@ -146,36 +147,47 @@ async def reboot(
     """
     settings_ = inputs.settings
     started = time.time()
+    restarted = [started]
+
+    async def mark() -> None:  # anything the kubelet reports after this is from the new boot
+        restarted[0] = time.time()
+
     runner = await runner_mod.connect(client, instance, inputs, node)
     try:
         runner.step = Step.REBOOT
-        await runner_mod.reboot(runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout)
+        await runner_mod.reboot(
+            runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout, before=mark
+        )
     finally:
         await runner.close()
     await wait_ready_since(
-        client, instance, node_name, started, timeout=settings_.node_ready_timeout
+        client, instance, node_name, restarted[0], timeout=settings_.node_ready_timeout
     )
     return time.time() - started
 
 
 @dataclasses.dataclass
 class RebootGuard:
-    """Drain a serving node before the configure flow restarts its host; uncordon it after.
+    """Drain a serving node before the configure flow restarts its host; put it back after.
+
+    The node is taken out as a roll-out takes it out (label, cordon, drain: :func:`take_out`),
+    so a flow that fails after the drain leaves it labelled: its next pass goes through the
+    roll-out gate, which puts it back once it is configured (and holds the roll-out meanwhile).
 
     Attributes:
         client: API client.
         address: The instance's address (for messages).
         node_name: The existing node (``None``: a new host, nothing to protect).
         timeout: Seconds the drain may take.
-        cordoned: Whether :meth:`before_reboot` cordoned the node (so :meth:`restore` uncordons
-            it; a node cordoned by someone else, or by a roll-out, stays as it is).
+        taken_out: Whether :meth:`before_reboot` took the node out (so :meth:`restore` puts it
+            back; a node a roll-out took out is put back by the roll-out).
     """
 
     client: kube.Client
     address: str
     node_name: str | None
     timeout: float
-    cordoned: bool = False
+    taken_out: bool = False
 
     @classmethod
     def of(
@@ -186,25 +198,19 @@ class RebootGuard:
         return cls(client, instance.address, name, inputs.settings.drain_timeout)
 
     async def before_reboot(self) -> None:
-        """Cordon and drain the node when it exists and runs pods that a drain evicts.
+        """Take the node out (label, cordon, drain) when it exists and runs pods to evict.
 
         Raises:
             ConfigurationError: The pods could not be evicted in time (step ``drain``).
         """
         if self.node_name is None or not await drain.pods_on(self.client, self.node_name):
             return
-        current = await kube.get(self.client, Node, self.node_name)
-        if current is None:
-            return
-        self.cordoned = self.cordoned or not is_unschedulable(current)
         log.info("node %s: draining before the host restarts", self.node_name)
-        try:
-            await drain.drain(self.client, self.node_name, timeout=self.timeout)
-        except drain.DrainTimeoutError as exc:
-            raise ConfigurationError(self.address, Step.DRAIN, str(exc)) from None
+        self.taken_out = True
+        await take_out(self.client, self.address, self.node_name, timeout=self.timeout)
 
     async def restore(self) -> None:
-        """Uncordon the node if :meth:`before_reboot` cordoned it."""
-        if self.cordoned and self.node_name is not None:
-            await drain.set_unschedulable(self.client, self.node_name, False)
-            self.cordoned = False
+        """Put the node back if :meth:`before_reboot` took it out."""
+        if self.taken_out and self.node_name is not None:
+            await put_back(self.client, self.node_name, rebooted=False)
+            self.taken_out = False

@@ -296,7 +296,9 @@ async def test_rolling_upgrade_keeps_max_unavailable_and_the_pdb(
             )
             await eventually(fleet.pods_ready, "the Deployment Ready again", 60)
         assert timeline.ever_cordoned == fleet.node_names, "every node was cordoned in its turn"
-        assert timeline.max_unschedulable == 1, timeline
+        assert timeline.max_unschedulable == 1, (
+            f"{timeline.max_unschedulable} Windows nodes were unschedulable at once"
+        )
         assert timeline.evicted, "the drains evicted pods"
         assert timeline.min_available is not None and timeline.min_available >= REPLICAS - 1, (
             f"the PDB's minimum held: at least {REPLICAS - 1} Ready pods at every moment, "

@@ -128,13 +128,16 @@ class ApiError(KubeError):
         code: HTTP status code (``0`` when the server sent none).
         reason: Machine-readable reason (``NotFound``, ``Conflict``, ``AlreadyExists``, ``Expired``...).
         message: Human-readable message from the server.
+        causes: The messages of the status' ``details.causes`` (a refused eviction names the
+            disruption budget there).
     """
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
+        self.causes = causes
 
 
 class NotFound(ApiError):
@@ -170,7 +173,10 @@ def _api_error(code: int, reason: str, message: str) -> ApiError:
 
 
 def _from_status(status: meta_v1.Status) -> ApiError:
-    return _api_error(status.code or 0, status.reason or "", status.message or "")
+    error = _api_error(status.code or 0, status.reason or "", status.message or "")
+    details = status.details.causes if status.details else None
+    error.causes = tuple(cause.message for cause in details or [] if cause.message)
+    return error
 
 
 def translate(exc: BaseException) -> KubeError:

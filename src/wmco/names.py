@@ -343,6 +343,9 @@ class EventReason(enum.StrEnum):
     RUNTIME_CLASS_RESTORED = "RuntimeClassRestored"
     RUNTIME_CLASS_CONFLICT = "RuntimeClassConflict"
     HYPERV_UNAVAILABLE = "HyperVUnavailable"
+    # issue 11 (rollout)
+    NODE_UPGRADE_FAILED = "NodeUpgradeFailed"
+    DRAIN_BLOCKED = "DrainBlocked"
 
 
 def service_description(service_name: str) -> str:

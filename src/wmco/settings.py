@@ -126,7 +126,10 @@ class Settings:
         ssh_retry_interval: Seconds between connection attempts.
         ssh_channels_per_host: Concurrent SSH channels (commands, SFTP) per host.
         concurrency: Hosts configured in parallel.
-        max_unavailable: Nodes that may be unavailable at once during a roll-out.
+        max_unavailable: Managed Windows nodes that may be unavailable at once during a roll-out
+            (an upgrade or a reboot the operator needs): a number (``1``) or a percentage of the
+            managed Windows nodes (``"25%"``, rounded down, at least 1); see
+            :meth:`max_unavailable_of`.
         api_server_url: API server URL written into the kubelet's bootstrap kubeconfig; ``None``
             means discover it (``kube-public/cluster-info`` or the OpenShift infrastructure).
         log_format: Log line format.
@@ -169,7 +172,7 @@ class Settings:
     ssh_retry_interval: float = 5.0
     ssh_channels_per_host: int = 4
     concurrency: int = 10
-    max_unavailable: int = 1
+    max_unavailable: int | str = 1
     api_server_url: str | None = None
     log_format: LogFormat = LogFormat.TEXT
     log_level: str = "INFO"
@@ -197,7 +200,8 @@ class Settings:
         """Check cross-field rules once, so every consumer can trust the record."""
         if not 0 < self.ssh_port < 65536:
             raise SettingsError(f"ssh_port must be 1..65535, got {self.ssh_port}")
-        for name in ("concurrency", "ssh_channels_per_host", "max_unavailable"):
+        _max_unavailable_parts(self.max_unavailable)
+        for name in ("concurrency", "ssh_channels_per_host"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (
@@ -243,6 +247,18 @@ class Settings:
         ):
             raise SettingsError(f"pause_image {self.pause_image!r} is not an image reference")
 
+    def max_unavailable_of(self, total: int) -> int:
+        """How many of ``total`` managed Windows nodes may be unavailable at once (at least 1).
+
+        A number is taken as it is; a percentage is of ``total``, rounded down as the
+        Deployment controller and the Machine Config Operator round ``maxUnavailable``, but never
+        below 1, so a roll-out always moves.
+        """
+        count, percent = _max_unavailable_parts(self.max_unavailable)
+        if percent:
+            count = total * count // 100
+        return max(1, count)
+
     @property
     def cluster_dns_address(self) -> str:
         """The cluster DNS IP: the override, else the 10th address of the service CIDR.
@@ -283,6 +299,34 @@ class Settings:
             raw = raw.strip()
             values[field.name] = _convert(variable, field.name, raw)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _max_unavailable_parts(value: int | str) -> tuple[int, bool]:
+    """``(count, is_percentage)`` of a ``max_unavailable`` value.
+
+    Raises:
+        SettingsError: Not a number of at least 1 nor a percentage of 1 to 100.
+    """
+    if isinstance(value, bool):
+        raise SettingsError(f"max_unavailable must be a number or a percentage, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise SettingsError(f"max_unavailable must be at least 1, got {value}")
+        return value, False
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]{1,3}%", text) or not 1 <= int(text[:-1]) <= 100:
+        raise SettingsError(
+            f"max_unavailable must be a number of at least 1 or a percentage 1%..100%, got {value!r}"
+        )
+    return int(text[:-1]), True
+
+
+def _max_unavailable(raw: str) -> int | str:
+    text = raw.strip()
+    if text.endswith("%"):
+        _max_unavailable_parts(text)
+        return text
+    return int(text)
 
 
 def _convert(variable: str, field_name: str, raw: str) -> object:
@@ -328,7 +372,7 @@ _CONVERTERS: dict[str, Callable[[str], object]] = {
     "ssh_retry_interval": float,
     "ssh_channels_per_host": int,
     "concurrency": int,
-    "max_unavailable": int,
+    "max_unavailable": _max_unavailable,
     "api_server_url": _optional_string,
     "log_format": _enum(LogFormat),
     "log_level": lambda raw: _string(raw).upper(),

@@ -18,6 +18,10 @@ The exporter CA (:mod:`wmco.cluster.exportersecret`) is handled the same way: it
 informer re-queues every host when it changes, and the up-to-date check also asks whether the
 host's windows_exporter certificate is still good (:func:`wmco.nodeconfig.exportertls.is_current`).
 Each host's phase (configuring, ready, failed) is kept for the ``wmco_hosts`` metric.
+
+A node that exists and serves pods is reconfigured for another version, or rebooted because it
+asks for it, only through the roll-out gate (:mod:`wmco.controllers.rollout`): at most
+``maxUnavailable`` at a time, cordoned and drained first, uncordoned after.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
 from wmco.cluster import clientca, exportersecret
+from wmco.controllers import rollout
 from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
@@ -65,9 +70,11 @@ class Hosts:
     metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
     exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
     slots: asyncio.Semaphore = dataclasses.field(init=False)
+    gate: rollout.Gate = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.settings.concurrency)
+        self.gate = rollout.Gate(self.client, self.recorder, self.settings, self.nodes)
         informer = self.exporter_secrets
 
         def cached() -> Secret | None:
@@ -137,6 +144,7 @@ class Hosts:
             and hyperv.settled(node, inputs.settings.hyperv)
             and node_mod.node_is_ready(node)
             and exportertls.is_current(node, inputs.exporter_ca)
+            and not rollout.pending(node)
         )
 
     async def configure_instance(
@@ -149,6 +157,16 @@ class Hosts:
 
         async with self.slots:
             return await configure.configure(self.client, instance, inputs, progress=progress)
+
+    async def configure_gated(
+        self, instance: instance_mod.Instance, inputs: instance_mod.Inputs, subject: str
+    ) -> instance_mod.Outcome | rollout.Held:
+        """Configure a new host at once; an existing node's upgrade or reboot through the gate."""
+        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        name = node.metadata.name if node is not None and node.metadata else None
+        if name is None or rollout.work_for(node, inputs.version) is None:
+            return await self.configure_instance(instance, inputs)
+        return await self.gate.run(instance, inputs, name, self.configure_instance, subject)
 
     async def converge(
         self,
@@ -180,7 +198,7 @@ class Hosts:
             return None
         phases.set(key, metrics_mod.HostPhase.CONFIGURING)
         try:
-            outcome = await self.configure_instance(instance, inputs)
+            outcome = await self.configure_gated(instance, inputs, subject)
         except instance_mod.ConfigurationError as exc:
             phases.set(key, metrics_mod.HostPhase.FAILED)
             log.warning("%s: %s", subject, exc)
@@ -196,6 +214,8 @@ class Hosts:
             phases.set(key, metrics_mod.HostPhase.FAILED)
             raise
         phases.set(key, metrics_mod.HostPhase.READY)
+        if isinstance(outcome, rollout.Held):  # waits for its turn, or was only rebooted
+            return controller_mod.Result(requeue_after=outcome.requeue_after)
         message = (
             f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
             f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 
 from lightkube.resources.core_v1 import Node
 
@@ -40,6 +41,7 @@ from wmco.nodeconfig import (
     network,
     node,
     servicectl,
+    upgrade,
 )
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import (
@@ -123,8 +125,17 @@ async def identify(runner: Runner, existing: Node | None) -> _Host:
     return _Host(node_name, build)
 
 
-async def ensure_containers_feature(runner: Runner, inputs: Inputs, progress: Progress) -> None:
-    """Enable the Containers feature, rebooting when Windows asks for it."""
+async def ensure_containers_feature(
+    runner: Runner,
+    inputs: Inputs,
+    progress: Progress,
+    before_reboot: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Enable the Containers feature, rebooting when Windows asks for it.
+
+    ``before_reboot`` runs before that restart: a node that already serves pods is drained
+    (:class:`wmco.nodeconfig.upgrade.RebootGuard`).
+    """
     runner.step = Step.CONTAINERS_FEATURE
     query = commands.containers_feature()
     state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
@@ -135,7 +146,9 @@ async def ensure_containers_feature(runner: Runner, inputs: Inputs, progress: Pr
     if not restart and state is not answers.FeatureState.ENABLE_PENDING:
         return
     settings_ = inputs.settings
-    await runner_mod.reboot(runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout)
+    await runner_mod.reboot(
+        runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout, before=before_reboot
+    )
     state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
     if state is not answers.FeatureState.ENABLED:
         raise runner.fail(f"Containers feature is {state} after a reboot")
@@ -286,9 +299,13 @@ async def configure(
     try:
         await progress(Step.IDENTIFY, "SSH reachable")
         host = await identify(runner, existing)
-        await ensure_containers_feature(runner, inputs, progress)
+        # A restart of a node serving pods drains it first (issue 11); restored once Ready.
+        guard = upgrade.RebootGuard.of(client, instance, existing, inputs)
+        await ensure_containers_feature(runner, inputs, progress, guard.before_reboot)
         # Hyper-V isolation (issue 10): decides containerd's runtimes and the node's hyperv label.
-        isolation = await hyperv.ensure_hyperv(runner, inputs, host.build, progress)
+        isolation = await hyperv.ensure_hyperv(
+            runner, inputs, host.build, progress, guard.before_reboot
+        )
         await ensure_directories(runner, inputs)
         files, api_server_url = await bootstrap_files(
             client, runner, instance, inputs, host, isolation.handlers
@@ -326,6 +343,7 @@ async def configure(
                 client, runner, instance, inputs, host, desired, progress, tally
             )
         await wait_until_ready(client, runner, instance, inputs, host, progress)
+        await guard.restore()
         runner.step = Step.NODE_METADATA
         await kube.patch(
             client,

@@ -1,7 +1,10 @@
 """Cordon, drain and uncordon a Node the way ``kubectl drain`` does, through the Eviction API.
 
 Evictions honour PodDisruptionBudgets: a 429 answer means "not now" and the pod is tried again
-until the deadline. DaemonSet pods and mirror pods are left alone (their controllers would recreate
+until the deadline; the API server names the budget in the answer's causes ("The disruption
+budget web needs 3 healthy pods and has 3 currently"), which :func:`drain` hands to its
+``on_blocked`` callback once per pod (the roll-out turns it into a ``DrainBlocked`` Event), so no
+read of PodDisruptionBudgets is needed. DaemonSet pods and mirror pods are left alone (their controllers would recreate
 them at once, or they are not evictable), as ``kubectl drain --ignore-daemonsets`` does.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from lightkube.resources.core_v1 import Node, Pod
 
@@ -22,6 +26,15 @@ _MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 class DrainTimeoutError(TimeoutError):
     """Pods were still on the node when the deadline passed."""
+
+
+Blocked = Callable[[Pod, str], Awaitable[None]]
+"""Told about a pod whose eviction a disruption budget refuses, with the API server's reason."""
+
+
+def refusal(exc: kube.ApiError) -> str:
+    """Why the API server refused an eviction: the budget's own words when it gave them."""
+    return "; ".join(exc.causes) or exc.message
 
 
 async def set_unschedulable(client: kube.Client, node_name: str, unschedulable: bool) -> bool:
@@ -50,16 +63,32 @@ async def pods_on(client: kube.Client, node_name: str) -> list[Pod]:
     return [pod for pod in result.items if _evictable(pod)]
 
 
-async def drain(client: kube.Client, node_name: str, *, timeout: float, poll: float = 1.0) -> int:
+async def drain(
+    client: kube.Client,
+    node_name: str,
+    *,
+    timeout: float,
+    poll: float = 1.0,
+    on_blocked: Blocked | None = None,
+) -> int:
     """Cordon the node and evict its pods; return how many pods were evicted.
 
+    Args:
+        client: API client.
+        node_name: The node.
+        timeout: Seconds before giving up.
+        poll: Seconds between two passes over the remaining pods.
+        on_blocked: Called once per pod whose eviction a disruption budget refuses (429).
+
     Raises:
-        DrainTimeoutError: Pods remain after ``timeout`` seconds (e.g. a PodDisruptionBudget).
+        DrainTimeoutError: Pods remain after ``timeout`` seconds (e.g. a PodDisruptionBudget);
+            the message names them and what refused them.
     """
     if not await set_unschedulable(client, node_name, True):
         return 0
     deadline = time.monotonic() + timeout
     evicted: set[tuple[str, str]] = set()
+    refused: dict[tuple[str, str], str] = {}
     while True:
         remaining = await pods_on(client, node_name)
         if not remaining:
@@ -73,16 +102,29 @@ async def drain(client: kube.Client, node_name: str, *, timeout: float, poll: fl
             try:
                 await kube.evict(client, key[1], namespace=key[0])
                 evicted.add(key)
+                refused.pop(key, None)
             except kube.ApiError as exc:
                 if exc.code == 429:
-                    log.info("eviction of %s/%s refused for now (disruption budget)", *key)
+                    reason = refusal(exc)
+                    log.info("eviction of %s/%s refused for now: %s", *key, reason)
+                    if key not in refused and on_blocked is not None:
+                        await on_blocked(pod, reason)
+                    refused[key] = reason
                 elif exc.code != 404:
                     raise
         if time.monotonic() > deadline:
-            names = ", ".join(
-                f"{p.metadata.namespace}/{p.metadata.name}" for p in remaining if p.metadata
+            pods = ", ".join(
+                f"{p.metadata.namespace}/{p.metadata.name}"
+                + (f" ({refused[key]})" if (key := _key(p)) in refused else "")
+                for p in remaining
+                if p.metadata
             )
             raise DrainTimeoutError(
-                f"node {node_name}: pods still running after {timeout:.0f}s: {names}"
+                f"node {node_name}: pods still running after {timeout:.0f}s: {pods}"
             )
         await asyncio.sleep(poll)
+
+
+def _key(pod: Pod) -> tuple[str, str]:
+    meta = pod.metadata
+    return (meta.namespace or "", meta.name or "") if meta else ("", "")

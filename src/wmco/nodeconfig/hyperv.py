@@ -22,6 +22,7 @@ so that it is not asked again on every reconcile, only when the setting changes
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from lightkube.resources.core_v1 import Node
@@ -115,7 +116,13 @@ def _unavailable(mode: HyperVMode, reason: str) -> HyperV:
     )
 
 
-async def ensure_hyperv(runner: Runner, inputs: Inputs, build: int, progress: Progress) -> HyperV:
+async def ensure_hyperv(
+    runner: Runner,
+    inputs: Inputs,
+    build: int,
+    progress: Progress,
+    before_reboot: Callable[[], Awaitable[None]] | None = None,
+) -> HyperV:
     """Find out (and with ``install`` make sure) whether the host runs Hyper-V isolation.
 
     Args:
@@ -123,6 +130,8 @@ async def ensure_hyperv(runner: Runner, inputs: Inputs, build: int, progress: Pr
         inputs: The settings (``hyperv``) and SSH deadlines.
         build: The host's Windows build (which older builds it may run).
         progress: Progress callback.
+        before_reboot: Runs before the restart the installation needs (a node that already
+            serves pods is drained there).
 
     Returns:
         What the node offers; never an error for Hyper-V's own reasons.
@@ -149,7 +158,12 @@ async def ensure_hyperv(runner: Runner, inputs: Inputs, build: int, progress: Pr
             if installed is not None:
                 return _unavailable(mode, installed)
         settings_ = inputs.settings
-        await runner_mod.reboot(runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout)
+        await runner_mod.reboot(
+            runner,
+            settings_.ssh_boot_deadline,
+            settings_.ssh_command_timeout,
+            before=before_reboot,
+        )
         state = await _state(runner)
         if state is not answers.InstallState.INSTALLED:
             return _unavailable(mode, f"the {FEATURE} role is {state} after a restart")

@@ -53,6 +53,9 @@ class Step(enum.StrEnum):
     REMOVE_SERVICES = "remove-services"
     REMOVE_NETWORK = "remove-network"
     REMOVE_FILES = "remove-files"
+    # Roll-out of an existing node (issue 11): around the configure flow
+    DRAIN = "drain"
+    REBOOT = "reboot"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -372,12 +372,26 @@ async def connect(
     )
 
 
-async def reboot(runner: Runner, boot_deadline: float, command_timeout: float) -> None:
+async def reboot(
+    runner: Runner,
+    boot_deadline: float,
+    command_timeout: float,
+    *,
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Restart Windows and reconnect once it answers again.
 
+    Args:
+        runner: The host.
+        boot_deadline: Seconds the host may take to answer SSH again.
+        command_timeout: Seconds allowed for the restart command.
+        before: Awaited before the restart (a serving node is drained there).
+
     Raises:
-        ConfigurationError: The host did not come back in time.
+        ConfigurationError: The host did not come back in time (or ``before`` failed).
     """
+    if before is not None:
+        await before()
     # The connection drops while Restart-Computer runs; that is the expected answer.
     with contextlib.suppress(ssh.SshError):
         await runner.host.run(commands.reboot(), what="reboot", timeout=command_timeout)

@@ -45,6 +45,13 @@ from wmco import settings as settings_module
 
 LOG: Final = logging.getLogger(__name__)
 
+UPLOAD_BLOCK: Final = 256 * 1024
+"""Largest SFTP write of an upload: OpenSSH's sftp-server limit (``SFTP_MAX_MSG_LENGTH``), and
+what bounds memory: asyncssh would otherwise use any larger length a server advertises."""
+UPLOAD_REQUESTS: Final = 16
+"""SFTP writes in flight per upload: at most 4 MiB of one file is held at a time, so an operator
+sending the ~330 MB payload to many hosts at once does not hold whole files in memory."""
+
 
 def _process_full_exit_status(self: asyncssh.SSHClientChannel[bytes], packet: SSHPacket) -> bool:
     """The exit-status handler of asyncssh, minus its POSIX ``& 0xff``.
@@ -563,7 +570,10 @@ class WindowsHost:
             conn = await self._connection()
             try:
                 async with conn.start_sftp_client() as sftp:
-                    await sftp.put(str(source), remote)
+                    block = min(sftp.limits.max_write_len or UPLOAD_BLOCK, UPLOAD_BLOCK)
+                    await sftp.put(
+                        str(source), remote, block_size=block, max_requests=UPLOAD_REQUESTS
+                    )
             except (asyncssh.Error, OSError) as exc:
                 raise TransferError(
                     self.address,

@@ -343,6 +343,8 @@ class EventReason(enum.StrEnum):
     RUNTIME_CLASS_RESTORED = "RuntimeClassRestored"
     RUNTIME_CLASS_CONFLICT = "RuntimeClassConflict"
     HYPERV_UNAVAILABLE = "HyperVUnavailable"
+    # issue 11 (drift)
+    HOST_DRIFT_REPAIRED = "HostDriftRepaired"
 
 
 def service_description(service_name: str) -> str:

@@ -53,6 +53,8 @@ class Step(enum.StrEnum):
     REMOVE_SERVICES = "remove-services"
     REMOVE_NETWORK = "remove-network"
     REMOVE_FILES = "remove-files"
+    # issue 11 (drift): the periodic read-only look at a configured host
+    DRIFT_PROBE = "drift-probe"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node, ServiceAccount
@@ -24,7 +28,7 @@ from test_operator import World, open_world, service_pids
 
 from kube_helpers import eventually
 from wmco import names
-from wmco.windows import commands
+from wmco.windows import commands, layout
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost import kubelet as sim_kubelet
 from wmco_sandbox.winhost.host import WindowsHost
@@ -176,72 +180,124 @@ async def test_changed_files_and_service_definition_are_restored(world: World) -
     assert {name: after[name] for name in untouched} == {name: before[name] for name in untouched}
 
 
+class AccountWatch:
+    """The names of the ServiceAccounts ADDED in a namespace while it runs (a live API watch)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.namespace = world.settings.bootstrap_namespace
+        self.added: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def bootstrap_accounts(self) -> list[str]:
+        return [name for name in self.added if name.startswith(names.BOOTSTRAP_ACCOUNT_PREFIX)]
+
+    async def _watch(self) -> None:
+        async for kind, account in self.world.kube.watch(ServiceAccount, namespace=self.namespace):
+            if kind == "ADDED" and account.metadata:
+                self.added.append(account.metadata.name or "")
+
+    async def __aenter__(self) -> AccountWatch:
+        async def accounts_gone() -> bool:
+            return not [
+                account
+                async for account in self.world.kube.list(ServiceAccount, namespace=self.namespace)
+                if account.metadata
+                and (account.metadata.name or "").startswith(names.BOOTSTRAP_ACCOUNT_PREFIX)
+            ]
+
+        await eventually(accounts_gone, "the host's bootstrap account to be deleted", 30)
+        self.task = asyncio.create_task(self._watch())
+        # The watch is live: it sees an account made now.
+        marker = f"watch-marker-{random.randint(0, 1 << 30)}"
+        await self.world.kube.create(
+            ServiceAccount(metadata=ObjectMeta(name=marker, namespace=self.namespace))
+        )
+        await eventually(lambda: _value(marker in self.added), "the watch to see an account", 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+async def force_rerun(world: World, host: WindowsHost, node: str) -> list[str]:
+    """Delete the node's version annotation; the commands of the pass that follows."""
+    start = len(host.command_log)
+    await world.kube.patch(
+        Node,
+        node,
+        {"metadata": {"annotations": {names.VERSION_ANNOTATION: None}}},
+        patch_type=PatchType.MERGE,
+    )
+    await world.wait_ready(host)
+    rerun = [record.command for record in host.command_log[start:]]
+    # The re-run went through the whole flow: it read the kubelet's certificate and every service.
+    assert any(layout.KUBELET_CLIENT_CERT in command for command in rerun)
+    assert any(command.startswith("sc.exe query 'kube-proxy'") for command in rerun)
+    return rerun
+
+
 async def test_forced_rerun_on_a_healthy_host_mints_no_token_and_restarts_nothing(
     world: World,
 ) -> None:
     host, node = await configured(world)
-    namespace = world.settings.bootstrap_namespace
-
-    async def host_accounts() -> list[str]:
-        return [
-            account.metadata.name or ""
-            async for account in world.kube.list(ServiceAccount, namespace=namespace)
-            if account.metadata
-            and (account.metadata.name or "").startswith(names.BOOTSTRAP_ACCOUNT_PREFIX)
-        ]
-
-    async def accounts_gone() -> bool:
-        return await host_accounts() == []
-
-    await eventually(accounts_gone, "the host's bootstrap account to be deleted", 30)
-    added: list[str] = []
-
-    async def watch() -> None:
-        async for kind, account in world.kube.watch(ServiceAccount, namespace=namespace):
-            if kind == "ADDED" and account.metadata:
-                added.append(account.metadata.name or "")
-
-    watcher = asyncio.create_task(watch())
-    try:
-        # The watch is live: it sees an account made now.
-        await world.kube.create(
-            ServiceAccount(metadata=ObjectMeta(name="watch-marker", namespace=namespace))
-        )
-        await eventually(lambda: _value("watch-marker" in added), "the watch to see an account", 30)
+    async with AccountWatch(world) as accounts:
         pids = service_pids(host)
         files = {
             path: disk_node.mtime
             for path in (
-                "C:\\k\\bootstrap-kubeconfig",
-                "C:\\k\\kubelet.conf",
-                "C:\\k\\kube-proxy.conf",
-                "C:\\k\\kubelet.exe",
+                layout.BOOTSTRAP_KUBECONFIG,
+                layout.KUBELET_CONFIG,
+                layout.KUBE_PROXY_CONFIG,
+                layout.KUBELET_EXE,
             )
             if (disk_node := host.machine.disk.get(path)) is not None
         }
         assert len(files) == 4
-        start = len(host.command_log)
-        await world.kube.patch(
-            Node,
-            node,
-            {"metadata": {"annotations": {names.VERSION_ANNOTATION: None}}},
-            patch_type=PatchType.MERGE,
-        )
-        await world.wait_ready(host)
-
-        # The re-run went through the whole flow (it read the kubelet's certificate and every
-        # service) ...
-        rerun = [record.command for record in host.command_log[start:]]
-        assert any("kubelet-client-current.pem" in command for command in rerun)
-        assert any(command.startswith("sc.exe query 'kube-proxy'") for command in rerun)
-        # ... and changed nothing: no account (so no token), no write, no restart.
-        assert [name for name in added if name.startswith(names.BOOTSTRAP_ACCOUNT_PREFIX)] == []
+        rerun = await force_rerun(world, host, node)
+        # No account (so no token), no write, no restart.
+        assert accounts.bootstrap_accounts == []
         assert not any(command.startswith("sc.exe st") for command in rerun)
         for path, mtime in files.items():
             current = host.machine.disk.get(path)
             assert current is not None and current.mtime == mtime, f"{path} was written"
         assert service_pids(host) == pids
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
+
+
+def expired_certificate() -> bytes:
+    """A kubelet client PEM (certificate, then key) that expired an hour ago."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "system:node:expired")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=2))
+        .not_valid_after(now - datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+async def test_a_host_whose_client_certificate_expired_still_gets_a_token(world: World) -> None:
+    host, node = await configured(world)
+    before = host.machine.disk.get(layout.BOOTSTRAP_KUBECONFIG)
+    assert before is not None
+    written = before.mtime
+    host.machine.disk.write_file(layout.KUBELET_CLIENT_CERT, expired_certificate())
+    async with AccountWatch(world) as accounts:
+        await force_rerun(world, host, node)
+        assert accounts.bootstrap_accounts != [], "no bootstrap account was made"
+    after = host.machine.disk.get(layout.BOOTSTRAP_KUBECONFIG)
+    assert after is not None and after.mtime != written, "the bootstrap kubeconfig was not written"

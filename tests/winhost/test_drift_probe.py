@@ -12,14 +12,11 @@ from __future__ import annotations
 import hashlib
 
 import asyncssh
-import pytest
 from winhost_helpers import connect, enable_containers
 
 from wmco.windows import commands, probeanswers
 from wmco_sandbox import pki
 from wmco_sandbox.winhost.host import WindowsHost
-
-
 
 
 async def test_probe_answer_is_one_complete_parseable_report(

@@ -10,7 +10,9 @@ client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop
 1. ``connect``, ``identify`` (host name = node name, Windows build = pause image),
    ``containers-feature`` (rebooting when Windows asks), ``hyperv`` (:mod:`.hyperv`: only with
    the ``hyperv`` setting on; may install the role and reboot), ``directories``;
-2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`);
+2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`,
+   :mod:`.desired`; a bootstrap token and kubeconfig only when the kubelet has no valid client
+   certificate);
    ``exporter-tls``: windows_exporter's web config, and a serving certificate when one is due
    (:mod:`.exportertls`; without an exporter CA, windows_exporter is left stopped);
 3. ``changes``: payload and generated files whose hash differs, and the services as installed;

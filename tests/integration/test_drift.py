@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -301,3 +302,21 @@ async def test_a_host_whose_client_certificate_expired_still_gets_a_token(world:
         assert accounts.bootstrap_accounts != [], "no bootstrap account was made"
     after = host.machine.disk.get(layout.BOOTSTRAP_KUBECONFIG)
     assert after is not None and after.mtime != written, "the bootstrap kubeconfig was not written"
+
+
+async def test_a_failed_probe_is_logged_and_tried_again_at_the_next_interval(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="wmco.controllers.hosts")
+    host, node = await configured(world)
+    host.faults.refuse_auth = True  # the host refuses the operator's key; its kubelet runs on
+
+    def failures() -> int:
+        return caplog.text.count("drift probe failed")
+
+    await eventually(lambda: _value(failures() >= 2), "two failed drift probes", 60)
+    start = len(host.command_log)
+    host.faults.refuse_auth = False
+    await eventually(lambda: _value(probes(host, start)), "a drift probe once the key works", 60)
+    assert await drift_events(world, node) == []
+    assert all(record.command.startswith(PROBE_START) for record in host.command_log[start:])

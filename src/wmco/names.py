@@ -346,6 +346,8 @@ class EventReason(enum.StrEnum):
     # issue 11 (rollout)
     NODE_UPGRADE_FAILED = "NodeUpgradeFailed"
     DRAIN_BLOCKED = "DrainBlocked"
+    # issue 11 (drift)
+    HOST_DRIFT_REPAIRED = "HostDriftRepaired"
 
 
 def service_description(service_name: str) -> str:

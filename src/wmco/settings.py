@@ -160,6 +160,8 @@ class Settings:
         drain_timeout: Seconds a drain may take before deconfiguration gives up (and retries).
         retry_max: Cap of the retry delay after a failed host, in seconds.
         hyperv: Hyper-V isolation on Windows nodes (:class:`HyperVMode`).
+        resync_interval: Seconds between two drift probes of a configured, up-to-date host
+            (one read-only SSH exec each; :mod:`wmco.nodeconfig.probe`).
     """
 
     namespace: str = names.OPERATOR_NAMESPACE
@@ -195,6 +197,7 @@ class Settings:
     drain_timeout: float = 300.0
     retry_max: float = 300.0
     hyperv: HyperVMode = HyperVMode.OFF
+    resync_interval: float = 600.0
 
     def __post_init__(self) -> None:
         """Check cross-field rules once, so every consumer can trust the record."""
@@ -215,6 +218,7 @@ class Settings:
             "drain_timeout",
             "retry_max",
             "network_timeout",
+            "resync_interval",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
@@ -389,4 +393,5 @@ _CONVERTERS: dict[str, Callable[[str], object]] = {
     "drain_timeout": float,
     "retry_max": float,
     "hyperv": _enum(HyperVMode),
+    "resync_interval": float,
 }

@@ -22,6 +22,12 @@ Each host's phase (configuring, ready, failed) is kept for the ``wmco_hosts`` me
 A node that exists and serves pods is reconfigured for another version, or rebooted because it
 asks for it, only through the roll-out gate (:mod:`wmco.controllers.rollout`): at most
 ``maxUnavailable`` at a time, cordoned and drained first, uncordoned after.
+
+Drift (issue 11): an up-to-date host gets one read-only probe (:mod:`wmco.nodeconfig.probe`, one
+SSH exec) at most every ``settings.resync_interval``, however often other events re-queue it;
+each reconcile of such a host asks to be re-queued when its next probe is due. What the probe
+finds is repaired by the normal configure flow, and a ``HostDriftRepaired`` Event on the Node
+says what was found.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
@@ -37,7 +44,7 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 from wmco import kube, names, userdata
 from wmco.cluster import clientca, exportersecret
 from wmco.controllers import rollout
-from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv
+from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, probe
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
@@ -69,6 +76,8 @@ class Hosts:
     exporter_secrets: informer_mod.Informer[Secret] | None = None
     metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
     exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
+    probed: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Host key to the monotonic time of its last drift probe or configuration."""
     slots: asyncio.Semaphore = dataclasses.field(init=False)
     gate: rollout.Gate = dataclasses.field(init=False)
 
@@ -87,8 +96,9 @@ class Hosts:
         self.exporter_cas = exportersecret.CaKeeper(self.client, self.settings.namespace, cached)
 
     def forget_host(self, key: str) -> None:
-        """A host is no longer managed: drop it from the phase counts."""
+        """A host is no longer managed: drop it from the phase counts and the probe times."""
         self.metrics.hosts.forget(key)
+        self.probed.pop(key, None)
 
     def client_ca(self) -> clientca.Choice:
         """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
@@ -189,17 +199,25 @@ class Hosts:
             failure_reason: Event reason on failure (a changed host key has its own).
 
         Returns:
-            ``None`` when done; a backoff requeue after a failure.
+            A requeue when the next drift probe is due; a backoff requeue after a failure.
         """
         phases = self.metrics.hosts
         key = phase_key(instance)
+        drift: tuple[probe.Finding, ...] = ()
         if await self.up_to_date(instance, inputs):
             phases.set(key, metrics_mod.HostPhase.READY)
-            return None
+            wait = self.next_probe_in(key)
+            if wait > 0:
+                return controller_mod.Result(requeue_after=wait)
+            drift = await self.look_for_drift(instance, inputs, subject, ref)
+            if not drift:
+                return controller_mod.Result(requeue_after=self.settings.resync_interval)
+            log.info("%s: drift found (%s); repairing", subject, probe.describe(drift))
         phases.set(key, metrics_mod.HostPhase.CONFIGURING)
         try:
             outcome = await self.configure_gated(instance, inputs, subject)
         except instance_mod.ConfigurationError as exc:
+            self.probed.pop(key, None)  # the retry looks again
             phases.set(key, metrics_mod.HostPhase.FAILED)
             log.warning("%s: %s", subject, exc)
             if ref is not None:
@@ -216,23 +234,72 @@ class Hosts:
         phases.set(key, metrics_mod.HostPhase.READY)
         if isinstance(outcome, rollout.Held):  # waits for its turn, or was only rebooted
             return controller_mod.Result(requeue_after=outcome.requeue_after)
-        message = (
-            f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
+        self.probed[key] = time.monotonic()
+        summary = (
             f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
             f"restarted: {', '.join(outcome.services_restarted) or 'none'})"
         )
-        log.info("%s", message)
-        if ref is not None:
-            await self.recorder.emit_event(ref, "Normal", setup_reason, message)
+        if drift:
+            message = f"{subject}: {probe.describe(drift)}; repaired {summary}"
+            log.info("%s", message)
+            await self.recorder.emit_event(
+                node_ref(outcome.node_name),
+                "Normal",
+                names.EventReason.HOST_DRIFT_REPAIRED,
+                message,
+            )
+        else:
+            message = (
+                f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
+                f"{summary}"
+            )
+            log.info("%s", message)
+            if ref is not None:
+                await self.recorder.emit_event(ref, "Normal", setup_reason, message)
         if outcome.hyperv_problem is not None:
             await self.hyperv_unavailable(subject, outcome.node_name, outcome.hyperv_problem)
-        return None
+        return controller_mod.Result(requeue_after=self.settings.resync_interval)
+
+    def next_probe_in(self, key: str) -> float:
+        """Seconds until the host's next drift probe is due (0: now)."""
+        last = self.probed.get(key)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.settings.resync_interval - time.monotonic())
+
+    async def look_for_drift(
+        self,
+        instance: instance_mod.Instance,
+        inputs: instance_mod.Inputs,
+        subject: str,
+        ref: kube.ObjectRef | None,
+    ) -> tuple[probe.Finding, ...]:
+        """Probe an up-to-date host once; what differs (nothing when the probe itself failed).
+
+        A probe that fails (host unreachable, odd answer) is logged and tried again at the next
+        interval; a changed host key is also reported as ``HostKeyMismatch``.
+        """
+        key = phase_key(instance)
+        self.probed[key] = time.monotonic()
+        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        if node is None:
+            return ()
+        try:
+            async with self.slots:
+                return await probe.probe(self.client, instance, inputs, node)
+        except instance_mod.ConfigurationError as exc:
+            log.warning("%s: drift probe failed: %s", subject, exc)
+            if ref is not None and isinstance(exc, instance_mod.HostKeyChangedError):
+                await self.recorder.emit_event(
+                    ref, "Warning", names.EventReason.HOST_KEY_MISMATCH, str(exc)
+                )
+            return ()
 
     async def hyperv_unavailable(self, subject: str, node_name: str, problem: str) -> None:
         """Say on the Node (Warning ``HyperVUnavailable``) why it offers no Hyper-V isolation."""
         log.warning("%s: %s", subject, problem)
         await self.recorder.emit_event(
-            kube.ObjectRef(api_version="v1", kind="Node", name=node_name),
+            node_ref(node_name),
             "Warning",
             names.EventReason.HYPERV_UNAVAILABLE,
             problem,
@@ -252,6 +319,11 @@ class Hosts:
             )
         self.forget_host(phase_key(instance))
         return teardown
+
+
+def node_ref(node_name: str) -> kube.ObjectRef:
+    """The reference of a Node for an Event."""
+    return kube.ObjectRef(api_version="v1", kind="Node", name=node_name)
 
 
 def phase_key(instance: instance_mod.Instance) -> str:

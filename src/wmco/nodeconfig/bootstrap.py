@@ -17,9 +17,12 @@ OpenShift. We give each host a credential of its own, without touching ``kube-sy
 * the account is deleted once the node is Ready (and when the host is removed), which revokes
   every token of it at once; a token of an operator that died meanwhile expires by itself.
 
-Every configuration pass requests a fresh token, so the bootstrap kubeconfig is rewritten on each
-pass; no service depends on that file (the kubelet reads it only while it has no valid client
-certificate), so nothing restarts for it.
+A token is requested only when the kubelet has no valid client certificate (its Node missing or
+not Ready, or ``kubelet-client-current.pem`` missing, unparseable or about to end:
+:func:`wmco.nodeconfig.configure.needs_bootstrap_token`); only then is the bootstrap kubeconfig
+written. No service depends on that file (the kubelet reads it only while it has no valid client
+certificate), so nothing restarts for it, and a pass over a healthy node neither makes an account
+nor writes the file.
 
 The API server URL comes from the settings or, on plain Kubernetes, from ``kube-public/cluster-info``
 (the kubeadm convention); the CA from cluster-info or the ``kube-root-ca.crt`` ConfigMap that

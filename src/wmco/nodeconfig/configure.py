@@ -10,7 +10,9 @@ client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop
 1. ``connect``, ``identify`` (host name = node name, Windows build = pause image),
    ``containers-feature`` (rebooting when Windows asks), ``hyperv`` (:mod:`.hyperv`: only with
    the ``hyperv`` setting on; may install the role and reboot), ``directories``;
-2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`);
+2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`,
+   :mod:`.desired`; a bootstrap token and kubeconfig only when the kubelet has no valid client
+   certificate);
    ``exporter-tls``: windows_exporter's web config, and a serving certificate when one is due
    (:mod:`.exportertls`; without an exporter CA, windows_exporter is left stopped);
 3. ``changes``: payload and generated files whose hash differs, and the services as installed;
@@ -25,6 +27,7 @@ client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,7 +38,6 @@ from wmco.cluster import clientca
 from wmco.nodeconfig import (
     bootstrap,
     exportertls,
-    hostfiles,
     hostkeys,
     hyperv,
     network,
@@ -43,6 +45,7 @@ from wmco.nodeconfig import (
     servicectl,
     upgrade,
 )
+from wmco.nodeconfig import desired as desired_mod
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import (
     ConfigurationError,
@@ -58,9 +61,9 @@ from wmco.windows import (
     answers,
     commands,
     configfiles,
-    kubelet,
     layout,
     planner,
+    probeanswers,
     services,
     transfer,
 )
@@ -166,6 +169,30 @@ async def ensure_directories(runner: Runner, inputs: Inputs) -> None:
         await runner.check(commands.make_directory(directory), f"creation of {directory}")
 
 
+CLIENT_CERT_MARGIN = datetime.timedelta(minutes=10)
+"""A kubelet client certificate that ends sooner than this gets a bootstrap token anyway."""
+
+
+async def needs_bootstrap_token(runner: Runner, existing: Node | None) -> bool:
+    r"""Whether the kubelet needs a bootstrap token: it has no valid client certificate.
+
+    A host whose Node exists and is Ready is asked (one exec: the certificate block of
+    ``C:\var\lib\kubelet\pki\kubelet-client-current.pem``, the key stays on the host). Every
+    other case gets a token: no Node, a Node not Ready, no file, a certificate that does not
+    parse, is not valid yet, or ends within :data:`CLIENT_CERT_MARGIN`.
+    """
+    if existing is None or not node.node_is_ready(existing):
+        return True
+    result = await runner.check(
+        commands.certificate_block(layout.KUBELET_CLIENT_CERT),
+        "read of the kubelet client certificate",
+        ok=(0, 1),
+    )
+    found = probeanswers.parse_certificate(result.stdout)
+    now = datetime.datetime.now(datetime.UTC)
+    return found is None or not found.valid_for(now, CLIENT_CERT_MARGIN)
+
+
 async def bootstrap_files(
     client: kube.Client,
     runner: Runner,
@@ -173,8 +200,14 @@ async def bootstrap_files(
     inputs: Inputs,
     host: _Host,
     hyperv_handlers: tuple[str, ...] = (),
+    existing: Node | None = None,
 ) -> tuple[tuple[transfer.Content, ...], str]:
-    """Every file this node must hold before its services start, and the API server's URL."""
+    """Every file this node must hold before its services start, and the API server's URL.
+
+    A bootstrap token is minted (and the bootstrap kubeconfig compared and written) only when
+    the kubelet has no valid client certificate (:func:`needs_bootstrap_token`): a pass over a
+    healthy node mints nothing and leaves that file alone.
+    """
     runner.step = Step.BOOTSTRAP_FILES
     settings_ = inputs.settings
     if not isinstance(inputs.client_ca, clientca.ClientCa):
@@ -189,31 +222,26 @@ async def bootstrap_files(
         endpoint = await bootstrap.cluster_endpoint(client, settings_)
     except bootstrap.BootstrapError as exc:
         raise runner.fail(str(exc)) from None
-    try:
-        token = await bootstrap.issue_token(
-            client, address=instance.address, node_name=host.node_name, settings=settings_
-        )
-    except kube.NotFound as exc:
-        raise runner.fail(
-            f"no bootstrap token: {exc.message}; the namespace {settings_.bootstrap_namespace} "
-            "of the per-host bootstrap ServiceAccounts must exist (deploy/ creates it)"
-        ) from None
-    generated = hostfiles.generated_files(
-        hostfiles.NodeFiles(
-            profile=settings_.network_profile,
-            sandbox_image=image,
-            endpoint=endpoint,
-            token=token,
-            client_ca=inputs.client_ca,
-            kubelet=kubelet.KubeletConfigInputs(
-                cluster_dns=(settings_.cluster_dns_address,),
-                cluster_domain=settings_.cluster_domain,
-                provider_id=instance.provider_id,
-            ),
-            hyperv_handlers=hyperv_handlers,
-        )
+    token: bootstrap.Token | None = None
+    if await needs_bootstrap_token(runner, existing):
+        try:
+            token = await bootstrap.issue_token(
+                client, address=instance.address, node_name=host.node_name, settings=settings_
+            )
+        except kube.NotFound as exc:
+            raise runner.fail(
+                f"no bootstrap token: {exc.message}; the namespace {settings_.bootstrap_namespace} "
+                "of the per-host bootstrap ServiceAccounts must exist (deploy/ creates it)"
+            ) from None
+    files = desired_mod.node_files(
+        inputs,
+        instance,
+        build=host.build,
+        endpoint=endpoint,
+        token=token,
+        hyperv_handlers=hyperv_handlers,
     )
-    return (*hostfiles.payload_files(inputs.payload), *generated), endpoint.server
+    return files, endpoint.server
 
 
 async def converge_services(
@@ -308,20 +336,12 @@ async def configure(
         )
         await ensure_directories(runner, inputs)
         files, api_server_url = await bootstrap_files(
-            client, runner, instance, inputs, host, isolation.handlers
+            client, runner, instance, inputs, host, isolation.handlers, existing
         )
         exporter = await exporter_tls(runner, instance, inputs, host, existing, progress)
         files = (*files, *(exporter.files if exporter else ()))
         try:
-            desired = services.node_services(
-                services.NodeServiceOptions(
-                    network_profile=profile,
-                    node_name=host.node_name,
-                    node_ip=instance.node_ip,
-                    api_server_url=api_server_url,
-                    debug=settings_.debug,
-                )
-            )
+            desired = desired_mod.services_of(inputs, instance, host.node_name, api_server_url)
         except services.ServiceSpecError as exc:
             raise runner.fail(str(exc)) from None
         ovn = profile is settings.NetworkProfile.OVN_HYBRID
@@ -331,10 +351,7 @@ async def configure(
             files,
             progress=progress,
             remove=services.foreign_services(profile),
-            deferred=(
-                *((services.KUBE_PROXY,) if ovn else ()),
-                *(() if exporter else (services.WINDOWS_EXPORTER,)),
-            ),
+            deferred=(*((services.KUBE_PROXY,) if ovn else ()), *desired_mod.left_stopped(inputs)),
         )
         tally.add(plan, written, len(files))
         await progress(Step.SERVICES, f"{len(plan)} service steps; services running")

@@ -50,7 +50,9 @@ class NodeFiles:
         profile: The resolved network profile.
         sandbox_image: The pause image for the host's build.
         endpoint: API server URL and serving CA (the bootstrap CA).
-        token: The instance's bootstrap token.
+        token: The instance's bootstrap token; ``None`` when none is minted (the kubelet holds a
+            valid client certificate, :func:`wmco.nodeconfig.configure.bootstrap_files`): the
+            bootstrap kubeconfig is then neither compared nor written.
         client_ca: The kubelet client CA bundle.
         kubelet: The ``KubeletConfiguration`` inputs.
         hyperv_handlers: containerd's Hyper-V runtimes on this node (none: process isolation).
@@ -59,7 +61,7 @@ class NodeFiles:
     profile: settings_mod.NetworkProfile
     sandbox_image: str
     endpoint: bootstrap.ClusterEndpoint
-    token: bootstrap.Token
+    token: bootstrap.Token | None
     client_ca: clientca.ClientCa
     kubelet: kubelet.KubeletConfigInputs
     hyperv_handlers: tuple[str, ...] = ()
@@ -67,6 +69,8 @@ class NodeFiles:
 
 def generated_files(inputs: NodeFiles) -> tuple[transfer.Content, ...]:
     """The files the operator writes on every pass, with the content they must have.
+
+    The bootstrap kubeconfig only with a token (see :class:`NodeFiles`).
 
     Raises:
         ValueError: A generator refused its inputs (e.g. an unresolved profile).
@@ -86,12 +90,15 @@ def generated_files(inputs: NodeFiles) -> tuple[transfer.Content, ...]:
         ),
         transfer.Content.of_bytes(layout.BOOTSTRAP_CA, inputs.endpoint.ca_pem, "bootstrap CA"),
         transfer.Content.of_bytes(layout.KUBELET_CA, inputs.client_ca.pem, "kubelet client CA"),
-        transfer.Content.of_bytes(
-            layout.BOOTSTRAP_KUBECONFIG,
-            bootstrap.bootstrap_kubeconfig(inputs.endpoint, layout.BOOTSTRAP_CA, inputs.token),
-            "bootstrap kubeconfig",
-        ),
     ]
+    if inputs.token is not None:
+        files.append(
+            transfer.Content.of_bytes(
+                layout.BOOTSTRAP_KUBECONFIG,
+                bootstrap.bootstrap_kubeconfig(inputs.endpoint, layout.BOOTSTRAP_CA, inputs.token),
+                "bootstrap kubeconfig",
+            )
+        )
     if inputs.profile is settings_mod.NetworkProfile.OVN_HYBRID:
         files.append(
             transfer.Content.of_bytes(layout.HNS_MODULE, configfiles.hns_module(), "hns.psm1")

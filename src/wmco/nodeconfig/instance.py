@@ -56,6 +56,8 @@ class Step(enum.StrEnum):
     # Roll-out of an existing node (issue 11): around the configure flow
     DRAIN = "drain"
     REBOOT = "reboot"
+    # issue 11 (drift): the periodic read-only look at a configured host
+    DRIFT_PROBE = "drift-probe"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

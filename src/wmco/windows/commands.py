@@ -404,3 +404,70 @@ def read_text_tail(path: str, lines: int) -> str:
 def service_state_extended(name: str) -> str:
     """``sc.exe queryex``: the status block with ``PID`` and ``FLAGS``, or exit 1060."""
     return _exit_code(f"sc.exe queryex {_service(name)}")
+# --- Drift probe and the kubelet's client certificate (issue 11) -------------------------------
+
+PROBE_MARK: Final = "wmco-probe"
+"""First word of the section lines of :func:`drift_probe`'s answer (``wmco-probe <section>``)."""
+
+_CERT_END: Final = "-----END CERTIFICATE-----"
+
+
+def _probe_mark(section: str) -> str:
+    return f"Write-Output {quoting.ps_quote(f'{PROBE_MARK} {section}')}"
+
+
+def drift_probe(services: Sequence[str], files: Sequence[str], *, hns: bool) -> str:
+    """ONE read-only command answering everything the drift check compares (one exec).
+
+    Sections, each opened by a ``wmco-probe <section>`` line: ``build`` (the OS build, as
+    :func:`os_build`), ``qc <name>`` and ``query <name>`` per service (``sc.exe qc`` /
+    ``sc.exe query``, 1060 blocks for a missing service), ``files`` (ONE line: a JSON array of
+    ``Get-FileHash`` objects ``{Algorithm, Hash, Path}``; a missing file is left out, its error
+    silenced), with ``hns`` the ``hns-networks`` / ``hns-endpoints`` listings of
+    :func:`list_hns_networks` / :func:`list_hns_endpoints`, and a last ``end`` line, so that a
+    cut answer is told from a complete one (see ``probeanswers.parse_probe``).
+
+    Args:
+        services: Service names to describe.
+        files: Absolute Windows paths to hash.
+        hns: Whether to list the HNS networks and endpoints (``ovn-hybrid``).
+
+    Raises:
+        quoting.UnsafeValueError: A name or path cannot be quoted safely.
+    """
+    statements = [_probe_mark("build"), os_build()]
+    for name in services:
+        statements += [
+            _probe_mark(f"qc {check_service_name(name)}"),
+            f"sc.exe qc {_service(name)}",
+            _probe_mark(f"query {name}"),
+            f"sc.exe query {_service(name)}",
+        ]
+    if files:
+        paths = ",".join(_path(path) for path in files)
+        statements += [
+            _probe_mark("files"),
+            f"ConvertTo-Json -InputObject @(Get-FileHash -LiteralPath {paths} -Algorithm SHA256 "
+            "-ErrorAction SilentlyContinue) -Compress",
+        ]
+    if hns:
+        statements += [
+            _probe_mark("hns-networks"),
+            list_hns_networks(),
+            _probe_mark("hns-endpoints"),
+            list_hns_endpoints(),
+        ]
+    statements.append(_probe_mark("end"))
+    return quoting.join_statements(*statements)
+
+
+def certificate_block(path: str) -> str:
+    """Answer the first certificate of a PEM file without its ``END`` line, and nothing else.
+
+    The kubelet's ``kubelet-client-current.pem`` holds its certificate, then its private key:
+    splitting at the first ``-----END CERTIFICATE-----`` keeps the key on the host. A missing
+    file: an error record on stderr and an empty line (see ``probeanswers.parse_certificate``).
+    """
+    return (
+        f"((Get-Content -LiteralPath {_path(path)} -Raw) -split {quoting.ps_quote(_CERT_END)})[0]"
+    )

@@ -51,6 +51,10 @@ KUBECONFIG: Final = "C:\\k\\kubeconfig"
 """The kubelet's kubeconfig after TLS bootstrap (node credentials); kube-proxy uses it too."""
 
 KUBELET_CERT_DIR: Final = "C:\\var\\lib\\kubelet\\pki"
+
+KUBELET_CLIENT_CERT: Final = KUBELET_CERT_DIR + "\\kubelet-client-current.pem"
+"""The kubelet's client certificate and key (certificate block first), kept by its rotation."""
+
 CNI_STATE_DIR: Final = "C:\\var\\lib\\cni"
 """host-local IPAM state (``networks\\<network>\\<ip>``); removed on deconfiguration."""
 

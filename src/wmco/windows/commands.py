@@ -404,6 +404,8 @@ def read_text_tail(path: str, lines: int) -> str:
 def service_state_extended(name: str) -> str:
     """``sc.exe queryex``: the status block with ``PID`` and ``FLAGS``, or exit 1060."""
     return _exit_code(f"sc.exe queryex {_service(name)}")
+
+
 # --- Drift probe and the kubelet's client certificate (issue 11) -------------------------------
 
 PROBE_MARK: Final = "wmco-probe"

@@ -18,6 +18,13 @@ The exporter CA (:mod:`wmco.cluster.exportersecret`) is handled the same way: it
 informer re-queues every host when it changes, and the up-to-date check also asks whether the
 host's windows_exporter certificate is still good (:func:`wmco.nodeconfig.exportertls.is_current`).
 Each host's phase (configuring, ready, failed) is kept for the ``wmco_hosts`` metric.
+
+Key rotation (issue 11): :meth:`Hosts.inputs` also carries the previous private keys of Secret
+``wmco-trusted-private-key`` (:mod:`wmco.cluster.trustedkeys`), so every connection offers them
+after the current key; :meth:`Hosts.converge` first moves a configured host whose Node carries
+another ``pub-key-hash`` to the current key (:mod:`wmco.nodeconfig.rekey`: no service touched),
+with Event ``HostKeyRotated``, or ``HostKeyRotationFailed`` naming a host that accepts none of
+the keys.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from typing import Any
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
-from wmco.cluster import clientca, exportersecret
-from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv
+from wmco.cluster import clientca, exportersecret, trustedkeys
+from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, rekey
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
@@ -63,6 +70,7 @@ class Hosts:
     ca_sources: tuple[informer_mod.Informer[ConfigMap], ...] = ()
     exporter_secrets: informer_mod.Informer[Secret] | None = None
     metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
+    trusted_keys: informer_mod.Informer[Secret] | None = None
     exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
     slots: asyncio.Semaphore = dataclasses.field(init=False)
 
@@ -115,7 +123,7 @@ class Hosts:
         if not raw:
             return None
         try:
-            return instance_mod.Inputs.from_key(
+            inputs = instance_mod.Inputs.from_key(
                 self.settings,
                 base64.b64decode(raw),
                 self.payload,
@@ -126,12 +134,28 @@ class Hosts:
             )
         except userdata.PrivateKeyError:
             return None
+        previous = self.previous_keys(inputs.pub_key_hash)
+        return dataclasses.replace(inputs, previous_private_keys=previous or ())
+
+    def previous_keys(self, current_hash: str) -> tuple[bytes, ...] | None:
+        """The previous keys of the trusted-key Secret; ``None`` while it lacks the current key."""
+        if self.trusted_keys is None:
+            return None
+        secret = self.trusted_keys.store.get_by_name(
+            names.TRUSTED_PRIVATE_KEY_SECRET, self.settings.namespace
+        )
+        return trustedkeys.previous_keys(current_hash, secret)
 
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> bool:
         """Whether the node is Ready and configured by us with this key, CAs and Hyper-V setting."""
-        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        return self.node_up_to_date(
+            node_mod.match_node(self.nodes.store.objects(), instance), inputs
+        )
+
+    def node_up_to_date(self, node: Node | None, inputs: instance_mod.Inputs) -> bool:
+        """:meth:`up_to_date` of a given Node (e.g. as a patch returned it)."""
         return (
             node_mod.is_up_to_date(node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash)
             and hyperv.settled(node, inputs.settings.hyperv)
@@ -175,6 +199,14 @@ class Hosts:
         """
         phases = self.metrics.hosts
         key = phase_key(instance)
+        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        if node is not None and rekey.needs_rekey(node, inputs):
+            moved = await self.rekey_host(instance, inputs, node, subject)
+            if isinstance(moved, controller_mod.Result):
+                return moved
+            if self.node_up_to_date(moved, inputs):
+                phases.set(key, metrics_mod.HostPhase.READY)
+                return None
         if await self.up_to_date(instance, inputs):
             phases.set(key, metrics_mod.HostPhase.READY)
             return None
@@ -207,6 +239,50 @@ class Hosts:
         if outcome.hyperv_problem is not None:
             await self.hyperv_unavailable(subject, outcome.node_name, outcome.hyperv_problem)
         return None
+
+    async def rekey_host(
+        self,
+        instance: instance_mod.Instance,
+        inputs: instance_mod.Inputs,
+        node: Node,
+        subject: str,
+    ) -> Node | controller_mod.Result:
+        """Move a configured host to the current key; its Node as patched, or a requeue.
+
+        Waits (a short requeue) until the trusted-key Secret holds the current key, so an
+        operator restarted mid-rotation still has every key some host trusts.
+        """
+        assert node.metadata is not None and node.metadata.name is not None
+        ref = kube.ObjectRef(api_version="v1", kind="Node", name=node.metadata.name)
+        if self.previous_keys(inputs.pub_key_hash) is None:
+            log.info(
+                "%s: waiting for Secret %s to hold the current key before re-keying",
+                subject,
+                names.TRUSTED_PRIVATE_KEY_SECRET,
+            )
+            return controller_mod.Result(requeue_after=1.0)
+        try:
+            async with self.slots:
+                outcome = await rekey.rekey(self.client, instance, inputs, node)
+        except instance_mod.ConfigurationError as exc:
+            self.metrics.hosts.set(phase_key(instance), metrics_mod.HostPhase.FAILED)
+            message = (
+                f"{subject} (node {node.metadata.name}, host {instance.address}) could not be "
+                f"moved to the new SSH key: {exc}"
+            )
+            log.warning("%s", message)
+            await self.recorder.emit_event(
+                ref, "Warning", names.EventReason.HOST_KEY_ROTATION_FAILED, message
+            )
+            return controller_mod.Result(requeue=True)
+        message = (
+            f"{subject} (host {instance.address}) moved from SSH key {outcome.old_fingerprint} "
+            f"to {outcome.new_fingerprint} in {outcome.seconds:.1f}s; nothing restarted"
+        )
+        log.info("%s", message)
+        await self.recorder.emit_event(ref, "Normal", names.EventReason.HOST_KEY_ROTATED, message)
+        patched = await kube.get(self.client, Node, node.metadata.name)
+        return patched if patched is not None else controller_mod.Result(requeue=True)
 
     async def hyperv_unavailable(self, subject: str, node_name: str, problem: str) -> None:
         """Say on the Node (Warning ``HyperVUnavailable``) why it offers no Hyper-V isolation."""
@@ -295,6 +371,11 @@ def setup(
         ca_sources=ca_informers(manager, settings),
         exporter_secrets=exporter_ca_informer(manager, settings),
         metrics=manager.metrics,
+        trusted_keys=manager.informer(
+            Secret,
+            namespace=settings.namespace,
+            fields={"metadata.name": names.TRUSTED_PRIVATE_KEY_SECRET},
+        ),
     )
 
 

@@ -265,16 +265,28 @@ def decode_output(data: bytes | str | None) -> str:
 @dataclasses.dataclass(slots=True)
 class _HandshakeState:
     pinned: HostKey | None
+    fallback_keys: tuple[asyncssh.SSHKey, ...] = ()
     seen: HostKey | None = None
     check: HostKeyCheck | None = None
+    key_index: int = 0
 
 
 class _PinningClient(asyncssh.SSHClient):
-    """asyncssh client callbacks: decide host keys and notice dropped connections."""
+    """asyncssh client callbacks: decide host keys, offer fallback keys, notice drops."""
 
     def __init__(self, state: _HandshakeState, on_lost: Callable[[], None]) -> None:
         self._state = state
         self._on_lost = on_lost
+
+    def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
+        # asyncssh offers the first key itself (client_keys); each call here is asked once the
+        # previous key was refused, so the index says which key the server accepted.
+        state = self._state
+        if state.key_index >= len(state.fallback_keys):
+            return None
+        key = state.fallback_keys[state.key_index]
+        state.key_index += 1
+        return key
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -310,6 +322,7 @@ class WindowsHost:
         port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fallback_keys: tuple[asyncssh.SSHKey, ...] = (),
     ) -> None:
         """Prepare (but do not open) the connection.
 
@@ -323,12 +336,17 @@ class WindowsHost:
             port: Overrides ``settings.ssh_port``.
             clock: Monotonic clock (tests inject a fake one).
             sleep: Sleep function (tests inject a fake one).
+            fallback_keys: Keys offered, in order, when the host refuses ``private_key`` in
+                the same authentication exchange (a key rotation: keys the host may still
+                trust); :attr:`key_in_use` says which one was accepted.
         """
         config = settings or settings_module.Settings()
         self.address = address
         self.username = username
         self.port = port if port is not None else config.ssh_port
         self._key = private_key
+        self._fallback_keys = fallback_keys
+        self._key_in_use = private_key
         self._settings = config
         self._pinned = pinned_host_key
         self._on_first_use = on_first_use
@@ -348,6 +366,11 @@ class WindowsHost:
     def connected(self) -> bool:
         """Whether a connection is open right now."""
         return self._conn is not None and self._connected
+
+    @property
+    def key_in_use(self) -> asyncssh.SSHKey:
+        """The private key the host accepted at the last connect (the first one before)."""
+        return self._key_in_use
 
     async def __aenter__(self) -> WindowsHost:
         await self.connect()
@@ -383,7 +406,7 @@ class WindowsHost:
         attempt = 0
         while True:
             attempt += 1
-            state = _HandshakeState(pinned=self._pinned)
+            state = _HandshakeState(pinned=self._pinned, fallback_keys=self._fallback_keys)
             try:
                 self._conn = await self._open(state)
             except (TimeoutError, OSError, asyncssh.Error) as exc:
@@ -414,6 +437,9 @@ class WindowsHost:
                 await self._sleep(max(0.0, min(self._settings.ssh_retry_interval, remaining)))
                 continue
             self._connected = True
+            self._key_in_use = (
+                self._fallback_keys[state.key_index - 1] if state.key_index else self._key
+            )
             assert state.seen is not None
             first_use = state.check is HostKeyCheck.FIRST_USE
             self._pinned = state.seen

@@ -257,3 +257,32 @@ async def test_a_host_reachable_with_neither_key_is_named_while_the_other_moves(
     # The rotation is not over while `lost` trusts the old key: both keys are kept.
     assert await trusted_hashes(world) == {key_hash(old), key_hash(new)}
     assert not await world.events(names.EventReason.KEY_ROTATION_COMPLETE)
+
+
+async def test_a_host_booted_from_the_old_user_data_joins_and_is_then_re_keyed(
+    world: World,
+) -> None:
+    configured = await world.boot_host()
+    await world.list_instances({configured.address: "username=Administrator"})
+    await world.wait_ready(configured)
+    old = world.key_pem
+    old_user_data = await world.user_data()
+    # A host that booted before the change: its user data authorises the old key only.
+    late = await world.boot_host(user_data=old_user_data)
+    async with watching(world.kube) as watch:
+        new = await rotate(world)
+        await world.list_instances({late.address: "username=Administrator"})
+
+        async def complete() -> bool:
+            return bool(await events(world, names.EventReason.KEY_ROTATION_COMPLETE))
+
+        await eventually(world._quiet(complete), "the rotation to complete", 120)
+    node = await world.wait_ready(late)
+    assert node.metadata is not None and node.metadata.name is not None
+    # It was reached with the old key (its Node said so), then moved like the others.
+    assert watch.hashes[node.metadata.name] >= {key_hash(old), key_hash(new)}
+    assert await mentions(world, names.EventReason.HOST_KEY_ROTATED, late)
+    for host in (configured, late):
+        assert await node_hash(world, host) == key_hash(new)
+        assert await logs_in(host, new)
+        assert not await logs_in(host, old)

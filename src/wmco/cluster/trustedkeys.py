@@ -94,7 +94,8 @@ class Decision:
 
     Attributes:
         keys: The keys, current first.
-        pending: How many configured Nodes still carry another hash than the current key's.
+        pending: Configured Nodes that still carry another hash than the current key's, and
+            hosts still joining.
         complete: The previous keys are dropped now (a rotation just ended).
     """
 
@@ -103,15 +104,19 @@ class Decision:
     complete: bool
 
 
-def decide(current: TrustedKey, stored: list[TrustedKey], node_hashes: Iterable[str]) -> Decision:
-    """The keys to keep: the current one, plus the previous ones while some Node needs them.
+def decide(
+    current: TrustedKey, stored: list[TrustedKey], node_hashes: Iterable[str], joining: int = 0
+) -> Decision:
+    """The keys to keep: the current one, plus the previous ones while some host may need them.
 
     Args:
         current: The key of ``cloud-private-key``.
         stored: The keys of the trusted-key Secret.
         node_hashes: :func:`configured_hashes`.
+        joining: Hosts being set up that have no configured Node yet (a Machine booted from
+            the user data of before the rotation trusts the previous key).
     """
-    pending = sum(1 for value in node_hashes if value != current.pub_key_hash)
+    pending = joining + sum(1 for value in node_hashes if value != current.pub_key_hash)
     previous = tuple(key for key in stored if key.pub_key_hash != current.pub_key_hash)
     known = any(key.pub_key_hash == current.pub_key_hash for key in stored)
     if (pending and previous) or not known:
@@ -150,16 +155,18 @@ def trusted_secret(
     return Secret(metadata=metadata, type=SECRET_TYPE_OPAQUE, data=secret_data(keys_))
 
 
-def previous_keys(current_hash: str, secret: Secret | None) -> tuple[bytes, ...] | None:
-    """The previous keys to offer hosts, or ``None`` while the Secret lacks the current key.
+def previous_keys(current_hash: str, secret: Secret | None) -> tuple[bytes, ...]:
+    """The keys of the Secret other than the current one (offered to hosts after it)."""
+    return tuple(key.pem for key in stored_keys(secret) if key.pub_key_hash != current_hash)
 
-    :meth:`wmco.controllers.hosts.Hosts.inputs` uses this: a host is moved to the current key
-    only once the Secret remembers it too.
+
+def holds(current_hash: str, secret: Secret | None) -> bool:
+    """Whether the Secret holds the current key (a host may be moved to it only then).
+
+    :meth:`wmco.controllers.hosts.Hosts.rekey_host` waits for this, so no key some host trusts
+    is ever only in memory.
     """
-    stored = stored_keys(secret)
-    if all(key.pub_key_hash != current_hash for key in stored):
-        return None
-    return tuple(key.pem for key in stored if key.pub_key_hash != current_hash)
+    return any(key.pub_key_hash == current_hash for key in stored_keys(secret))
 
 
 def fingerprints(keys_: Iterable[TrustedKey]) -> str:

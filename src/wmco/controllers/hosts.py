@@ -71,6 +71,8 @@ class Hosts:
     exporter_secrets: informer_mod.Informer[Secret] | None = None
     metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
     trusted_keys: informer_mod.Informer[Secret] | None = None
+    joining: set[str] = dataclasses.field(default_factory=set)
+    """Hosts without a configured Node yet (phase keys): they may trust a previous key."""
     exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
     slots: asyncio.Semaphore = dataclasses.field(init=False)
 
@@ -90,6 +92,7 @@ class Hosts:
     def forget_host(self, key: str) -> None:
         """A host is no longer managed: drop it from the phase counts."""
         self.metrics.hosts.forget(key)
+        self.joining.discard(key)
 
     def client_ca(self) -> clientca.Choice:
         """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
@@ -134,17 +137,18 @@ class Hosts:
             )
         except userdata.PrivateKeyError:
             return None
-        previous = self.previous_keys(inputs.pub_key_hash)
-        return dataclasses.replace(inputs, previous_private_keys=previous or ())
+        return dataclasses.replace(inputs, previous_private_keys=self.previous_keys(inputs))
 
-    def previous_keys(self, current_hash: str) -> tuple[bytes, ...] | None:
-        """The previous keys of the trusted-key Secret; ``None`` while it lacks the current key."""
+    def _trusted_secret(self) -> Secret | None:
         if self.trusted_keys is None:
             return None
-        secret = self.trusted_keys.store.get_by_name(
+        return self.trusted_keys.store.get_by_name(
             names.TRUSTED_PRIVATE_KEY_SECRET, self.settings.namespace
         )
-        return trustedkeys.previous_keys(current_hash, secret)
+
+    def previous_keys(self, inputs: instance_mod.Inputs) -> tuple[bytes, ...]:
+        """The keys of the trusted-key Secret other than the current one."""
+        return trustedkeys.previous_keys(inputs.pub_key_hash, self._trusted_secret())
 
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
@@ -211,6 +215,8 @@ class Hosts:
             phases.set(key, metrics_mod.HostPhase.READY)
             return None
         phases.set(key, metrics_mod.HostPhase.CONFIGURING)
+        if node is None:
+            self.joining.add(key)
         try:
             outcome = await self.configure_instance(instance, inputs)
         except instance_mod.ConfigurationError as exc:
@@ -228,6 +234,7 @@ class Hosts:
             phases.set(key, metrics_mod.HostPhase.FAILED)
             raise
         phases.set(key, metrics_mod.HostPhase.READY)
+        self.joining.discard(key)
         message = (
             f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
             f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
@@ -254,7 +261,7 @@ class Hosts:
         """
         assert node.metadata is not None and node.metadata.name is not None
         ref = kube.ObjectRef(api_version="v1", kind="Node", name=node.metadata.name)
-        if self.previous_keys(inputs.pub_key_hash) is None:
+        if not trustedkeys.holds(inputs.pub_key_hash, self._trusted_secret()):
             log.info(
                 "%s: waiting for Secret %s to hold the current key before re-keying",
                 subject,

@@ -25,9 +25,13 @@ created. Keys are named by their ``pub-key-hash`` in the data (``<first 16 hex>.
 and logs name them by ``SHA256:`` fingerprint only.
 
 Machines still booting from the old user data (no Node yet) are reached with the previous key
-(it is offered to every host while it is kept), configured, and then re-keyed like any other
-host. A rotation that completes before such a Machine got its Node leaves it reachable with
-neither key: delete the Machine and its MachineSet creates one with the new user data.
+(:func:`wmco.nodeconfig.runner.connect` offers it to every host while it is kept), configured,
+their Node recording the hash of the key they accepted, and then re-keyed like any other host.
+The previous keys are therefore kept while a host is still joining (:attr:`Hosts.joining`: a
+host being configured that has no configured Node yet, also while it retries after a failure).
+That count lives in memory: an operator restarted while a Machine boots and every Node already
+moved may drop the previous key before that Machine asks for it; delete such a Machine and its
+MachineSet creates one with the new user data.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from lightkube.resources.core_v1 import Node, Secret
@@ -69,14 +73,16 @@ class RekeyReconciler:
         nodes: informer_mod.Informer[Node],
         private_keys: informer_mod.Informer[Secret],
         trusted: informer_mod.Informer[Secret],
+        joining: Callable[[], int] = lambda: 0,
     ) -> None:
-        """Create the reconciler (informers: Windows Nodes, the two Secrets)."""
+        """Create the reconciler (informers: Windows Nodes, the two Secrets; hosts joining)."""
         self._client = client
         self._settings = settings
         self._recorder = recorder
         self._nodes = nodes
         self._private_keys = private_keys
         self._trusted = trusted
+        self._joining = joining
 
     async def __call__(self, key: str) -> controller_mod.Result | None:
         """Bring the trusted-key Secret in line with the current key and the Nodes."""
@@ -95,7 +101,10 @@ class RekeyReconciler:
         )
         stored = trustedkeys.stored_keys(existing)
         decision = trustedkeys.decide(
-            current, stored, trustedkeys.configured_hashes(self._nodes.store.objects())
+            current,
+            stored,
+            trustedkeys.configured_hashes(self._nodes.store.objects()),
+            self._joining(),
         )
         if existing is not None and trustedkeys.is_up_to_date(existing, decision):
             return None
@@ -185,6 +194,7 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
         hosts.nodes,
         hosts.private_keys,
         trusted,
+        lambda: len(hosts.joining),
     )
     controller = manager.controller(
         CONTROLLER_NAME, reconciler, workers=1, backoff_base=0.5, backoff_max=60.0

@@ -286,3 +286,27 @@ async def test_a_host_booted_from_the_old_user_data_joins_and_is_then_re_keyed(
         assert await node_hash(world, host) == key_hash(new)
         assert await logs_in(host, new)
         assert not await logs_in(host, old)
+
+
+async def test_a_re_keyed_host_keeps_the_new_key_across_a_reboot(world: World) -> None:
+    host = await world.boot_host()
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    old = world.key_pem
+    new = await rotate(world)
+
+    async def moved() -> bool:
+        return await node_hash(world, host) == key_hash(new)
+
+    await eventually(world._quiet(moved), "the host to move to the new key", 60)
+    runs = len(host.userdata_results)
+    # The user data is <persist>: it runs again at this boot, with the keys of the first one.
+    await host.reboot()
+
+    async def rerun() -> bool:
+        return len(host.userdata_results) > runs
+
+    await eventually(rerun, "the user data to run again at boot", 60)
+    assert host.userdata_results[-1].code == 0, host.userdata_results[-1].stderr
+    assert await logs_in(host, new), "the reboot gave the host its first-boot keys back"
+    assert not await logs_in(host, old)

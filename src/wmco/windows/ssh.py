@@ -18,6 +18,9 @@ r"""One SSH connection to one Windows host: key auth, host-key pinning, retries,
 - **Files.** :meth:`WindowsHost.put_file` / :meth:`WindowsHost.put_bytes` upload over SFTP;
   :func:`sftp_path` turns ``C:\k\x`` into ``/C:/k/x``.
 - **Fairness.** A semaphore bounds the channels open at once on one host.
+- **Key rotation.** ``fallback_keys`` are offered, in order, in the same authentication exchange
+  when the host refuses the first key (a host that still trusts a previous key); the accepted
+  one is :attr:`WindowsHost.key_in_use`.
 
 Commands may carry secrets (a bootstrap token in a kubeconfig): no error message or log line of
 this module contains a command's text or output; callers pass a short ``what`` label instead.

@@ -8,9 +8,11 @@ line survives, the ACL sshd's StrictModes demands is set again, revoked keys are
 from __future__ import annotations
 
 import asyncssh
+import pytest
 from winhost_helpers import connect, public_line
 
-from wmco.windows import commands
+from wmco import settings as settings_mod
+from wmco.windows import commands, ssh
 from wmco_sandbox.winhost.core.disk import FileNode
 from wmco_sandbox.winhost.host import WindowsHost
 
@@ -94,3 +96,25 @@ async def test_a_missing_file_fails_with_exit_status_1_and_writes_nothing(
     assert result.exit_status == 1
     assert "Cannot find path" in str(result.stderr)
     assert host.machine.disk.get(ADMIN_KEYS) is None
+
+
+async def test_the_client_offers_fallback_keys_in_one_exchange_and_says_which_was_accepted(
+    host: WindowsHost, client_key: asyncssh.SSHKey
+) -> None:
+    new = asyncssh.generate_private_key("ssh-ed25519")
+    config = settings_mod.Settings(ssh_connect_timeout=5, ssh_auth_grace=0.1, ssh_retry_interval=0.1)
+    rotating = ssh.WindowsHost(
+        host.address,
+        "Administrator",
+        new,
+        settings=config,
+        port=host.port,
+        fallback_keys=(client_key,),
+    )
+    await rotating.connect(within=0)
+    assert rotating.key_in_use is client_key
+    assert (await rotating.run("hostname")).ok
+    await rotating.close()
+    only_new = ssh.WindowsHost(host.address, "Administrator", new, settings=config, port=host.port)
+    with pytest.raises(ssh.AuthenticationError, match="refused with the private key"):
+        await only_new.connect(within=0)

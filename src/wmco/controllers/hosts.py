@@ -274,8 +274,8 @@ class Hosts:
         except instance_mod.ConfigurationError as exc:
             self.metrics.hosts.set(phase_key(instance), metrics_mod.HostPhase.FAILED)
             message = (
-                f"{subject} (node {node.metadata.name}, host {instance.address}) could not be "
-                f"moved to the new SSH key: {exc}"
+                f"host {instance.address} (node {node.metadata.name}) was not moved to the new "
+                f"SSH key and stays on the one it trusts: {exc}"
             )
             log.warning("%s", message)
             await self.recorder.emit_event(

@@ -419,9 +419,14 @@ class WindowsHost:
                 elapsed = self._clock() - started
                 if isinstance(exc, asyncssh.PermissionDenied):
                     if elapsed >= min(self._settings.ssh_auth_grace, limit):
+                        which = (
+                            f"each of the {1 + len(self._fallback_keys)} private keys it may trust"
+                            if self._fallback_keys
+                            else "the private key"
+                        )
                         raise AuthenticationError(
                             self.address,
-                            f"user {self.username!r} was refused with the private key for "
+                            f"user {self.username!r} was refused with {which} for "
                             f"{elapsed:.0f}s; is its public key in administrators_authorized_keys?",
                         ) from None
                 elif elapsed >= limit:

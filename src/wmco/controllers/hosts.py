@@ -267,7 +267,7 @@ class Hosts:
                 subject,
                 names.TRUSTED_PRIVATE_KEY_SECRET,
             )
-            return controller_mod.Result(requeue_after=1.0)
+            return controller_mod.Result(requeue_after=2.0)
         try:
             async with self.slots:
                 outcome = await rekey.rekey(self.client, instance, inputs, node)

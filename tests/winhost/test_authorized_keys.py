@@ -102,7 +102,9 @@ async def test_the_client_offers_fallback_keys_in_one_exchange_and_says_which_wa
     host: WindowsHost, client_key: asyncssh.SSHKey
 ) -> None:
     new = asyncssh.generate_private_key("ssh-ed25519")
-    config = settings_mod.Settings(ssh_connect_timeout=5, ssh_auth_grace=0.1, ssh_retry_interval=0.1)
+    config = settings_mod.Settings(
+        ssh_connect_timeout=5, ssh_auth_grace=0.1, ssh_retry_interval=0.1
+    )
     rotating = ssh.WindowsHost(
         host.address,
         "Administrator",

@@ -49,6 +49,13 @@ USER_DATA_SECRET: Final = "windows-user-data"
 USER_DATA_SECRET_KEY: Final = "userData"
 """Data key of :data:`USER_DATA_SECRET`."""
 
+TRUSTED_PRIVATE_KEY_SECRET: Final = "wmco-trusted-private-key"
+"""Secret (operator namespace, the operator's own) with every private key a host may still trust.
+
+Holds the current key of ``cloud-private-key`` whenever no rotation is under way, so when the user
+changes that Secret the operator still has the previous key (also after a restart) until every
+host was moved to the new one (:mod:`wmco.controllers.rekey`)."""
+
 INSTANCES_CONFIGMAP: Final = "windows-instances"
 """ConfigMap (operator namespace) of bring-your-own-host instances: ``<address>: username=<u>``."""
 
@@ -348,6 +355,10 @@ class EventReason(enum.StrEnum):
     DRAIN_BLOCKED = "DrainBlocked"
     # issue 11 (drift)
     HOST_DRIFT_REPAIRED = "HostDriftRepaired"
+    # issue 11 (rekey)
+    HOST_KEY_ROTATED = "HostKeyRotated"
+    HOST_KEY_ROTATION_FAILED = "HostKeyRotationFailed"
+    KEY_ROTATION_COMPLETE = "KeyRotationComplete"
 
 
 def service_description(service_name: str) -> str:

@@ -3,6 +3,7 @@
 ``wmco run`` calls :func:`run`. Everything the operator does is a controller registered here:
 
 * ``userdata``: Secret ``cloud-private-key`` → Secret ``windows-user-data``;
+* ``rekey``: Secret ``cloud-private-key`` → Secret ``wmco-trusted-private-key`` (key rotation);
 * ``csr``: strict approval of the kubelet CSRs of instances the operator configures;
 * ``instances``: ConfigMap ``windows-instances`` → configured (or removed) nodes;
 * ``machines``: Windows Machines → configured (or removed) nodes, when the Machine API is served;
@@ -32,6 +33,7 @@ from wmco.controllers import hosts as hosts_mod
 from wmco.controllers import instances as instances_controller
 from wmco.controllers import machines as machines_controller
 from wmco.controllers import monitoring as monitoring_controller
+from wmco.controllers import rekey as rekey_controller
 from wmco.controllers import runtimeclass as runtimeclass_controller
 from wmco.controllers import userdata as userdata_controller
 from wmco.nodeconfig import hostfiles
@@ -122,6 +124,7 @@ def build_manager(
         manager, settings, recorder, payload, names.node_version(wmco.__version__, payload.version)
     )
     userdata_controller.setup(manager, settings, recorder)
+    rekey_controller.setup(manager, hosts)
     csr_controller.setup(manager, settings, recorder)
     instances_controller.setup(manager, hosts)
     clientca_controller.setup(manager, hosts)

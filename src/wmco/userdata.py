@@ -202,6 +202,10 @@ def generate_user_data(
     Returns:
         The ``<powershell>…</powershell>`` + ``<persist>true</persist>`` document, LF line
         endings, ending with a newline.
+
+    The keys file is written only when it does not exist: ``<persist>`` re-runs the script at
+    every boot, and a host the operator re-keyed since (:mod:`wmco.nodeconfig.rekey`) must not
+    get the keys of its first boot back.
     """
     keys = ", ".join(_ps(line) for line in _authorized_lines(current, previous))
     path = _ps(AUTHORIZED_KEYS_PATH)
@@ -223,7 +227,8 @@ def generate_user_data(
         f"-LocalPort {int(ssh_port)} }}",
         "Set-Service -Name 'sshd' -StartupType 'Automatic'",
         "Start-Service -Name 'sshd'",
-        f"Set-Content -LiteralPath {path} -Value {keys} -Encoding ascii",
+        f"if (-not (Test-Path -LiteralPath {path})) {{ "
+        f"Set-Content -LiteralPath {path} -Value {keys} -Encoding ascii }}",
         f"icacls.exe {path} /inheritance:r /grant 'Administrators:F' /grant 'SYSTEM:F'",
         "Restart-Service -Name 'sshd'",
         "</powershell>",
@@ -258,9 +263,9 @@ def authorized_keys_in(user_data: str) -> list[PublicKey]:
     """
     marker = f"Set-Content -LiteralPath {_ps(AUTHORIZED_KEYS_PATH)} -Value "
     for line in user_data.splitlines():
-        if line.startswith(marker):
+        if marker in line:
             found: list[PublicKey] = []
-            for literal in line[len(marker) :].split("', '"):
+            for literal in line[line.index(marker) + len(marker) :].split("', '"):
                 text = literal.strip().removeprefix("'").split("'")[0]
                 try:
                     found.append(parse_authorized_key(text))

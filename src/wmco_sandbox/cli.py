@@ -172,3 +172,45 @@ def up_sandbox(
         )
     except (up_mod.SandboxError, payloads.PayloadError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@sandbox.command("rotate-key")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The running sandbox's DIR (default: .sandbox/ in the project).",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The new private key (default: a new ed25519 key is generated).",
+)
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--wait/--no-wait", default=True, show_default=True)
+def rotate_key(state_dir: Path | None, key_file: Path | None, timeout: float, wait: bool) -> None:
+    """Give a running sandbox a new SSH key: cloud-private-key changes, the operator re-keys hosts.
+
+    The new key goes to DIR/ssh/private-key.pem, the previous one to
+    DIR/ssh/previous-private-key.pem; waits (unless --no-wait) until every Windows node trusts
+    the new key and the operator forgot the previous one.
+    """
+    import asyncio
+
+    from wmco_sandbox import rekey
+
+    try:
+        path = asyncio.run(
+            rekey.rotate(
+                state_dir or _default_state(""),
+                key_file.read_bytes() if key_file is not None else None,
+                timeout=timeout,
+                wait=wait,
+                report=lambda line: click.echo(line, err=True),
+            )
+        )
+    except rekey.RotationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))

@@ -49,7 +49,7 @@ from wmco import names
 from wmco.payload import manifest as payload_manifest
 from wmco_sandbox import cloud as cloud_mod
 from wmco_sandbox import controlplane as cp
-from wmco_sandbox import deploy
+from wmco_sandbox import deploy, rekey
 from wmco_sandbox.machineapi import MachineAPI, MachineSet
 from wmco_sandbox.machineapi import cloud as machine_cloud
 from wmco_sandbox.netsim import hostprocess, ovn
@@ -241,13 +241,21 @@ class Sandbox:
         return self.client
 
     @property
+    def private_key_file(self) -> Path:
+        """The private key of ``cloud-private-key`` (``DIR/ssh/private-key.pem``, mode 0600).
+
+        ``ssh -i`` it to log in to a host; ``wmco sandbox rotate-key`` replaces it.
+        """
+        return rekey.key_path(self.state_dir)
+
+    @property
     def kubeconfig(self) -> Path:
         """The admin kubeconfig users get (``DIR/kubeconfig``)."""
         return self.state_dir / "kubeconfig"
 
     async def __aenter__(self) -> Self:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("ready", "hosts.json"):
+        for stale in ("ready", "hosts.json", rekey.KEY_DIR + "/" + rekey.PREVIOUS_KEY_FILE):
             (self.state_dir / stale).unlink(missing_ok=True)
         try:
             await self._start()
@@ -286,6 +294,7 @@ class Sandbox:
             payload_dir = self.state_dir / "payload"
             payload_manifest.generate_test_payload(payload_dir, version="sandbox")
         self.private_key_pem = generate_private_key_pem()
+        rekey.write_key(self.private_key_file, self.private_key_pem)
         await self.kube.create(
             Secret(
                 metadata=ObjectMeta(

@@ -42,7 +42,12 @@ async def run_up(
         payload_dir=payload.directory,
         host_profile=host_profile,
     ) as sandbox:
-        out.write(f"control plane: {sandbox.plane.server}\nkubeconfig: {sandbox.kubeconfig}\n")
+        out.write(
+            f"control plane: {sandbox.plane.server}\nkubeconfig: {sandbox.kubeconfig}\n"
+            f"SSH key: {sandbox.private_key_file} (log in: ssh -i {sandbox.private_key_file} "
+            "-p <ssh_port> Administrator@<address> <command>, from hosts.json; "
+            "a new key: wmco sandbox rotate-key)\n"
+        )
         view = progress_mod.ProgressView(out)
         await sandbox.apply_machineset(windows_nodes)
         await sandbox.add_listed_hosts(byoh_hosts)

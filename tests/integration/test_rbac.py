@@ -588,3 +588,81 @@ def test_operator_may_not_touch_other_monitoring_objects(
         forbidden.append(("create", "secrets", OP, {}))
     granted = [describe(c) for c in forbidden if allowed(admin, c)]
     assert granted == [], f"{overlay}: over-granted"
+
+
+# --- Issue 11 (rekey): the Secret of the keys hosts may still trust ------------------------------
+
+TRUSTED = names.TRUSTED_PRIVATE_KEY_SECRET
+
+REKEY_ALLOWED: list[Check] = [
+    *many("get list watch update", "secrets", OP, name=TRUSTED),
+]
+
+REKEY_FORBIDDEN: list[Check] = [
+    *many("patch delete", "secrets", OP, name=TRUSTED),
+    *many("update", "secrets", OP, name="some-other-secret"),
+    *many("get update", "secrets", MAPI, name=TRUSTED),
+    *many("get update", "secrets", "default", name=TRUSTED),
+]
+
+
+def test_operator_may_keep_its_trusted_key_secret(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    refused = [describe(c) for c in REKEY_ALLOWED if not allowed(admin, c)]
+    assert refused == [], f"{overlay}: the operator needs these"
+
+
+def test_operator_may_not_touch_other_secrets_for_key_rotation(
+    installed: tuple[str, ControlPlane], admin: Client
+) -> None:
+    overlay, _ = installed
+    forbidden = list(REKEY_FORBIDDEN)
+    if overlay == deploy.OPENSHIFT:
+        # The trusted-key Secret ships with the manifests: creating Secrets stays forbidden.
+        forbidden.append(("create", "secrets", OP, {}))
+    granted = [describe(c) for c in forbidden if allowed(admin, c)]
+    assert granted == [], f"{overlay}: over-granted"
+
+
+def test_the_trusted_key_secret_ships_and_is_readable_and_writable_by_name(
+    installed: tuple[str, ControlPlane], as_operator: Path
+) -> None:
+    # Shipped by the manifests (empty), read by the informer's list with a name selector, as the
+    # ServiceAccount itself...
+    listed = raw(as_operator, by_name(OP, "secrets", TRUSTED))
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["items"]
+    assert [i["metadata"]["name"] for i in items] == [TRUSTED]
+    labels = items[0]["metadata"].get("labels", {})
+    assert labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE
+    assert not items[0].get("data")
+    watched = raw(as_operator, by_name(OP, "secrets", TRUSTED, watch=True))
+    assert watched.returncode == 0, watched.stderr
+    # ...and replaced by it (a PUT: what the rekey controller does), but not patched or deleted.
+    secret = {"apiVersion": "v1", "kind": "Secret", **items[0]}
+    secret["metadata"].setdefault("annotations", {})["checked"] = "yes"
+    replaced = operator_kubectl(as_operator, "replace", "-f", "-", stdin=json.dumps(secret))
+    assert replaced.returncode == 0, replaced.stderr
+    patched = operator_kubectl(
+        as_operator, "patch", "secret", TRUSTED, "-n", OP, "-p", '{"data":{"x":"eA=="}}'
+    )
+    assert patched.returncode != 0 and "forbidden" in patched.stderr.lower(), patched.stderr
+    deleted = operator_kubectl(as_operator, "delete", "secret", TRUSTED, "-n", OP)
+    assert deleted.returncode != 0 and "forbidden" in deleted.stderr.lower(), deleted.stderr
+    other = operator_kubectl(as_operator, "get", "secret", "-n", OP)
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+
+
+def operator_kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(kubectl_path()), f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -79,7 +79,7 @@ New-NetFirewallRule -DisplayName 'WindowsExporter' -Direction Inbound -Action Al
 if (-not (Get-NetFirewallRule -Name 'OpenSSH-Server-In-TCP' -ErrorAction SilentlyContinue)) { New-NetFirewallRule -Name 'OpenSSH-Server-In-TCP' -DisplayName 'OpenSSH Server (sshd)' -Direction Inbound -Action Allow -Protocol TCP -LocalPort 22 }
 Set-Service -Name 'sshd' -StartupType 'Automatic'
 Start-Service -Name 'sshd'
-Set-Content -LiteralPath 'C:\\ProgramData\\ssh\\administrators_authorized_keys' -Value KEYS -Encoding ascii
+if (-not (Test-Path -LiteralPath 'C:\\ProgramData\\ssh\\administrators_authorized_keys')) { Set-Content -LiteralPath 'C:\\ProgramData\\ssh\\administrators_authorized_keys' -Value KEYS -Encoding ascii }
 icacls.exe 'C:\\ProgramData\\ssh\\administrators_authorized_keys' /inheritance:r /grant 'Administrators:F' /grant 'SYSTEM:F'
 Restart-Service -Name 'sshd'
 </powershell>

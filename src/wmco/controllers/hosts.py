@@ -28,6 +28,13 @@ SSH exec) at most every ``settings.resync_interval``, however often other events
 each reconcile of such a host asks to be re-queued when its next probe is due. What the probe
 finds is repaired by the normal configure flow, and a ``HostDriftRepaired`` Event on the Node
 says what was found.
+
+Key rotation (issue 11): :meth:`Hosts.inputs` also carries the previous private keys of Secret
+``wmco-trusted-private-key`` (:mod:`wmco.cluster.trustedkeys`), so every connection offers them
+after the current key; :meth:`Hosts.converge` first moves a configured host whose Node carries
+another ``pub-key-hash`` to the current key (:mod:`wmco.nodeconfig.rekey`: no service touched),
+with Event ``HostKeyRotated``, or ``HostKeyRotationFailed`` naming a host that accepts none of
+the keys.
 """
 
 from __future__ import annotations
@@ -42,9 +49,9 @@ from typing import Any
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
 from wmco import kube, names, userdata
-from wmco.cluster import clientca, exportersecret
+from wmco.cluster import clientca, exportersecret, trustedkeys
 from wmco.controllers import rollout
-from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, probe
+from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, probe, rekey
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
 from wmco.payload import manifest as payload_manifest
@@ -75,6 +82,9 @@ class Hosts:
     ca_sources: tuple[informer_mod.Informer[ConfigMap], ...] = ()
     exporter_secrets: informer_mod.Informer[Secret] | None = None
     metrics: metrics_mod.Metrics = dataclasses.field(default_factory=metrics_mod.Metrics)
+    trusted_keys: informer_mod.Informer[Secret] | None = None
+    joining: set[str] = dataclasses.field(default_factory=set)
+    """Hosts without a configured Node yet (phase keys): they may trust a previous key."""
     exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
     probed: dict[str, float] = dataclasses.field(default_factory=dict)
     """Host key to the monotonic time of its last drift probe or configuration."""
@@ -99,6 +109,7 @@ class Hosts:
         """A host is no longer managed: drop it from the phase counts and the probe times."""
         self.metrics.hosts.forget(key)
         self.probed.pop(key, None)
+        self.joining.discard(key)
 
     def client_ca(self) -> clientca.Choice:
         """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
@@ -132,7 +143,7 @@ class Hosts:
         if not raw:
             return None
         try:
-            return instance_mod.Inputs.from_key(
+            inputs = instance_mod.Inputs.from_key(
                 self.settings,
                 base64.b64decode(raw),
                 self.payload,
@@ -143,12 +154,29 @@ class Hosts:
             )
         except userdata.PrivateKeyError:
             return None
+        return dataclasses.replace(inputs, previous_private_keys=self.previous_keys(inputs))
+
+    def _trusted_secret(self) -> Secret | None:
+        if self.trusted_keys is None:
+            return None
+        return self.trusted_keys.store.get_by_name(
+            names.TRUSTED_PRIVATE_KEY_SECRET, self.settings.namespace
+        )
+
+    def previous_keys(self, inputs: instance_mod.Inputs) -> tuple[bytes, ...]:
+        """The keys of the trusted-key Secret other than the current one."""
+        return trustedkeys.previous_keys(inputs.pub_key_hash, self._trusted_secret())
 
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> bool:
         """Whether the node is Ready and configured by us with this key, CAs and Hyper-V setting."""
-        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        return self.node_up_to_date(
+            node_mod.match_node(self.nodes.store.objects(), instance), inputs
+        )
+
+    def node_up_to_date(self, node: Node | None, inputs: instance_mod.Inputs) -> bool:
+        """:meth:`up_to_date` of a given Node (e.g. as a patch returned it)."""
         return (
             node_mod.is_up_to_date(node, inputs.version, inputs.pub_key_hash, inputs.client_ca_hash)
             and hyperv.settled(node, inputs.settings.hyperv)
@@ -204,6 +232,14 @@ class Hosts:
         phases = self.metrics.hosts
         key = phase_key(instance)
         drift: tuple[probe.Finding, ...] = ()
+        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        if node is not None and rekey.needs_rekey(node, inputs):
+            moved = await self.rekey_host(instance, inputs, node, subject)
+            if isinstance(moved, controller_mod.Result):
+                return moved
+            if self.node_up_to_date(moved, inputs):
+                phases.set(key, metrics_mod.HostPhase.READY)
+                return controller_mod.Result(requeue_after=self.settings.resync_interval)
         if await self.up_to_date(instance, inputs):
             phases.set(key, metrics_mod.HostPhase.READY)
             wait = self.next_probe_in(key)
@@ -214,6 +250,8 @@ class Hosts:
                 return controller_mod.Result(requeue_after=self.settings.resync_interval)
             log.info("%s: drift found (%s); repairing", subject, probe.describe(drift))
         phases.set(key, metrics_mod.HostPhase.CONFIGURING)
+        if node is None:
+            self.joining.add(key)
         try:
             outcome = await self.configure_gated(instance, inputs, subject)
         except instance_mod.ConfigurationError as exc:
@@ -234,6 +272,7 @@ class Hosts:
         phases.set(key, metrics_mod.HostPhase.READY)
         if isinstance(outcome, rollout.Held):  # waits for its turn, or was only rebooted
             return controller_mod.Result(requeue_after=outcome.requeue_after)
+        self.joining.discard(key)
         self.probed[key] = time.monotonic()
         summary = (
             f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
@@ -294,6 +333,50 @@ class Hosts:
                     ref, "Warning", names.EventReason.HOST_KEY_MISMATCH, str(exc)
                 )
             return ()
+
+    async def rekey_host(
+        self,
+        instance: instance_mod.Instance,
+        inputs: instance_mod.Inputs,
+        node: Node,
+        subject: str,
+    ) -> Node | controller_mod.Result:
+        """Move a configured host to the current key; its Node as patched, or a requeue.
+
+        Waits (a short requeue) until the trusted-key Secret holds the current key, so an
+        operator restarted mid-rotation still has every key some host trusts.
+        """
+        assert node.metadata is not None and node.metadata.name is not None
+        ref = kube.ObjectRef(api_version="v1", kind="Node", name=node.metadata.name)
+        if not trustedkeys.holds(inputs.pub_key_hash, self._trusted_secret()):
+            log.info(
+                "%s: waiting for Secret %s to hold the current key before re-keying",
+                subject,
+                names.TRUSTED_PRIVATE_KEY_SECRET,
+            )
+            return controller_mod.Result(requeue_after=2.0)
+        try:
+            async with self.slots:
+                outcome = await rekey.rekey(self.client, instance, inputs, node)
+        except instance_mod.ConfigurationError as exc:
+            self.metrics.hosts.set(phase_key(instance), metrics_mod.HostPhase.FAILED)
+            message = (
+                f"host {instance.address} (node {node.metadata.name}) was not moved to the new "
+                f"SSH key and stays on the one it trusts: {exc}"
+            )
+            log.warning("%s", message)
+            await self.recorder.emit_event(
+                ref, "Warning", names.EventReason.HOST_KEY_ROTATION_FAILED, message
+            )
+            return controller_mod.Result(requeue=True)
+        message = (
+            f"{subject} (host {instance.address}) moved from SSH key {outcome.old_fingerprint} "
+            f"to {outcome.new_fingerprint} in {outcome.seconds:.1f}s; nothing restarted"
+        )
+        log.info("%s", message)
+        await self.recorder.emit_event(ref, "Normal", names.EventReason.HOST_KEY_ROTATED, message)
+        patched = await kube.get(self.client, Node, node.metadata.name)
+        return patched if patched is not None else controller_mod.Result(requeue=True)
 
     async def hyperv_unavailable(self, subject: str, node_name: str, problem: str) -> None:
         """Say on the Node (Warning ``HyperVUnavailable``) why it offers no Hyper-V isolation."""
@@ -387,6 +470,11 @@ def setup(
         ca_sources=ca_informers(manager, settings),
         exporter_secrets=exporter_ca_informer(manager, settings),
         metrics=manager.metrics,
+        trusted_keys=manager.informer(
+            Secret,
+            namespace=settings.namespace,
+            fields={"metadata.name": names.TRUSTED_PRIVATE_KEY_SECRET},
+        ),
     )
 
 

@@ -194,4 +194,8 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
         controller.watch(
             hosts.exporter_secrets, reconciler.keys_for_client_ca, hosts_mod.ca_changed
         )
+    # issue 11 (rekey): a new private key, or the trusted keys written: every host re-keys.
+    controller.watch(hosts.private_keys, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
+    if hosts.trusted_keys is not None:
+        controller.watch(hosts.trusted_keys, reconciler.keys_for_client_ca, hosts_mod.ca_changed)
     return controller

@@ -372,6 +372,7 @@ async def configure(
                     inputs,
                     runner.host.host_key,
                     exporter_cert=exporter.record.to_annotation() if exporter else None,
+                    pub_key_hash=runner.pub_key_hash,
                 ),
                 isolation,
             ),

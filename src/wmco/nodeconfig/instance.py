@@ -58,6 +58,8 @@ class Step(enum.StrEnum):
     REBOOT = "reboot"
     # issue 11 (drift): the periodic read-only look at a configured host
     DRIFT_PROBE = "drift-probe"
+    # Key rotation (issue 11)
+    REKEY = "rekey"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class Inputs:
         exporter_ca: The CA of windows_exporter's serving certificates; ``None`` while it
             cannot be had (hosts are then configured with windows_exporter left stopped).
         observer: Where the flows report step durations and SSH errors (metrics).
+        previous_private_keys: During a key rotation, the keys hosts may still trust (never in
+            ``repr``); :func:`wmco.nodeconfig.runner.connect` offers them after the current one.
     """
 
     settings: Settings
@@ -142,6 +146,7 @@ class Inputs:
     observer: FlowObserver = dataclasses.field(
         default_factory=lambda: NO_OBSERVER, repr=False, compare=False
     )
+    previous_private_keys: tuple[bytes, ...] = dataclasses.field(default=(), repr=False)
 
     @classmethod
     def from_key(
@@ -154,6 +159,7 @@ class Inputs:
         client_ca: clientca.Choice,
         exporter_ca: exporterca.CertificateAuthority | None = None,
         observer: FlowObserver | None = None,
+        previous_private_keys: tuple[bytes, ...] = (),
     ) -> Inputs:
         """Parse the key once; raise ``userdata.PrivateKeyError`` if it is unusable."""
         key = userdata.load_private_key(private_key_pem)
@@ -166,6 +172,7 @@ class Inputs:
             client_ca,
             exporter_ca,
             observer or NO_OBSERVER,
+            previous_private_keys,
         )
 
     @property

@@ -105,11 +105,14 @@ def node_metadata_patch(
     host_key: ssh.HostKey | None,
     *,
     exporter_cert: str | None = None,
+    pub_key_hash: str | None = None,
 ) -> dict[str, Any]:
     """The labels and annotations a configured node carries (a merge patch).
 
     ``exporter_cert`` is the record of windows_exporter's serving certificate on the host
     (:class:`wmco.cluster.exporterca.ServingRecord`), when the flow set one up.
+    ``pub_key_hash`` is the hash of the key the host accepted, when not the current one (a
+    Machine booted from the user data of before a key rotation: it is re-keyed next).
     """
     labels: dict[str, str | None] = {names.WORKER_ROLE_LABEL: ""}
     if instance.origin is Origin.BYOH:
@@ -117,7 +120,7 @@ def node_metadata_patch(
     annotations: dict[str, str | None] = {
         names.VERSION_ANNOTATION: inputs.version,
         names.DESIRED_VERSION_ANNOTATION: inputs.version,
-        names.PUB_KEY_HASH_ANNOTATION: inputs.pub_key_hash,
+        names.PUB_KEY_HASH_ANNOTATION: pub_key_hash or inputs.pub_key_hash,
         names.USERNAME_ANNOTATION: instance.username,
         names.INSTANCE_ADDRESS_ANNOTATION: instance.address,
     }

@@ -23,15 +23,17 @@ how long each step took, measured from one assignment of :attr:`Runner.step` to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import pathlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
+import asyncssh
 from lightkube.resources.core_v1 import Node
 
-from wmco import kube, names
+from wmco import kube, names, userdata
 from wmco.nodeconfig import hostkeys
 from wmco.nodeconfig.instance import (
     NO_OBSERVER,
@@ -98,6 +100,7 @@ class Runner:
         address: The instance's address (for messages).
         step: The step being run (for messages and durations); the flow sets it.
         blips: Dropped connections absorbed so far.
+        pub_key_hash: ``pub-key-hash`` of the private key the host accepted (``connect``).
     """
 
     def __init__(
@@ -107,8 +110,10 @@ class Runner:
         *,
         reconnect_within: float,
         observer: FlowObserver = NO_OBSERVER,
+        pub_key_hash: str = "",
     ) -> None:
         self.host = host
+        self.pub_key_hash = pub_key_hash
         self.address = address
         self.blips = 0
         self.observer = observer
@@ -311,6 +316,44 @@ class Runner:
         await self.host.close()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LoginKey:
+    key: asyncssh.SSHKey = dataclasses.field(repr=False)
+    pub_key_hash: str
+
+
+def login_keys(inputs: Inputs, node: Node | None) -> tuple[_LoginKey, ...]:
+    """The keys to offer a host, in order: the one its Node says it trusts, current, previous.
+
+    During a key rotation (:mod:`wmco.nodeconfig.rekey`) a host may still trust a previous key:
+    its Node's ``pub-key-hash`` says which; a Machine still booting from the old user data has no
+    Node yet, so every key is offered. An unusable previous key is left out.
+
+    Raises:
+        ssh.SshKeyError: The current key cannot be used for SSH (no key material in it).
+    """
+    trusted = node_annotation(node, names.PUB_KEY_HASH_ANNOTATION)
+    found: list[_LoginKey] = []
+    for index, pem in enumerate((inputs.private_key_pem, *inputs.previous_private_keys)):
+        try:
+            key = ssh.load_ssh_key(pem)
+            key_hash = userdata.pub_key_hash(userdata.load_private_key(pem))
+        except (ssh.SshKeyError, userdata.PrivateKeyError) as exc:
+            if index == 0:
+                raise ssh.SshKeyError(str(exc)) from None
+            continue
+        if all(known.pub_key_hash != key_hash for known in found):
+            found.append(_LoginKey(key, key_hash))
+    found.sort(key=lambda login: login.pub_key_hash != trusted)
+    return tuple(found)
+
+
+def node_annotation(node: Node | None, name: str) -> str | None:
+    """One annotation of a Node (``None`` without Node or annotation)."""
+    annotations = (node.metadata.annotations if node and node.metadata else None) or {}
+    return annotations.get(name)
+
+
 async def connect(
     client: kube.Client,
     instance: Instance,
@@ -318,8 +361,13 @@ async def connect(
     node: Node | None,
     *,
     within: float | None = None,
+    current_key_only: bool = False,
 ) -> Runner:
     """Open the SSH connection to an instance, pinning or checking its host key.
+
+    The keys are offered in the order of :func:`login_keys`, all in one authentication
+    exchange (the host refuses a key at once; no grace period is spent per key); the runner's
+    :attr:`Runner.pub_key_hash` says which key the host accepted.
 
     Args:
         client: API client (the pinned key lives in a ConfigMap or on the Node).
@@ -328,6 +376,7 @@ async def connect(
         node: The instance's Node, if any (its pinned key wins).
         within: Seconds to keep trying; ``settings.ssh_boot_deadline`` when omitted (redials
             always use that deadline).
+        current_key_only: Offer only the current key (proving a re-keyed host accepts it).
 
     Raises:
         HostKeyChangedError: The host presented another key than the pinned one.
@@ -341,17 +390,21 @@ async def connect(
 
     observer = inputs.observer
     try:
-        key = ssh.load_ssh_key(inputs.private_key_pem)
+        keys = login_keys(
+            dataclasses.replace(inputs, previous_private_keys=()) if current_key_only else inputs,
+            node,
+        )
     except ssh.SshKeyError as exc:
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
     host = ssh.WindowsHost(
         instance.address,
         instance.username,
-        key,
+        keys[0].key,
         settings=settings,
         pinned_host_key=pinned,
         on_first_use=on_first_use,
         port=instance.ssh_port,
+        fallback_keys=tuple(login.key for login in keys[1:]),
     )
     try:
         await host.connect(within=settings.ssh_boot_deadline if within is None else within)
@@ -367,8 +420,19 @@ async def connect(
     except ssh.SshError as exc:
         observer.ssh_error(ssherrors.error_kind(exc))
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
+    accepted = next(login for login in keys if login.key is host.key_in_use)
+    if accepted.pub_key_hash != inputs.pub_key_hash:
+        log.info(
+            "host %s: logged in with a previous private key (pub-key-hash %s...)",
+            instance.address,
+            accepted.pub_key_hash[:12],
+        )
     return Runner(
-        host, instance.address, reconnect_within=settings.ssh_boot_deadline, observer=observer
+        host,
+        instance.address,
+        reconnect_within=settings.ssh_boot_deadline,
+        observer=observer,
+        pub_key_hash=accepted.pub_key_hash,
     )
 
 

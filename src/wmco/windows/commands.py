@@ -473,3 +473,57 @@ def certificate_block(path: str) -> str:
     return (
         f"((Get-Content -LiteralPath {_path(path)} -Raw) -split {quoting.ps_quote(_CERT_END)})[0]"
     )
+
+
+# --- issue 11 (rekey): administrators_authorized_keys during a key rotation --------------------
+
+AUTHORIZED_KEYS_PATH: Final = "C:\\ProgramData\\ssh\\administrators_authorized_keys"
+"""The file Win32-OpenSSH reads the administrators' keys from, on each new connection."""
+
+_KEY_TYPE: Final = re.compile(r"(?:ssh-(?:rsa|ed25519)|ecdsa-sha2-nistp(?:256|384|521))")
+_KEY_BLOB: Final = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_KEY_COMMENT: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _key_blob(blob: str) -> str:
+    # Base64 has no wildcard characters of -like (* ? [ ]), so the blob is its own pattern.
+    if not _KEY_BLOB.fullmatch(blob):
+        raise quoting.UnsafeValueError("public key", "characters other than base64")
+    return blob
+
+
+def authorize_key(key_type: str, blob: str, comment: str, revoke: Sequence[str] = ()) -> str:
+    """Make ``administrators_authorized_keys`` hold ``<key_type> <blob> <comment>`` once.
+
+    Every line naming ``blob`` or one of the ``revoke`` blobs is dropped, the others (keys the
+    administrator put there) are kept in order, the key line is appended, the file is written
+    as ASCII (sshd reads UTF-8/ASCII only) and its ACL is set again to what sshd's StrictModes
+    demands (``icacls``' exit status is the command's). Overwriting the file keeps its ACL on
+    Windows; the ``icacls`` line makes sure of it. ``$ErrorActionPreference = 'Stop'`` turns a
+    failed read or write into exit status 1 before anything else runs. Only public keys: the
+    text of this command is safe to log, but is not logged anyway.
+
+    Args:
+        key_type: ``ssh-ed25519``, ``ssh-rsa`` or ``ecdsa-sha2-nistp256/384/521``.
+        blob: The key's base64.
+        comment: The line's comment (``wmco``).
+        revoke: Base64 blobs of keys to remove.
+
+    Raises:
+        quoting.UnsafeValueError: A value is not of its form.
+    """
+    if not _KEY_TYPE.fullmatch(key_type):
+        raise quoting.UnsafeValueError("public key type", "an unsupported SSH key type")
+    if not _KEY_COMMENT.fullmatch(comment):
+        raise quoting.UnsafeValueError("key comment", "characters other than A-Z a-z 0-9 _ . -")
+    dropped = (_key_blob(blob), *(_key_blob(other) for other in revoke))
+    condition = " -and ".join(f"$_ -notlike '*{value}*'" for value in dropped)
+    line = quoting.ps_quote(f"{key_type} {blob} {comment}", what="public key")
+    return quoting.join_statements(
+        "$ErrorActionPreference = 'Stop'",
+        f"$f = {_path(AUTHORIZED_KEYS_PATH)}",
+        f"$k = @(Get-Content -LiteralPath $f | Where-Object {{ {condition} }}) + {line}",
+        "Set-Content -LiteralPath $f -Value $k -Encoding ascii",
+        "icacls.exe $f /inheritance:r /grant 'Administrators:F' /grant 'SYSTEM:F'",
+        "exit $LASTEXITCODE",
+    )

@@ -18,6 +18,9 @@ r"""One SSH connection to one Windows host: key auth, host-key pinning, retries,
 - **Files.** :meth:`WindowsHost.put_file` / :meth:`WindowsHost.put_bytes` upload over SFTP;
   :func:`sftp_path` turns ``C:\k\x`` into ``/C:/k/x``.
 - **Fairness.** A semaphore bounds the channels open at once on one host.
+- **Key rotation.** ``fallback_keys`` are offered, in order, in the same authentication exchange
+  when the host refuses the first key (a host that still trusts a previous key); the accepted
+  one is :attr:`WindowsHost.key_in_use`.
 
 Commands may carry secrets (a bootstrap token in a kubeconfig): no error message or log line of
 this module contains a command's text or output; callers pass a short ``what`` label instead.
@@ -272,16 +275,28 @@ def decode_output(data: bytes | str | None) -> str:
 @dataclasses.dataclass(slots=True)
 class _HandshakeState:
     pinned: HostKey | None
+    fallback_keys: tuple[asyncssh.SSHKey, ...] = ()
     seen: HostKey | None = None
     check: HostKeyCheck | None = None
+    key_index: int = 0
 
 
 class _PinningClient(asyncssh.SSHClient):
-    """asyncssh client callbacks: decide host keys and notice dropped connections."""
+    """asyncssh client callbacks: decide host keys, offer fallback keys, notice drops."""
 
     def __init__(self, state: _HandshakeState, on_lost: Callable[[], None]) -> None:
         self._state = state
         self._on_lost = on_lost
+
+    def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
+        # asyncssh offers the first key itself (client_keys); each call here is asked once the
+        # previous key was refused, so the index says which key the server accepted.
+        state = self._state
+        if state.key_index >= len(state.fallback_keys):
+            return None
+        key = state.fallback_keys[state.key_index]
+        state.key_index += 1
+        return key
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -317,6 +332,7 @@ class WindowsHost:
         port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fallback_keys: tuple[asyncssh.SSHKey, ...] = (),
     ) -> None:
         """Prepare (but do not open) the connection.
 
@@ -330,12 +346,17 @@ class WindowsHost:
             port: Overrides ``settings.ssh_port``.
             clock: Monotonic clock (tests inject a fake one).
             sleep: Sleep function (tests inject a fake one).
+            fallback_keys: Keys offered, in order, when the host refuses ``private_key`` in
+                the same authentication exchange (a key rotation: keys the host may still
+                trust); :attr:`key_in_use` says which one was accepted.
         """
         config = settings or settings_module.Settings()
         self.address = address
         self.username = username
         self.port = port if port is not None else config.ssh_port
         self._key = private_key
+        self._fallback_keys = fallback_keys
+        self._key_in_use = private_key
         self._settings = config
         self._pinned = pinned_host_key
         self._on_first_use = on_first_use
@@ -355,6 +376,11 @@ class WindowsHost:
     def connected(self) -> bool:
         """Whether a connection is open right now."""
         return self._conn is not None and self._connected
+
+    @property
+    def key_in_use(self) -> asyncssh.SSHKey:
+        """The private key the host accepted at the last connect (the first one before)."""
+        return self._key_in_use
 
     async def __aenter__(self) -> WindowsHost:
         await self.connect()
@@ -390,7 +416,7 @@ class WindowsHost:
         attempt = 0
         while True:
             attempt += 1
-            state = _HandshakeState(pinned=self._pinned)
+            state = _HandshakeState(pinned=self._pinned, fallback_keys=self._fallback_keys)
             try:
                 self._conn = await self._open(state)
             except (TimeoutError, OSError, asyncssh.Error) as exc:
@@ -400,9 +426,14 @@ class WindowsHost:
                 elapsed = self._clock() - started
                 if isinstance(exc, asyncssh.PermissionDenied):
                     if elapsed >= min(self._settings.ssh_auth_grace, limit):
+                        which = (
+                            f"each of the {1 + len(self._fallback_keys)} private keys it may trust"
+                            if self._fallback_keys
+                            else "the private key"
+                        )
                         raise AuthenticationError(
                             self.address,
-                            f"user {self.username!r} was refused with the private key for "
+                            f"user {self.username!r} was refused with {which} for "
                             f"{elapsed:.0f}s; is its public key in administrators_authorized_keys?",
                         ) from None
                 elif elapsed >= limit:
@@ -421,6 +452,9 @@ class WindowsHost:
                 await self._sleep(max(0.0, min(self._settings.ssh_retry_interval, remaining)))
                 continue
             self._connected = True
+            self._key_in_use = (
+                self._fallback_keys[state.key_index - 1] if state.key_index else self._key
+            )
             assert state.seen is not None
             first_use = state.check is HostKeyCheck.FIRST_USE
             self._pinned = state.seen

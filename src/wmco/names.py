@@ -325,13 +325,11 @@ class EventReason(enum.StrEnum):
 
     MACHINE_SETUP = "MachineSetup"
     MACHINE_SETUP_FAILURE = "MachineSetupFailure"
-    MACHINE_DELETION_RESTRICTED = "MachineDeletionRestricted"
     INSTANCE_SETUP = "InstanceSetup"
     INSTANCE_SETUP_FAILURE = "InstanceSetupFailure"
     INSTANCE_TEARDOWN = "InstanceTeardown"
     INSTANCE_TEARDOWN_FAILURE = "InstanceTeardownFailure"
     INVALID_INSTANCE = "InvalidInstance"
-    NODE_NAME_VALIDATION_FAILED = "NodeNameValidationFailed"
     CSR_APPROVED = "CSRApproved"
     CSR_DENIED = "CSRDenied"
     HOST_KEY_MISMATCH = "HostKeyMismatch"

@@ -161,6 +161,7 @@ async def reboot_alone_and_recover(
         return renewed is not None and renewed > rebooted_at
 
     await eventually(kubelet_alive, "the kubelet to renew its Lease after the reboot", 60)
+
     async def ready() -> Node | None:
         current = await kube.get(Node, name)
         return current if kubelet_helpers.condition(current, "Ready").status == "True" else None

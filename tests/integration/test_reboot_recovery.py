@@ -215,11 +215,16 @@ async def test_ovn_hybrid_host_recovers_from_its_own_reboot(
     ]
     assert any(e.ip_address == vip for e in hns.endpoints_of(network.id))
     old_network, old_endpoints = network.id, set(hns.endpoints)
+    # The operator reserved the sourceVip in host-local's state: no pod may be given it.
+    reservation = f"C:\\var\\lib\\cni\\networks\\{names.HYBRID_OVERLAY_NETWORK}\\{vip}"
+    assert host.machine.disk.read_file(reservation) == b"VIPEndpoint\r\neth0"
     config = host.machine.disk.read_file(KUBE_PROXY_CONF)
 
-    _, _, commands = await reboot_alone_and_recover(
+    before, after, commands = await reboot_alone_and_recover(
         world, host, namespace, NetworkProfile.OVN_HYBRID
     )
+    assert before.status is not None and after.status is not None
+    assert vip not in (before.status.podIP, after.status.podIP)
 
     node = await world.kube.get(Node, host.facts.hostname)
     subnet = (node.metadata.annotations or {})[hybridoverlay.SUBNET_ANNOTATION]  # type: ignore[union-attr]

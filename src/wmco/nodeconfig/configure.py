@@ -440,6 +440,9 @@ async def configure_network(
     runner.step = Step.VIP_ENDPOINT
     endpoint = await network.ensure_vip_endpoint(runner, overlay, timeout=settings_.network_timeout)
     await progress(Step.VIP_ENDPOINT, f"{names.VIP_ENDPOINT} {endpoint.ip_address}")
+    reserved = await network.ensure_ipam_reservation(runner, endpoint)
+    tally.written += int(reserved)
+    tally.unchanged += int(not reserved)
     runner.step = Step.KUBE_PROXY
     try:
         proxy_config = network.kube_proxy_content(

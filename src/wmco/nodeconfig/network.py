@@ -11,7 +11,9 @@ In order (windows-networking.md §1.2, contract §3 to §5):
    ``ManagementIP`` (a live file: containerd loads it, nothing restarts);
 4. :func:`ensure_vip_endpoint`: the host endpoint ``VIPEndpoint`` on that network (reused when
    one is there, a stale one on another network removed first); its address becomes kube-proxy's
-   ``sourceVip`` (:func:`kube_proxy_content`).
+   ``sourceVip`` (:func:`kube_proxy_content`) and is reserved in host-local's state
+   (:func:`ensure_ipam_reservation`), so that after a reboot, when kube-proxy creates the sourceVip
+   endpoint again by itself, no pod has been given that address.
 
 The decisions (:func:`find_overlay_network`, :func:`decide_vip_endpoint`) are pure.
 """
@@ -220,6 +222,40 @@ async def ensure_vip_endpoint(
             return made[0]
         # An answer without an address: look again (and replace it) rather than trust it.
         distrust = True
+
+
+def ipam_reservation(endpoint: answers.HnsEndpoint) -> transfer.Content:
+    r"""The host-local record that the sourceVip address is taken, so that no pod is given it.
+
+    The pods' IPAM (``cni.conf``'s ``host-local``) knows nothing of HNS. After a reboot HNS has
+    forgotten every endpoint, and kube-proxy creates its sourceVip endpoint again only once the
+    overlay network is back, in a race with the pods' sandboxes: without this record host-local
+    could hand the address to a pod, and kube-proxy would then fail to create its endpoint at
+    every sync (kubernetes#100962). A file named after the address in host-local's directory of
+    the network is what host-local's own ADD writes (``<container id>`` CRLF ``<interface>``).
+
+    Raises:
+        ValueError: The endpoint has no address.
+    """
+    if not endpoint.ip_address:
+        raise ValueError(f"{names.VIP_ENDPOINT} has no IP address")
+    directory = f"{layout.CNI_STATE_DIR}\\networks\\{names.HYBRID_OVERLAY_NETWORK}"
+    path = f"{directory}\\{endpoint.ip_address}"
+    return transfer.Content.of_bytes(
+        path, f"{names.VIP_ENDPOINT}\r\neth0".encode(), "host-local reservation of the sourceVip"
+    )
+
+
+async def ensure_ipam_reservation(runner: Runner, endpoint: answers.HnsEndpoint) -> bool:
+    """Write :func:`ipam_reservation` unless the host has exactly it; return whether it was."""
+    try:
+        content = ipam_reservation(endpoint)
+    except ValueError as exc:
+        raise runner.fail(str(exc)) from None
+    if not await transfer.differing(runner, (content,)):
+        return False
+    await transfer.send(runner, content)
+    return True
 
 
 def kube_proxy_content(

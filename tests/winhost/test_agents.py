@@ -4,7 +4,7 @@ kube-proxy (winkernel) runs only when its --config parses as a KubeProxyConfigur
 kernelspace mode, names a network, and (on an Overlay network) has the WinOverlay gate on and a
 sourceVip; otherwise it exits with kube-proxy's words in its service log and in kube-log-runner's
 -log-file, and SCM recovery restarts it (waiting for a missing network and creating the sourceVip
-endpoint are in test_reboot_recovery.py). A rewritten config
+endpoint are in test_boot_recovery.py). A rewritten config
 file ends a running kube-proxy. hybrid-overlay-node refuses to run without the Containers
 feature and creates the persistent base network shortly after it starts (dropping SSH), not
 again after a reboot. Its Node handling against a real API server is in

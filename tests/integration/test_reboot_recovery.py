@@ -30,6 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
 from lightkube.resources.core_v1 import Namespace, Node, Pod
+from lightkube.types import PatchType
 from test_operator import World, open_world
 
 import kubelet_helpers
@@ -248,6 +249,21 @@ async def test_ovn_hybrid_host_recovers_from_its_own_reboot(
     # Its configuration is the one the operator wrote before the reboot; nobody touched the host.
     assert host.machine.disk.read_file(KUBE_PROXY_CONF) == config
     assert len(host.command_log) == commands
+
+    # The operator is back and configures the host again: it adopts kube-proxy's endpoint rather
+    # than making a new VIPEndpoint, so kube-proxy's configuration stays as it is.
+    await world.start_operator()
+    await world.kube.patch(
+        Node,
+        host.facts.hostname,
+        {"metadata": {"annotations": {names.VERSION_ANNOTATION: None}}},
+        patch_type=PatchType.MERGE,
+    )
+    await world.wait_ready(host, timeout=120)
+    assert len(host.command_log) > commands, "the operator did run a pass over the host"
+    assert host.machine.disk.read_file(KUBE_PROXY_CONF) == config
+    assert [e.id for e in hns.endpoints_of(back.id) if e.ip_address == vip] == source
+    assert not [e for e in hns.endpoints.values() if e.name == names.VIP_ENDPOINT]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from wmco import names, settings
 from wmco.nodeconfig import network
-from wmco.windows import answers, commands, services
+from wmco.windows import answers, commands, services, transfer
 
 
 def test_the_source_vip_is_reserved_where_host_local_looks() -> None:
@@ -53,3 +53,44 @@ def test_every_service_starts_at_boot_after_its_dependencies(
         expected += ["hybrid-overlay-node", "kube-proxy"]
     assert [name for name in order if name != services.WINDOWS_EXPORTER] == expected
     assert by_name[services.KUBELET].depends_on == (services.CONTAINERD,)
+
+
+OVERLAY = answers.HnsNetwork(
+    id="AAAA-1",
+    name=names.HYBRID_OVERLAY_NETWORK,
+    type="Overlay",
+    address_prefix="10.132.0.0/24",
+    management_ip="10.0.0.5",
+)
+
+
+def proxy_config(endpoint: answers.HnsEndpoint) -> transfer.Content:
+    return network.kube_proxy_content("win-a", "10.132.0.0/24", endpoint, debug=False)
+
+
+def test_kube_proxys_own_source_vip_endpoint_is_adopted_after_a_reboot() -> None:
+    mine = answers.HnsEndpoint(
+        id="E1", name="E1", virtual_network="aaaa-1", ip_address="10.132.0.2"
+    )
+    pod = answers.HnsEndpoint(
+        id="E2", name="c0ffee_OVNKubernetesHybridOverlayNetwork", virtual_network="AAAA-1",
+        ip_address="10.132.0.7",
+    )  # fmt: skip
+    configured = proxy_config(mine).sha256  # the host's kube-proxy.conf names 10.132.0.2
+    assert network.adoptable_source_vip((pod, mine), OVERLAY, configured, proxy_config) == mine
+    # Nothing to adopt: no kube-proxy.conf yet, another address configured, another network.
+    assert network.adoptable_source_vip((pod, mine), OVERLAY, None, proxy_config) is None
+    other = proxy_config(pod).sha256
+    assert network.adoptable_source_vip((mine,), OVERLAY, other, proxy_config) is None
+    elsewhere = answers.HnsEndpoint(
+        id="E3", name="", virtual_network="BBBB", ip_address="10.132.0.2"
+    )
+    assert network.adoptable_source_vip((elsewhere,), OVERLAY, configured, proxy_config) is None
+
+
+def test_an_endpoint_without_a_name_is_listed() -> None:
+    listed = answers.parse_hns_endpoints(
+        '[{"ID":"E1","Name":"","VirtualNetwork":"AAAA-1","IPAddress":"10.132.0.2"},'
+        '{"ID":"E2","VirtualNetwork":"AAAA-1","IPAddress":"10.132.0.3"}]'
+    )
+    assert [(e.id, e.name) for e in listed] == [("E1", ""), ("E2", "")]

@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import ipaddress
 import time
+from collections.abc import Callable
 
 from wmco import names
 from wmco.nodeconfig.instance import Progress, Step
@@ -173,30 +174,82 @@ def decide_vip_endpoint(
     return VipDecision(VipAction.REUSE, good[0])
 
 
+def adoptable_source_vip(
+    endpoints: tuple[answers.HnsEndpoint, ...],
+    network: answers.HnsNetwork,
+    configured: str | None,
+    config_for: Callable[[answers.HnsEndpoint], transfer.Content],
+) -> answers.HnsEndpoint | None:
+    """The endpoint kube-proxy made for the sourceVip it is configured with, if there is one.
+
+    After a reboot HNS has forgotten ``VIPEndpoint``; kube-proxy creates its sourceVip endpoint
+    again by itself (no name, the configured address). Such an endpoint serves as well: keeping
+    its address keeps ``kube-proxy.conf`` as it is, so nothing restarts.
+
+    Args:
+        endpoints: The host's endpoints (none named ``VIPEndpoint``).
+        network: The overlay network.
+        configured: SHA-256 of the host's ``kube-proxy.conf`` (``None``: there is none).
+        config_for: The ``kube-proxy.conf`` the operator writes for an endpoint.
+
+    Returns:
+        The endpoint on ``network`` whose address gives exactly the configured file, else None.
+    """
+    if configured is None:
+        return None
+    for endpoint in endpoints:
+        if (endpoint.virtual_network or "").lower() != network.id.lower():
+            continue
+        if not endpoint.ip_address or endpoint.name == names.VIP_ENDPOINT:
+            continue
+        if config_for(endpoint).sha256 == configured:
+            return endpoint
+    return None
+
+
 async def ensure_vip_endpoint(
-    runner: Runner, network: answers.HnsNetwork, *, timeout: float
+    runner: Runner,
+    network: answers.HnsNetwork,
+    *,
+    timeout: float,
+    config_for: Callable[[answers.HnsEndpoint], transfer.Content] | None = None,
 ) -> answers.HnsEndpoint:
-    """Make sure one ``VIPEndpoint`` is on the overlay network, attached to the host.
+    """Make sure one sourceVip endpoint is on the overlay network: ``VIPEndpoint``, or kube-proxy's.
 
     Looks first, so that a pass over a configured host changes nothing; creation is not
     idempotent, so a creation that lost its connection is followed by a fresh look (and a
-    replacement) rather than a blind retry.
+    replacement) rather than a blind retry. Without any ``VIPEndpoint`` (after a reboot), the
+    endpoint kube-proxy re-created for its configured sourceVip is adopted
+    (:func:`adoptable_source_vip`; one look at ``kube-proxy.conf``'s digest).
+
+    Args:
+        runner: The host.
+        network: The overlay network.
+        timeout: Seconds before giving up.
+        config_for: The ``kube-proxy.conf`` the operator writes for an endpoint (None: adopt
+            nothing).
 
     Raises:
         ConfigurationError: HNS refused, or no usable endpoint before the deadline.
     """
     deadline = time.monotonic() + timeout
     distrust = False
+    looked = False
     while True:
         listed = await runner.check(
             commands.list_hns_endpoints(), "HNS endpoint list", clean_stderr=True
         )
-        decision = decide_vip_endpoint(
-            parsed(runner, answers.parse_hns_endpoints, listed), network, distrust=distrust
-        )
+        endpoints = parsed(runner, answers.parse_hns_endpoints, listed)
+        decision = decide_vip_endpoint(endpoints, network, distrust=distrust)
         if decision.action is VipAction.REUSE:
             assert decision.endpoint is not None
             return decision.endpoint
+        if decision.action is VipAction.CREATE and config_for is not None and not looked:
+            looked = True
+            configured = await transfer.remote_sha256(runner, layout.KUBE_PROXY_CONFIG)
+            adopted = adoptable_source_vip(endpoints, network, configured, config_for)
+            if adopted is not None:
+                return adopted
         if time.monotonic() > deadline:
             raise runner.fail(f"no usable {names.VIP_ENDPOINT} after {timeout:.0f}s")
         if decision.action is VipAction.REPLACE:

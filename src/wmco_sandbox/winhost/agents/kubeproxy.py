@@ -32,7 +32,8 @@ network and CREATED when missing (a local endpoint with that address, as ``newSo
 a creation HNS refuses (an address outside the subnet, say) is logged each sync as ``"Source Vip
 endpoint creation failed"`` and the program keeps running without programming anything.
 Approximations (docs/windows-surface.md): it never talks to the API server; the endpoint it
-creates has no name and a MAC conjured from its address (real: the host NIC's MAC).
+creates is named after its ID (what HNS shows for an endpoint created without a name is
+unverified) and has a MAC conjured from its address (real: the host NIC's MAC).
 """
 
 from __future__ import annotations
@@ -421,13 +422,14 @@ class SimulatedKubeProxy:
         if any(e.ip_address == vip for e in hns.endpoints_of(network.id)):
             return
         try:
-            hns.create_endpoint(network.id, "", ip_address=vip)
+            endpoint = hns.create_endpoint(network.id, "", ip_address=vip)
         except HnsError as err:
             self._log.error(
                 "proxier.go:1185",
                 f'"Source Vip endpoint creation failed" err={_quote(_hcn_error(err))}',
             )
             return
+        endpoint.name = endpoint.id  # no name given: HNS shows its ID (unverified)
         self.source_vip_created += 1  # createEndpoint logs nothing on success
 
 

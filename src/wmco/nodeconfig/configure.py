@@ -474,8 +474,18 @@ async def configure_network(
         Step.CNI_CONFIG, f"{layout.OVN_CNI_CONFIG} {'written' if written else 'unchanged'}"
     )
     runner.step = Step.VIP_ENDPOINT
-    endpoint = await network.ensure_vip_endpoint(runner, overlay, timeout=settings_.network_timeout)
+    endpoint = await network.ensure_vip_endpoint(
+        runner,
+        overlay,
+        timeout=settings_.network_timeout,
+        config_for=lambda ep: network.kube_proxy_content(
+            host.node_name, subnet, ep, debug=settings_.debug
+        ),
+    )
     await progress(Step.VIP_ENDPOINT, f"{names.VIP_ENDPOINT} {endpoint.ip_address}")
+    reserved = await network.ensure_ipam_reservation(runner, endpoint)
+    tally.written += int(reserved)
+    tally.unchanged += int(not reserved)
     runner.step = Step.KUBE_PROXY
     try:
         proxy_config = network.kube_proxy_content(

@@ -11,7 +11,9 @@ In order (windows-networking.md §1.2, contract §3 to §5):
    ``ManagementIP`` (a live file: containerd loads it, nothing restarts);
 4. :func:`ensure_vip_endpoint`: the host endpoint ``VIPEndpoint`` on that network (reused when
    one is there, a stale one on another network removed first); its address becomes kube-proxy's
-   ``sourceVip`` (:func:`kube_proxy_content`).
+   ``sourceVip`` (:func:`kube_proxy_content`) and is reserved in host-local's state
+   (:func:`ensure_ipam_reservation`), so that after a reboot, when kube-proxy creates the sourceVip
+   endpoint again by itself, no pod has been given that address.
 
 The decisions (:func:`find_overlay_network`, :func:`decide_vip_endpoint`) are pure.
 """
@@ -23,6 +25,7 @@ import dataclasses
 import enum
 import ipaddress
 import time
+from collections.abc import Callable
 
 from wmco import names
 from wmco.nodeconfig.instance import Progress, Step
@@ -171,30 +174,82 @@ def decide_vip_endpoint(
     return VipDecision(VipAction.REUSE, good[0])
 
 
+def adoptable_source_vip(
+    endpoints: tuple[answers.HnsEndpoint, ...],
+    network: answers.HnsNetwork,
+    configured: str | None,
+    config_for: Callable[[answers.HnsEndpoint], transfer.Content],
+) -> answers.HnsEndpoint | None:
+    """The endpoint kube-proxy made for the sourceVip it is configured with, if there is one.
+
+    After a reboot HNS has forgotten ``VIPEndpoint``; kube-proxy creates its sourceVip endpoint
+    again by itself (no name, the configured address). Such an endpoint serves as well: keeping
+    its address keeps ``kube-proxy.conf`` as it is, so nothing restarts.
+
+    Args:
+        endpoints: The host's endpoints (none named ``VIPEndpoint``).
+        network: The overlay network.
+        configured: SHA-256 of the host's ``kube-proxy.conf`` (``None``: there is none).
+        config_for: The ``kube-proxy.conf`` the operator writes for an endpoint.
+
+    Returns:
+        The endpoint on ``network`` whose address gives exactly the configured file, else None.
+    """
+    if configured is None:
+        return None
+    for endpoint in endpoints:
+        if (endpoint.virtual_network or "").lower() != network.id.lower():
+            continue
+        if not endpoint.ip_address or endpoint.name == names.VIP_ENDPOINT:
+            continue
+        if config_for(endpoint).sha256 == configured:
+            return endpoint
+    return None
+
+
 async def ensure_vip_endpoint(
-    runner: Runner, network: answers.HnsNetwork, *, timeout: float
+    runner: Runner,
+    network: answers.HnsNetwork,
+    *,
+    timeout: float,
+    config_for: Callable[[answers.HnsEndpoint], transfer.Content] | None = None,
 ) -> answers.HnsEndpoint:
-    """Make sure one ``VIPEndpoint`` is on the overlay network, attached to the host.
+    """Make sure one sourceVip endpoint is on the overlay network: ``VIPEndpoint``, or kube-proxy's.
 
     Looks first, so that a pass over a configured host changes nothing; creation is not
     idempotent, so a creation that lost its connection is followed by a fresh look (and a
-    replacement) rather than a blind retry.
+    replacement) rather than a blind retry. Without any ``VIPEndpoint`` (after a reboot), the
+    endpoint kube-proxy re-created for its configured sourceVip is adopted
+    (:func:`adoptable_source_vip`; one look at ``kube-proxy.conf``'s digest).
+
+    Args:
+        runner: The host.
+        network: The overlay network.
+        timeout: Seconds before giving up.
+        config_for: The ``kube-proxy.conf`` the operator writes for an endpoint (None: adopt
+            nothing).
 
     Raises:
         ConfigurationError: HNS refused, or no usable endpoint before the deadline.
     """
     deadline = time.monotonic() + timeout
     distrust = False
+    looked = False
     while True:
         listed = await runner.check(
             commands.list_hns_endpoints(), "HNS endpoint list", clean_stderr=True
         )
-        decision = decide_vip_endpoint(
-            parsed(runner, answers.parse_hns_endpoints, listed), network, distrust=distrust
-        )
+        endpoints = parsed(runner, answers.parse_hns_endpoints, listed)
+        decision = decide_vip_endpoint(endpoints, network, distrust=distrust)
         if decision.action is VipAction.REUSE:
             assert decision.endpoint is not None
             return decision.endpoint
+        if decision.action is VipAction.CREATE and config_for is not None and not looked:
+            looked = True
+            configured = await transfer.remote_sha256(runner, layout.KUBE_PROXY_CONFIG)
+            adopted = adoptable_source_vip(endpoints, network, configured, config_for)
+            if adopted is not None:
+                return adopted
         if time.monotonic() > deadline:
             raise runner.fail(f"no usable {names.VIP_ENDPOINT} after {timeout:.0f}s")
         if decision.action is VipAction.REPLACE:
@@ -220,6 +275,40 @@ async def ensure_vip_endpoint(
             return made[0]
         # An answer without an address: look again (and replace it) rather than trust it.
         distrust = True
+
+
+def ipam_reservation(endpoint: answers.HnsEndpoint) -> transfer.Content:
+    r"""The host-local record that the sourceVip address is taken, so that no pod is given it.
+
+    The pods' IPAM (``cni.conf``'s ``host-local``) knows nothing of HNS. After a reboot HNS has
+    forgotten every endpoint, and kube-proxy creates its sourceVip endpoint again only once the
+    overlay network is back, in a race with the pods' sandboxes: without this record host-local
+    could hand the address to a pod, and kube-proxy would then fail to create its endpoint at
+    every sync (kubernetes#100962). A file named after the address in host-local's directory of
+    the network is what host-local's own ADD writes (``<container id>`` CRLF ``<interface>``).
+
+    Raises:
+        ValueError: The endpoint has no address.
+    """
+    if not endpoint.ip_address:
+        raise ValueError(f"{names.VIP_ENDPOINT} has no IP address")
+    directory = f"{layout.CNI_STATE_DIR}\\networks\\{names.HYBRID_OVERLAY_NETWORK}"
+    path = f"{directory}\\{endpoint.ip_address}"
+    return transfer.Content.of_bytes(
+        path, f"{names.VIP_ENDPOINT}\r\neth0".encode(), "host-local reservation of the sourceVip"
+    )
+
+
+async def ensure_ipam_reservation(runner: Runner, endpoint: answers.HnsEndpoint) -> bool:
+    """Write :func:`ipam_reservation` unless the host has exactly it; return whether it was."""
+    try:
+        content = ipam_reservation(endpoint)
+    except ValueError as exc:
+        raise runner.fail(str(exc)) from None
+    if not await transfer.differing(runner, (content,)):
+        return False
+    await transfer.send(runner, content)
+    return True
 
 
 def kube_proxy_content(

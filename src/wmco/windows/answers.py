@@ -469,14 +469,16 @@ def parse_hns_endpoints(output: str) -> tuple[HnsEndpoint, ...]:
     """Parse ``commands.list_hns_endpoints`` or ``commands.create_host_endpoint`` (``[]``: none).
 
     Raises:
-        CommandOutputError: Not a JSON array of objects with string ``ID`` and ``Name``.
+        CommandOutputError: Not a JSON array of objects with a string ``ID`` (``Name`` may be
+            empty or absent).
     """
     kind = "HNS endpoint list"
 
     def endpoint(entry: dict[str, Any]) -> HnsEndpoint:
         return HnsEndpoint(
             id=_required(entry, "ID", kind, output),
-            name=_required(entry, "Name", kind, output),
+            # kube-proxy creates its sourceVip endpoint without a name (after a reboot).
+            name=_text(entry, "Name", kind, output) or "",
             virtual_network=_text(entry, "VirtualNetwork", kind, output),
             ip_address=_text(entry, "IPAddress", kind, output),
         )

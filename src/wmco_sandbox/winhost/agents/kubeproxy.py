@@ -4,23 +4,36 @@ It starts as a Windows service (RUNNING at once, like ``--windows-service``), th
 the checks of the real binary in the real order, and exits on the first that fails, with the
 real text in its log (``Machine.service_log``; under ``kube-log-runner`` also the ``-log-file``).
 The SCM then applies the service's recovery actions. The order and texts are those of
-``cmd/kube-proxy/app`` and ``pkg/proxy/winkernel`` (``windows-networking.md`` §1.5, §4):
+``cmd/kube-proxy/app`` and ``pkg/proxy/winkernel`` (``NewProxier``, ``getNetworkInfo``,
+``syncProxyRules``; ``windows-networking.md`` §1.5, §4):
 
 1. ``--config`` is read and decoded as a ``KubeProxyConfiguration`` (JSON is YAML): a missing
    file, bad YAML, a wrong ``kind``/``apiVersion`` or an unknown feature gate is
    ``"command failed" err="failed complete: ..."``; unknown fields are only a lenient-decoding
    notice, as in kube-proxy.
 2. ``mode`` must be ``kernelspace`` or blank (``failed validate: ...``).
-3. winkernel: HNS must exist (the Containers feature), ``winkernel.networkName`` must be set
-   and name an existing HNS network; on an Overlay network the ``WinOverlay`` gate must be on
-   (``WinDSR`` too when ``enableDSR``) and ``sourceVip`` set; and (the contract of issue 8)
-   ``sourceVip`` must be the address of an endpoint on that network attached to the host.
+3. winkernel: HNS must exist (the Containers feature) and ``winkernel.networkName`` be set.
+4. The network is awaited: while no HNS network has that name it logs ``"Unable to find HNS
+   Network specified, please check network name and CNI deployment"`` every
+   :attr:`SimulatedKubeProxy.network_poll` (1 s) and keeps waiting, as ``getNetworkInfo`` does.
+   This is what brings it back after a reboot: the hybrid overlay's network is non-persistent and
+   only re-appears once hybrid-overlay-node made it again.
+5. On an Overlay network it waits :attr:`SimulatedKubeProxy.overlay_settle` (10 s) and reads the
+   network again (``could not find HNS network <name>`` if it went away); then ``enableDSR``
+   needs the ``WinDSR`` gate, an Overlay network the ``WinOverlay`` gate (default on) and a
+   ``sourceVip`` (``source-vip flag not set``).
 
-While it runs it re-checks every ``sync_period``: a rewritten ``--config`` file ends it (``content
-of the proxy server's configuration file was updated``, as kube-proxy's fsnotify watch does); a
-vanished network is logged each sync. Approximations (docs/windows-surface.md): a missing
-network makes the real kube-proxy poll every second without exiting, and it creates a missing
-sourceVip endpoint itself; this one exits in both cases. It never talks to the API server.
+Then it proxies. Every sync (``sync_period``): a rewritten ``--config`` file ends it (``content of
+the proxy server's configuration file was updated``, as kube-proxy's fsnotify watch does); a
+network that vanished or was re-created under another ID is logged (``The HNS network is not
+present or has changed since the last sync, please check the CNI deployment``) and adopted at the
+next sync; on an Overlay network the ``sourceVip`` endpoint is looked up by address on that
+network and CREATED when missing (a local endpoint with that address, as ``newSourceVIP`` does);
+a creation HNS refuses (an address outside the subnet, say) is logged each sync as ``"Source Vip
+endpoint creation failed"`` and the program keeps running without programming anything.
+Approximations (docs/windows-surface.md): it never talks to the API server; the endpoint it
+creates is named after its ID (what HNS shows for an endpoint created without a name is
+unverified) and has a MAC conjured from its address (real: the host NIC's MAC).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import yaml
 from wmco_sandbox.winhost.agents import flags as agent_flags
 from wmco_sandbox.winhost.core import klog
 from wmco_sandbox.winhost.core.processes import Process, ProgramEnvironment, ProgramStartError
+from wmco_sandbox.winhost.network.hns import HnsError, HnsNetwork
 
 __all__ = ["ProxyExit", "SimulatedKubeProxy", "factory_with", "kube_proxy_factory"]
 
@@ -216,21 +230,39 @@ class SimulatedKubeProxy:
     Args:
         argv: The program's argv (``C:\\k\\kube-proxy.exe --config=... --windows-service``).
         env: The host seen by the program.
-        sync_period: Seconds between the running checks (config file, network).
+        sync_period: Seconds between the running checks (config file, network, sourceVip).
+        network_poll: Seconds between two looks for a missing network (kube-proxy: 1 s).
+        overlay_settle: Seconds it waits on an Overlay network before reading it again
+            (kube-proxy: 10 s).
 
     Attributes:
         running: Set once every check passed (it proxies).
         syncs: How many periodic syncs it did since.
+        network_waits: How many times it looked for its network in vain.
+        source_vip_created: How many times it created the sourceVip endpoint itself.
     """
 
-    def __init__(self, argv: list[str], env: ProgramEnvironment, *, sync_period: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: ProgramEnvironment,
+        *,
+        sync_period: float,
+        network_poll: float = 1.0,
+        overlay_settle: float = 10.0,
+    ) -> None:
         self._argv = list(argv)
         self._env = env
         self._sync_period = sync_period
+        self.network_poll = network_poll
+        self.overlay_settle = overlay_settle
         self._log = klog.Klog(env.log)
         self._task: asyncio.Task[None] | None = None
+        self._network_id = ""
         self.running = False
         self.syncs = 0
+        self.network_waits = 0
+        self.source_vip_created = 0
 
     async def start(self) -> None:
         """Parse the flags (a bad flag fails the start); the checks run right after."""
@@ -273,8 +305,13 @@ class SimulatedKubeProxy:
         path = self._flags.get("config")
         return path, (self._env.read_file(path) if path else None)
 
-    def check(self, path: str | None, data: bytes | None) -> dict[str, Any]:
-        """Everything kube-proxy verifies before it proxies; the decoded config.
+    def check_config(
+        self, path: str | None, data: bytes | None
+    ) -> tuple[dict[str, Any], dict[str, bool], str]:
+        """What kube-proxy verifies before it looks for its network.
+
+        Returns:
+            The decoded config, the effective feature gates and the network name.
 
         Raises:
             ProxyExit: The first check that fails, with kube-proxy's lines.
@@ -302,73 +339,129 @@ class SimulatedKubeProxy:
                     f'value: "{cidr}": must be a valid CIDR block (e.g. 10.100.0.0/16 or '
                     "fde4:8dba:82e1::/48)"
                 ) from None
-        hns = self._env.hns
-        if not hns.available():
+        if not self._env.hns.available():
             raise _run_failed("Windows kernel is not compatible for Kernel mode")
         winkernel = doc.get("winkernel") or {}
         name = str(winkernel.get("networkName") or "")
         if not name:
             raise _run_failed("Environment variable KUBE_NETWORK and network-flag not initialized")
-        network = hns.network_named(name)
-        if network is None:
-            raise _run_failed(
-                f'Network name "{name}" not found',
-                [(
-                    "E", "hns.go:96",
-                    f'"Unable to find HNS Network specified, please check network name and CNI '
-                    f'deployment" err="Network name \\"{name}\\" not found" '
-                    f'hnsNetworkName="{name}"',
-                )],
-            )  # fmt: skip
+        return doc, gates, name
+
+    async def _wait_for_network(self, name: str) -> HnsNetwork:
+        """``getNetworkInfo``: look every ``network_poll`` until the network exists."""
+        while True:
+            network = self._env.hns.network_named(name)
+            if network is not None:
+                return network
+            self.network_waits += 1
+            self._log.error("hns.go:96", _network_not_found(name))
+            await asyncio.sleep(self.network_poll)
+
+    def check_network(
+        self, doc: dict[str, Any], gates: dict[str, bool], network: HnsNetwork
+    ) -> str | None:
+        """The checks of ``NewProxier`` once the network is known; the sourceVip (Overlay only).
+
+        Raises:
+            ProxyExit: A gate is off or the sourceVip is not set.
+        """
+        winkernel = doc.get("winkernel") or {}
         if winkernel.get("enableDSR") and not gates["WinDSR"]:
             raise _run_failed("WinDSR feature gate not enabled")
-        if network.type.lower() == "overlay":
-            if not gates["WinOverlay"]:
-                raise _run_failed("WinOverlay feature gate not enabled")
-            vip = str(winkernel.get("sourceVip") or "")
-            if not vip:
-                raise _run_failed("source-vip flag not set")
-            if hns.host_endpoint_with_ip(network.id, vip) is None:
-                raise _run_failed(
-                    f"no HNS endpoint with address {vip} attached to the host on network {name}",
-                    [("E", "proxier.go:1045", '"Source Vip endpoint creation failed" '
-                      f'err="hcnCreateEndpoint failed in Win32: An address provided is invalid '
-                      f'or reserved. (0x803b0002) sourceVip={vip}"')],
-                )  # fmt: skip
-        return doc
+        if network.type.lower() != "overlay":
+            return None
+        if not gates["WinOverlay"]:
+            raise _run_failed("WinOverlay feature gate not enabled")
+        vip = str(winkernel.get("sourceVip") or "")
+        if not vip:
+            raise _run_failed("source-vip flag not set")
+        return vip
 
     async def _run(self, path: str | None, data: bytes | None) -> None:
-        doc = self.check(path, data)
-        winkernel = doc.get("winkernel") or {}
-        name = str(winkernel.get("networkName"))
+        doc, gates, name = self.check_config(path, data)
         self._log.info("server_windows.go:106", '"Using Kernelspace Proxier."')
-        network = self._env.hns.network_named(name)
+        network = await self._wait_for_network(name)
+        if network.type.lower() == "overlay":
+            await asyncio.sleep(self.overlay_settle)
+            settled = self._env.hns.network_named(name)
+            if settled is None:
+                raise _run_failed(f"could not find HNS network {name}")
+            network = settled
         self._log.info(
             "proxier.go:708",
-            f'"Hns Network loaded" hnsNetworkInfo="{{name:{name} id:'
-            f'{network.id if network else ""} networkType:{network.type if network else ""}}}"',
+            f'"Hns Network loaded" hnsNetworkInfo="{{name:{name} id:{network.id} '
+            f'networkType:{network.type}}}"',
             v=1,
         )
+        vip = self.check_network(doc, gates, network)
+        self._network_id = network.id
         self.running = True
         while True:
+            self._sync(name, vip)
             await asyncio.sleep(self._sync_period)
             self.syncs += 1
             current = self._env.read_file(path) if path else None
             if path is not None and current != data:
                 raise _run_failed("content of the proxy server's configuration file was updated")
-            if self._env.hns.network_named(name) is None:
-                self._log.error(
-                    "hns.go:96",
-                    '"Unable to find HNS Network specified, please check network name and CNI '
-                    f'deployment" err="Network name \\"{name}\\" not found" hnsNetworkName="{name}"',
-                )
+
+    def _sync(self, name: str, vip: str | None) -> None:
+        """One ``syncProxyRules``: the network must be the one loaded; ensure the sourceVip."""
+        hns = self._env.hns
+        network = hns.network_named(name)
+        if network is None or network.id != self._network_id:
+            self._log.info(
+                "proxier.go:1108",
+                '"The HNS network is not present or has changed since the last sync, please '
+                f'check the CNI deployment" hnsNetworkName="{name}"',
+            )
+            if network is not None:
+                self._network_id = network.id
+            return
+        if vip is None:
+            return
+        if any(e.ip_address == vip for e in hns.endpoints_of(network.id)):
+            return
+        try:
+            endpoint = hns.create_endpoint(network.id, "", ip_address=vip)
+        except HnsError as err:
+            self._log.error(
+                "proxier.go:1185",
+                f'"Source Vip endpoint creation failed" err={_quote(_hcn_error(err))}',
+            )
+            return
+        endpoint.name = endpoint.id  # no name given: HNS shows its ID (unverified)
+        self.source_vip_created += 1  # createEndpoint logs nothing on success
 
 
-def factory_with(*, sync_period: float = 1.0) -> Callable[[list[str], ProgramEnvironment], Process]:
+def _network_not_found(name: str) -> str:
+    return (
+        '"Unable to find HNS Network specified, please check network name and CNI deployment" '
+        f'err="Network name \\"{name}\\" not found" hnsNetworkName="{name}"'
+    )
+
+
+def _hcn_error(err: HnsError) -> str:
+    """The ``HcsError`` text hcsshim gives for a failed ``HcnCreateEndpoint``."""
+    detail = json.dumps(
+        {"Success": False, "Error": f"{err.message} ", "ErrorCode": err.code},
+        separators=(",", ":"),
+    )
+    return f"hcnCreateEndpoint failed in Win32: {err.message} (0x{err.code:x}) {detail}"
+
+
+def factory_with(
+    *, sync_period: float = 1.0, network_poll: float = 1.0, overlay_settle: float = 10.0
+) -> Callable[[list[str], ProgramEnvironment], Process]:
     """A kube-proxy program factory with the given timing (tests shorten it)."""
 
     def factory(argv: list[str], env: ProgramEnvironment) -> Process:
-        return SimulatedKubeProxy(argv, env, sync_period=sync_period)
+        return SimulatedKubeProxy(
+            argv,
+            env,
+            sync_period=sync_period,
+            network_poll=network_poll,
+            overlay_settle=overlay_settle,
+        )
 
     return factory
 

@@ -19,8 +19,10 @@ containerd 1.7's gRPC error texts (``pkg/cri/server/sandbox_run.go``):
 * ``remove_pod_sandbox``: CNI DEL (endpoint and address released).
 
 The sandboxes live in a :class:`CriState` owned by the program factory, so they survive a
-restart of the containerd service as containerd's state directory does; at start, sandboxes
-whose HNS endpoint vanished (a reboot) are dropped and their addresses released.
+restart of the containerd service as containerd's state directory does (the shims keep the
+containers running); at start, sandboxes made before the host's latest boot (their containers died
+with it) or whose HNS endpoint vanished are dropped and their addresses released, so the kubelet
+makes new ones.
 """
 
 from __future__ import annotations
@@ -144,8 +146,12 @@ class CriService:
         self._last_cni_error = loaded.error
         for uid, sandbox in list(self._state.sandboxes.items()):
             attachment = sandbox.attachment
-            if attachment and attachment.endpoint_id not in self._env.hns.endpoints:
-                containerd_plugins.delete(self._env.disk, self._env.hns, attachment)
+            # Made before the latest boot: its containers died with the host (hostNetwork
+            # sandboxes too); its endpoint vanished with the reboot.
+            dead = sandbox.started_at < self._env.boot_time
+            if dead or (attachment and attachment.endpoint_id not in self._env.hns.endpoints):
+                if attachment:
+                    containerd_plugins.delete(self._env.disk, self._env.hns, attachment)
                 del self._state.sandboxes[uid]
 
     def _load(self) -> containerd_cni.CniLoad:

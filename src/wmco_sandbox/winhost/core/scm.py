@@ -40,6 +40,7 @@ MESSAGES = {
     "enabled devices associated with it.",
     1060: "The specified service does not exist as an installed service.",
     1062: "The service has not been started.",
+    1067: "The process terminated unexpectedly.",
     1068: "The dependency service or group failed to start.",
     1072: "The specified service has been marked for deletion.",
     1073: "The specified service already exists.",
@@ -170,6 +171,8 @@ class ServiceControlManager:
         self.hooks: dict[str, ServiceHook] = {}
         self._pids = itertools.count(1200, 4)
         self._restarts: set[asyncio.Task[None]] = set()
+        self.boot_failures: dict[str, int] = {}
+        """Automatic services that did not start at the latest boot (lower-case name -> error)."""
 
     def get(self, name: str) -> Service | None:
         """The service (case-insensitive) or None."""
@@ -235,8 +238,12 @@ class ServiceControlManager:
             if dep_svc.state is not State.RUNNING:
                 try:
                     await self.start(dep, _chain=(*_chain, name.lower()))
-                except ScmError:
+                except ScmError as exc:
+                    self._dependency_failed(svc, dep_svc, exc.code)
                     raise ScmError(1068) from None
+                if not self.running(dep_svc.name):  # its process ended while starting
+                    self._dependency_failed(svc, dep_svc, dep_svc.exit_code)
+                    raise ScmError(1068)
         argv = svc.argv
         binary = self.disk.get(argv[0]) if argv and argv[0] else None
         if not isinstance(binary, FileNode):
@@ -274,6 +281,14 @@ class ServiceControlManager:
         if hook is not None:
             await hook(True)
         return svc
+
+    def _dependency_failed(self, svc: Service, dependency: Service, code: int) -> None:
+        """System event 7001, as the SCM logs it when a dependency did not start."""
+        self.log(
+            f"service {svc.name}: The {svc.display_name or svc.name} service depends on the "
+            f"{dependency.display_name or dependency.name} service which failed to start because "
+            f"of the following error: {MESSAGES.get(code, f'error {code}')}"
+        )
 
     async def stop(self, name: str, *, force: bool = False) -> Service:
         """Stop a service (1062 not started, 1051 running dependents unless force)."""
@@ -327,13 +342,20 @@ class ServiceControlManager:
         """Stop everything at once (reboot): processes are killed, hooks told."""
         for task in list(self._restarts):
             task.cancel()
+        self.boot_failures.clear()
         for svc in list(self.services.values()):
             if svc.state is not State.STOPPED:
                 await self._terminate(svc)
                 self._stopped(svc, 0)
 
     async def start_automatic(self) -> None:
-        """Boot: start every auto-start service, dependencies first; failures are logged."""
+        """Boot: start every auto-start service, dependencies first; failures are logged.
+
+        As the SCM does at boot: each automatic service is started (its dependencies first,
+        whatever their own start type); one that fails is logged (system event 7000, or 7001 for
+        a dependency, whose dependents fail with 1068) and the boot goes on. Nothing retries a
+        service that failed to start (recovery actions are for processes that exit).
+        """
         for svc in list(self.services.values()):
             if svc.start_type in ("auto", "delayed-auto", "boot", "system"):
                 current = self.get(svc.name)
@@ -343,6 +365,10 @@ class ServiceControlManager:
                     await self.start(svc.name)
                 except ScmError as exc:
                     self.log(f"service {svc.name} failed to start at boot: {exc}")
+                    self.boot_failures[svc.name.lower()] = exc.code
+                else:
+                    if not self.running(svc.name):  # its process ended while starting
+                        self.boot_failures[svc.name.lower()] = current.exit_code
 
     def processes(self) -> list[Service]:
         """Running services (their processes)."""

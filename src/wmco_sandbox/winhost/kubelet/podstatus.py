@@ -210,6 +210,13 @@ def pod_status_patch(
         "startTime": start,
         "containerStatuses": [running(c) for c in spec.get("containers") or []],
     }
+    # As the status manager's two-way merge patch: addresses of an earlier sandbox (a reboot
+    # made a new one) are deleted from the list, which is merged by ``ip``.
+    previous = ((pod.get("status") or {}).get("podIPs")) or []
+    stale = [e.get("ip") for e in previous if isinstance(e, dict) and e.get("ip") != address]
+    if stale:
+        status["$setElementOrder/podIPs"] = [{"ip": address}]
+        status["podIPs"] = [{"ip": address}, *({"$patch": "delete", "ip": ip} for ip in stale)]
     if spec.get("initContainers"):
         status["initContainerStatuses"] = [completed(c) for c in spec["initContainers"]]
     return {"status": status}

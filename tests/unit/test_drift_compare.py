@@ -167,6 +167,20 @@ def test_a_missing_overlay_network_or_vip_endpoint_is_a_finding(ovn: probe.Expec
     ]
 
 
+def test_after_a_reboot_kube_proxys_own_sourcevip_endpoint_is_not_drift(
+    ovn: probe.Expected,
+) -> None:
+    # HNS forgot VIPEndpoint at the reboot; kube-proxy re-made its endpoint (no name) with the
+    # address its configuration names: the configure flow adopts it, so the probe must too.
+    remade = dataclasses.replace(VIP, id="BEEF0000-1111-2222-3333-444455556666", name="")
+    report = dataclasses.replace(matching(ovn), endpoints=(remade,))
+    assert messages(probe.compare(ovn, report)) == []
+    # an unnamed endpoint at another address does not stand in for it
+    other = dataclasses.replace(remade, ip_address="10.132.0.9")
+    report = dataclasses.replace(matching(ovn), endpoints=(other,))
+    assert messages(probe.compare(ovn, report)) == ["HNS endpoint VIPEndpoint was missing"]
+
+
 def test_hostprocess_wants_no_network_service(tmp_path: Path) -> None:
     expected = probe.Planner(
         inputs(tmp_path, settings.NetworkProfile.HOSTPROCESS), INSTANCE, node()

@@ -151,6 +151,25 @@ def network_files(
     except ValueError as exc:
         findings.append(Finding(FindingKind.NETWORK, names.HYBRID_OVERLAY_NETWORK, str(exc)))
     decision = network.decide_vip_endpoint(report.endpoints, overlay)
+    if decision.action is network.VipAction.CREATE:
+        # After a reboot HNS forgot VIPEndpoint and kube-proxy re-made its sourceVip endpoint
+        # itself; the configure flow adopts that one (network.adoptable_source_vip), so must we.
+        def config_for(endpoint: answers.HnsEndpoint) -> transfer.Content:
+            return network.kube_proxy_content(
+                expectation.node_name, expectation.subnet, endpoint, debug=expectation.debug
+            )
+
+        try:
+            adopted = network.adoptable_source_vip(
+                report.endpoints,
+                overlay,
+                report.hashes.get(layout.KUBE_PROXY_CONFIG.lower()),
+                config_for,
+            )
+        except ValueError:
+            adopted = None
+        if adopted is not None:
+            decision = network.VipDecision(network.VipAction.REUSE, adopted)
     if decision.action is not network.VipAction.REUSE or decision.endpoint is None:
         findings.append(
             Finding(

@@ -395,13 +395,17 @@ class Hosts:
         *,
         clean_host: bool = True,
     ) -> deconfigure.Teardown:
-        """Deconfigure one instance and delete its node, waiting for a free slot first."""
+        """Deconfigure one instance and delete its node, waiting for a free slot first.
+
+        The host stops counting in ``wmco_hosts`` as soon as its teardown starts: cleaning a VM
+        its cloud is destroying can take the whole SSH boot deadline, and a host on its way out
+        is not a ready one.
+        """
+        self.forget_host(phase_key(instance))
         async with self.slots:
-            teardown = await deconfigure.deconfigure(
+            return await deconfigure.deconfigure(
                 self.client, instance, inputs, delete_node=True, clean_host=clean_host
             )
-        self.forget_host(phase_key(instance))
-        return teardown
 
 
 def node_ref(node_name: str) -> kube.ObjectRef:

@@ -105,6 +105,8 @@ WINDOWS_BUILD_LABEL: Final = "node.kubernetes.io/windows-build"
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "windows-machine-config-operator"
+EVENT_COMPONENT: Final = "windows-machine-config-operator"
+"""The ``reportingComponent`` (and ``source.component``) of the operator's Events."""
 
 TRUE: Final = "true"
 """Label/annotation value used for boolean flags."""

@@ -119,7 +119,7 @@ def build_manager(
         resync_period=300.0,
         workers=settings.concurrency,
     )
-    recorder = kube.EventRecorder(client, component="windows-machine-config-operator")
+    recorder = kube.EventRecorder(client, component=names.EVENT_COMPONENT)
     hosts = hosts_mod.setup(
         manager, settings, recorder, payload, names.node_version(wmco.__version__, payload.version)
     )

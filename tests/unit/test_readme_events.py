@@ -34,3 +34,8 @@ def test_every_reason_the_operator_emits_is_explained_and_nothing_else() -> None
 
 def test_every_declared_reason_is_emitted_somewhere() -> None:
     assert _emitted() == {reason.value for reason in names.EventReason}
+
+
+def test_the_readme_selects_the_operators_events_by_its_component() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"--field-selector reportingComponent={names.EVENT_COMPONENT}" in readme

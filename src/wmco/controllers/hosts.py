@@ -54,6 +54,7 @@ from wmco.controllers import rollout
 from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, probe, rekey
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
+from wmco.nodeconfig import slots as slots_mod
 from wmco.payload import manifest as payload_manifest
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
@@ -188,13 +189,15 @@ class Hosts:
     async def configure_instance(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> instance_mod.Outcome:
-        """Configure one instance, waiting for a free slot first."""
+        """Configure one instance in a place of the pool, let go while the host only waits."""
 
         async def progress(step: instance_mod.Step, detail: str) -> None:
             log.info("instance %s: %s: %s", instance.address, step, detail)
 
-        async with self.slots:
-            return await configure.configure(self.client, instance, inputs, progress=progress)
+        async with slots_mod.Slot(self.slots) as slot:
+            return await configure.configure(
+                self.client, instance, inputs, progress=progress, slot=slot
+            )
 
     async def configure_gated(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs, subject: str
@@ -411,6 +414,18 @@ class Hosts:
 def node_ref(node_name: str) -> kube.ObjectRef:
     """The reference of a Node for an Event."""
     return kube.ObjectRef(api_version="v1", kind="Node", name=node_name)
+
+
+MIN_HOST_WORKERS = 64
+"""Reconciles of hosts running at once, at least: a host that only waits (for SSH to answer, a
+reboot, Ready) keeps its reconcile but no slot (``nodeconfig/slots.py``), so the controllers need
+more workers than ``concurrency`` for waiting hosts not to stall working ones. A worker is one
+coroutine; the slots, not the workers, bound the work."""
+
+
+def worker_count(settings: Settings) -> int:
+    """Workers of each host controller: room for waiting hosts beside the working ones."""
+    return max(MIN_HOST_WORKERS, 4 * settings.concurrency)
 
 
 def phase_key(instance: instance_mod.Instance) -> str:

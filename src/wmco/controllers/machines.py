@@ -179,7 +179,7 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
     controller = manager.controller(
         "machines",
         reconciler.reconcile,
-        workers=settings.concurrency,
+        workers=hosts_mod.worker_count(settings),
         backoff_base=1.0,
         backoff_max=settings.retry_max,
     )

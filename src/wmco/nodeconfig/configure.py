@@ -43,6 +43,7 @@ from wmco.nodeconfig import (
     network,
     node,
     servicectl,
+    slots,
     upgrade,
 )
 from wmco.nodeconfig import desired as desired_mod
@@ -302,8 +303,12 @@ async def configure(
     inputs: Inputs,
     *,
     progress: Progress = no_progress,
+    slot: slots.Slot = slots.UNBOUNDED,
 ) -> Outcome:
     """Bring one instance to a Ready, labelled node; safe to call again at any point.
+
+    ``slot`` is the caller's place among the hosts worked on at once: it is let go while the
+    flow only waits (for SSH to answer, a reboot, the node subnet, Ready), see :mod:`.slots`.
 
     Raises:
         HostKeyChangedError: The instance's host key is not the pinned one.
@@ -318,10 +323,12 @@ async def configure(
     await progress(Step.CONNECT, f"connecting to {instance.username}@{instance.address}")
     connecting = time.monotonic()
     try:
-        runner = await runner_mod.connect(client, instance, inputs, existing)
+        async with slot.released():  # a host that does not answer yet holds no place
+            runner = await runner_mod.connect(client, instance, inputs, existing)
     except ConfigurationError:
         inputs.observer.step_finished(Step.CONNECT, time.monotonic() - connecting)
         raise
+    runner.slot = slot
     runner.time_steps(since=connecting)
     tally = _Tally()
     try:
@@ -359,7 +366,8 @@ async def configure(
             await configure_network(
                 client, runner, instance, inputs, host, desired, progress, tally
             )
-        await wait_until_ready(client, runner, instance, inputs, host, progress)
+        async with slot.released():
+            await wait_until_ready(client, runner, instance, inputs, host, progress)
         await guard.restore()
         runner.step = Step.NODE_METADATA
         await kube.patch(
@@ -453,15 +461,16 @@ async def configure_network(
     """The ``ovn-hybrid`` steps: subnet, overlay network, CNI config, VIP endpoint, kube-proxy."""
     settings_ = inputs.settings
     runner.step = Step.NODE_SUBNET
-    subnet = await node.wait_for_annotation(
-        client,
-        instance,
-        host.node_name,
-        names.HYBRID_OVERLAY_SUBNET_ANNOTATION,
-        timeout=settings_.network_timeout,
-        progress=progress,
-        step=Step.NODE_SUBNET,
-    )
+    async with runner.slot.released():  # OVN-Kubernetes allocates it; nothing is sent meanwhile
+        subnet = await node.wait_for_annotation(
+            client,
+            instance,
+            host.node_name,
+            names.HYBRID_OVERLAY_SUBNET_ANNOTATION,
+            timeout=settings_.network_timeout,
+            progress=progress,
+            step=Step.NODE_SUBNET,
+        )
     runner.step = Step.HNS_NETWORK
     overlay = await network.wait_for_overlay_network(
         runner, subnet, timeout=settings_.network_timeout, progress=progress

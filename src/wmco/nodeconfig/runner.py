@@ -34,7 +34,7 @@ import asyncssh
 from lightkube.resources.core_v1 import Node
 
 from wmco import kube, names, userdata
-from wmco.nodeconfig import hostkeys
+from wmco.nodeconfig import hostkeys, slots
 from wmco.nodeconfig.instance import (
     NO_OBSERVER,
     ConfigurationError,
@@ -101,6 +101,7 @@ class Runner:
         step: The step being run (for messages and durations); the flow sets it.
         blips: Dropped connections absorbed so far.
         pub_key_hash: ``pub-key-hash`` of the private key the host accepted (``connect``).
+        slot: The flow's place among the hosts worked on at once, let go while it only waits.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class Runner:
         pub_key_hash: str = "",
     ) -> None:
         self.host = host
+        self.slot = slots.UNBOUNDED
         self.pub_key_hash = pub_key_hash
         self.address = address
         self.blips = 0
@@ -461,7 +463,8 @@ async def reboot(
         await runner.host.run(commands.reboot(), what="reboot", timeout=command_timeout)
     await runner.host.close()
     try:
-        await runner.host.reconnect(within=boot_deadline)
+        async with runner.slot.released():  # a rebooting host holds no place (slots.py)
+            await runner.host.reconnect(within=boot_deadline)
     except ssh.HostKeyMismatchError as exc:
         raise HostKeyChangedError(runner.address, runner.step, str(exc)) from None
     except ssh.SshError as exc:

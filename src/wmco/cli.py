@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 
 import wmco
+
+_T = TypeVar("_T")
 
 ENTRY_POINT_GROUP = "wmco.commands"
 
@@ -179,6 +183,39 @@ def preflight(
     raise SystemExit(code)
 
 
+def _node_access_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of the tools that reach configured nodes with the cluster's key and pins."""
+    for option in reversed((
+        click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Your kubeconfig."),
+        click.option("--namespace", default=None, help="Operator namespace (for the key Secret)."),
+        click.option("--port", default=22, show_default=True, type=int, help="sshd port."),
+        click.option("--connect-timeout", default=15.0, show_default=True,
+                     help="Seconds to try SSH."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _with_cluster(kubeconfig: str | None, work: Callable[[Any], Awaitable[_T]]) -> _T:
+    """Run ``work(client)`` with a client of ``kubeconfig``; tool errors end the command."""
+    import asyncio
+
+    from wmco import kube
+    from wmco.tools import hostaccess
+
+    async def main_() -> _T:
+        client = kube.make_client(kubeconfig)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main_())
+    except (hostaccess.ToolError, kube.KubeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command()
 @click.argument("node")
 @click.option("--service", type=click.Choice(LOG_SERVICES), default="kubelet", show_default=True)
@@ -188,10 +225,7 @@ def preflight(
                    "--tail lines fetched.")  # fmt: skip
 @click.option("--tail", default=1000, show_default=True, type=click.IntRange(min=0),
               help="Lines fetched from the end of the log file (Get-Content -Tail); 0: all.")  # fmt: skip
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Your kubeconfig.")
-@click.option("--namespace", default=None, help="Operator namespace (for the key Secret).")
-@click.option("--port", default=22, show_default=True, type=int, help="sshd port.")
-@click.option("--connect-timeout", default=15.0, show_default=True, help="Seconds to try SSH.")
+@_node_access_options
 def logs(
     node: str,
     service: str,
@@ -203,30 +237,21 @@ def logs(
     connect_timeout: float,
 ) -> None:
     """Print a Windows node's service log, read over SSH (host key pinned on the Node)."""
-    import asyncio
-
-    from wmco import kube, names
-    from wmco.tools import hostaccess, hostlogs
+    from wmco import names
+    from wmco.tools import hostlogs
 
     try:
         window = hostlogs.parse_duration(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
 
-    async def main_() -> list[str]:
-        client = kube.make_client(kubeconfig)
-        try:
-            return await hostlogs.node_logs(
-                client, node, service, namespace=namespace or names.OPERATOR_NAMESPACE,
-                port=port, tail=tail, since=window, connect_timeout=connect_timeout,
-            )  # fmt: skip
-        finally:
-            await client.close()
-
-    try:
-        lines = asyncio.run(main_())
-    except (hostaccess.ToolError, kube.KubeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    lines = _with_cluster(
+        kubeconfig,
+        lambda client: hostlogs.node_logs(
+            client, node, service, namespace=namespace or names.OPERATOR_NAMESPACE,
+            port=port, tail=tail, since=window, connect_timeout=connect_timeout,
+        ),
+    )  # fmt: skip
     for line in lines:
         click.echo(line)
 
@@ -237,10 +262,7 @@ def logs(
               help="Nodes collected at once.")  # fmt: skip
 @click.option("--tail", default=10000, show_default=True, type=click.IntRange(min=0),
               help="Lines of each log file (0: whole files).")  # fmt: skip
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Your kubeconfig.")
-@click.option("--namespace", default=None, help="Operator namespace.")
-@click.option("--port", default=22, show_default=True, type=int, help="sshd port.")
-@click.option("--connect-timeout", default=15.0, show_default=True, help="Seconds to try SSH.")
+@_node_access_options
 def gather(
     directory: str,
     concurrency: int,
@@ -251,28 +273,19 @@ def gather(
     connect_timeout: float,
 ) -> None:
     """Collect every Windows node's logs, service states and the operator's Events into DIRECTORY."""
-    import asyncio
     import pathlib
 
-    from wmco import kube, names
+    from wmco import names
     from wmco.tools import gather as gather_mod
-    from wmco.tools import hostaccess
 
-    async def main_() -> gather_mod.Report:
-        client = kube.make_client(kubeconfig)
-        try:
-            return await gather_mod.gather(
-                client, pathlib.Path(directory), namespace=namespace or names.OPERATOR_NAMESPACE,
-                port=port, concurrency=concurrency, tail=tail, connect_timeout=connect_timeout,
-                progress=lambda line: click.echo(line, err=True),
-            )  # fmt: skip
-        finally:
-            await client.close()
-
-    try:
-        report = asyncio.run(main_())
-    except (hostaccess.ToolError, kube.KubeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = _with_cluster(
+        kubeconfig,
+        lambda client: gather_mod.gather(
+            client, pathlib.Path(directory), namespace=namespace or names.OPERATOR_NAMESPACE,
+            port=port, concurrency=concurrency, tail=tail, connect_timeout=connect_timeout,
+            progress=lambda line: click.echo(line, err=True),
+        ),
+    )  # fmt: skip
     click.echo(f"wrote {directory} ({len(report.nodes)} nodes, {report.events} events)")
     if report.failed:
         raise click.ClickException(

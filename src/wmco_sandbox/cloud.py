@@ -23,8 +23,6 @@ from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 log = logging.getLogger(__name__)
 
-BUILD_YEARS = {build: year for year, build in machine_cloud.WINDOWS_BUILDS.items()}
-
 
 class Origin(enum.StrEnum):
     """What brought a simulated host into the cluster."""
@@ -97,7 +95,7 @@ class SimulatedCloud:
         self, name: str, *, user_data: str, windows_build: str
     ) -> machine_cloud.BootedHost:
         """Boot the host of Machine ``name`` (the Machine API calls this)."""
-        year = BUILD_YEARS.get(windows_build, "2022")
+        year = machine_cloud.WINDOWS_YEARS.get(windows_build, "2022")
         # Like vSphere and Azure, the cloud names the VM after its Machine.
         host = self._new_host(year, hostname=name.lower())
         self.hosts[name] = SimHost(name, Origin.MACHINE, year, host)

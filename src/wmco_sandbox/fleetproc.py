@@ -34,8 +34,6 @@ from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 __all__ = ["FleetError", "ProcessFleet", "WorkerOptions"]
 
-BUILD_YEARS = {build: year for year, build in machine_cloud.WINDOWS_BUILDS.items()}
-
 
 class FleetError(RuntimeError):
     """A worker process failed or answered with an error."""
@@ -203,7 +201,7 @@ class ProcessFleet:
             name=name,
             address=self._address(),
             user_data=user_data,
-            year=BUILD_YEARS.get(windows_build, "2022"),
+            year=machine_cloud.WINDOWS_YEARS.get(windows_build, "2022"),
             hostname=name.lower(),
         )
         return machine_cloud.BootedHost(address=str(answer["address"]), instance_id=name)

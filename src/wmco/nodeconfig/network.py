@@ -202,7 +202,11 @@ def adoptable_source_vip(
             continue
         if not endpoint.ip_address or endpoint.name == names.VIP_ENDPOINT:
             continue
-        if config_for(endpoint).sha256 == configured:
+        try:
+            content = config_for(endpoint)
+        except ValueError:  # an address kube-proxy.conf cannot carry: not the one it names
+            continue
+        if content.sha256 == configured:
             return endpoint
     return None
 

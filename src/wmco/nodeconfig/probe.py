@@ -159,15 +159,12 @@ def network_files(
                 expectation.node_name, expectation.subnet, endpoint, debug=expectation.debug
             )
 
-        try:
-            adopted = network.adoptable_source_vip(
-                report.endpoints,
-                overlay,
-                report.hashes.get(layout.KUBE_PROXY_CONFIG.lower()),
-                config_for,
-            )
-        except ValueError:
-            adopted = None
+        adopted = network.adoptable_source_vip(
+            report.endpoints,
+            overlay,
+            report.hashes.get(layout.KUBE_PROXY_CONFIG.lower()),
+            config_for,
+        )
         if adopted is not None:
             decision = network.VipDecision(network.VipAction.REUSE, adopted)
     if decision.action is not network.VipAction.REUSE or decision.endpoint is None:

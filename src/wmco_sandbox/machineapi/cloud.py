@@ -34,6 +34,9 @@ WINDOWS_BUILDS: Final[Mapping[str, str]] = {
 """Windows Server release (as it appears in image names) → OS build (``node.kubernetes.io/windows-build``
 is its first three parts)."""
 
+WINDOWS_YEARS: Final[Mapping[str, str]] = {build: year for year, build in WINDOWS_BUILDS.items()}
+"""OS build → Windows Server release (the inverse of :data:`WINDOWS_BUILDS`)."""
+
 DEFAULT_WINDOWS_BUILD: Final = WINDOWS_BUILDS["2022"]
 
 

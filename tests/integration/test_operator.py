@@ -310,6 +310,36 @@ async def test_listed_host_becomes_a_configured_ready_node(world: World) -> None
     assert not [r for r in failures if "is not recognized" in r.stderr]
 
 
+async def test_a_fresh_host_takes_at_most_ten_execs_and_its_files_come_as_archives(
+    world: World,
+) -> None:
+    # Issue 12 §3/§4: a host without the Containers feature, configured from nothing.
+    host = await world.boot_host()
+    assert host.machine.features.get("containers") != "Enabled"
+    await world.list_instances({host.address: "username=Administrator"})
+    await world.wait_ready(host)
+    await eventually(
+        world._quiet(lambda: _has_event(world, names.EventReason.INSTANCE_SETUP)),
+        "an InstanceSetup Event",
+        30,
+    )
+    execs = [record.command for record in host.command_log]
+    assert host.traffic.execs == len(execs)
+    assert len(execs) <= 10, "\n".join(command[:120] for command in execs)
+    # Payload and generated files each came as one archive, unpacked by the host's tar.exe;
+    # the network files as one more, after the VIP endpoint existed.
+    archives = [archive for archive, _ in host.machine.unpacked]
+    assert archives == [
+        "C:\\Windows\\Temp\\wmco-payload.tar.gz",
+        "C:\\Windows\\Temp\\wmco-files.tar.gz",
+        "C:\\Windows\\Temp\\wmco-files.tar.gz",
+    ]
+    payload_members = set(host.machine.unpacked[0][1])
+    assert payload_members == {
+        item.destination[3:].replace("\\", "/") for item in world.payload.files
+    }
+
+
 async def test_removed_entry_deconfigures_the_host_and_deletes_its_node(world: World) -> None:
     host = await world.boot_host()
     await world.list_instances({host.address: "username=Administrator"})
@@ -496,7 +526,12 @@ async def test_one_changed_binary_restarts_only_its_service(world: World, tmp_pa
             wmco.__version__, "test-2"
         )
 
+    unpacked_before = len(host.machine.unpacked)
     await eventually(upgraded, "the node to carry the new version", 90)
+    # The upgrade sent one archive holding the one changed payload file, nothing else.
+    assert host.machine.unpacked[unpacked_before:] == [
+        ("C:\\Windows\\Temp\\wmco-payload.tar.gz", ("k/windows_exporter.exe",))
+    ]
     after = service_pids(host)
     assert host.machine.disk.read_file("C:\\k\\windows_exporter.exe") == (
         b"MZ windows_exporter, the next release"

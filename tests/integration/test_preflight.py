@@ -27,7 +27,7 @@ from lightkube.resources.core_v1 import Namespace, Secret
 import join_helpers
 from wmco import cli, names
 from wmco.tools import preflight
-from wmco.windows import commands
+from wmco.windows import commands, toolcommands
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost.core.disk import DirNode, FileNode
 from wmco_sandbox.winhost.core.machine import CURRENT_VERSION_KEY, OPENSSH_KEY, FirewallRule
@@ -37,17 +37,17 @@ pytestmark = [pytest.mark.integration]
 
 API_NAME = "api.cluster.test"
 READ_ONLY_FORMS = {
-    commands.file_acl(commands.ADMIN_AUTHORIZED_KEYS),
-    commands.default_shell(),
+    toolcommands.file_acl(toolcommands.ADMIN_AUTHORIZED_KEYS),
+    toolcommands.default_shell(),
     commands.hostname(),
     commands.os_build(),
     commands.windows_feature_state("Containers"),
     commands.windows_feature_state("Hyper-V"),
-    commands.system_drive_free(),
-    commands.system_drive_used(),
-    commands.local_time(),
-    commands.inbound_port_filters(),
-    commands.resolve_name(API_NAME),
+    toolcommands.system_drive_free(),
+    toolcommands.system_drive_used(),
+    toolcommands.local_time(),
+    toolcommands.inbound_port_filters(),
+    toolcommands.resolve_name(API_NAME),
 }
 STATE_CHANGING = re.compile(
     r"\b(New|Set|Remove|Add|Install|Enable|Disable|Start|Stop|Restart|Rename|Move|Copy)-"
@@ -172,7 +172,7 @@ async def test_ready_host_passes_and_nothing_on_it_changes(ready: Ready, kube: A
 
     sent = [record.command for record in ready.host.command_log[sent_before:]]
     assert sent, "preflight sent nothing"
-    reverse = commands.resolve_address(ready.host.address)
+    reverse = toolcommands.resolve_address(ready.host.address)
     assert set(sent) <= READ_ONLY_FORMS | {reverse}, set(sent) - READ_ONLY_FORMS
     assert not [c for c in sent if STATE_CHANGING.search(c)]
     assert snapshot(ready.host) == before
@@ -219,7 +219,7 @@ def _key_refused(host: WindowsHost) -> None:
 
 
 def _acl_too_open(host: WindowsHost) -> None:
-    node = host.machine.disk.get(commands.ADMIN_AUTHORIZED_KEYS)
+    node = host.machine.disk.get(toolcommands.ADMIN_AUTHORIZED_KEYS)
     assert isinstance(node, FileNode)
     node.acl_grants = node.acl_grants | {"users:r"}
 

@@ -12,7 +12,7 @@ from wmco.windows import commands, quoting
 
 EXACT_FORMS = [
     (
-        commands.make_directory("C:\\k\\cni"),
+        commands.make_directories(["C:\\k\\cni"]),
         "New-Item -ItemType Directory -Force -Path 'C:\\k\\cni' | Out-Null",
     ),
     (
@@ -24,7 +24,6 @@ EXACT_FORMS = [
         "if (Test-Path -LiteralPath 'C:\\var\\lib\\cni') "
         "{ Remove-Item -LiteralPath 'C:\\var\\lib\\cni' -Recurse -Force }",
     ),
-    (commands.service_exists("kubelet"), "sc.exe qc 'kubelet'; exit $LASTEXITCODE"),
     (commands.service_state("kubelet"), "sc.exe query 'kubelet'; exit $LASTEXITCODE"),
     (
         commands.create_service("kubelet", "C:\\k\\kubelet.exe --v=2", ["containerd"]),
@@ -130,7 +129,7 @@ def test_command_line_with_double_quote_is_refused() -> None:
 
 
 def test_quotes_in_paths_are_doubled() -> None:
-    assert commands.make_directory("C:\\it's") == (
+    assert commands.make_directories(["C:\\it's"]) == (
         "New-Item -ItemType Directory -Force -Path 'C:\\it''s' | Out-Null"
     )
 

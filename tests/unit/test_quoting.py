@@ -64,7 +64,7 @@ def test_native_arg_round_trips(value: str) -> None:
 @given(SAFE_TEXT)
 def test_a_path_never_escapes_its_literal(suffix: str) -> None:
     path = "C:\\k\\" + suffix
-    command = commands.make_directory(path)
+    command = commands.make_directories([path])
     prefix = "New-Item -ItemType Directory -Force -Path "
     suffix = " | Out-Null"
     assert command.endswith(suffix)

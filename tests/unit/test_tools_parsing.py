@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from wmco.tools import hostlogs, preflight
-from wmco.windows import answers, commands, preflightanswers, quoting
+from wmco.windows import answers, preflightanswers, quoting, toolcommands
 
-KEYS = commands.ADMIN_AUTHORIZED_KEYS
+KEYS = toolcommands.ADMIN_AUTHORIZED_KEYS
 
 
 def icacls(*entries: str) -> str:
@@ -88,12 +88,12 @@ def test_dns_records() -> None:
 
 def test_query_forms_refuse_unsafe_values() -> None:
     with pytest.raises(quoting.UnsafeValueError):
-        commands.resolve_name("api'; Remove-Item C:\\ -Recurse; '")
+        toolcommands.resolve_name("api'; Remove-Item C:\\ -Recurse; '")
     with pytest.raises(quoting.UnsafeValueError):
-        commands.resolve_address("not-an-address")
+        toolcommands.resolve_address("not-an-address")
     with pytest.raises(quoting.UnsafeValueError):
-        commands.read_text_tail("relative\\kubelet.log", 10)
-    assert commands.read_text_tail("C:\\a.log", 0) == "Get-Content -LiteralPath 'C:\\a.log'"
+        toolcommands.read_text_tail("relative\\kubelet.log", 10)
+    assert toolcommands.read_text_tail("C:\\a.log", 0) == "Get-Content -LiteralPath 'C:\\a.log'"
 
 
 HOST_NOW = dt.datetime(2026, 12, 1, 18, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))

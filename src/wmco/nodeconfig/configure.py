@@ -7,21 +7,29 @@ again from the start without harm. The order on the host is the rule of contract
 then create / change / start*; nothing else restarts, and files that change live (the kubelet's
 client CA, the bootstrap kubeconfig, the CNI configuration, hns.psm1) never stop anything.
 
-1. ``connect``, ``identify`` (host name = node name, Windows build = pause image),
-   ``containers-feature`` (rebooting when Windows asks), ``hyperv`` (:mod:`.hyperv`: only with
-   the ``hyperv`` setting on; may install the role and reboot), ``directories``;
+1. ``connect``; ``identify`` (:func:`wmco.nodeconfig.converge.look`: ONE exec answers the host
+   name, build, Containers feature, kubelet client certificate, every managed service and the
+   digest of every file this pass may write); ``containers-feature`` (rebooting when Windows
+   asks, then one more look), ``hyperv`` (:mod:`.hyperv`: only with the ``hyperv`` setting on;
+   may install the role and reboot);
 2. ``bootstrap-files``: the files the operator generates for this node (:mod:`.hostfiles`,
    :mod:`.desired`; a bootstrap token and kubeconfig only when the kubelet has no valid client
    certificate);
    ``exporter-tls``: windows_exporter's web config, and a serving certificate when one is due
    (:mod:`.exportertls`; without an exporter CA, windows_exporter is left stopped);
-3. ``changes``: payload and generated files whose hash differs, and the services as installed;
-4. ``stop-services``, ``files``, ``services``: the plan of :func:`wmco.windows.planner.plan_services`
-   (containerd, kubelet, hybrid-overlay-node, windows_exporter; kube-proxy waits for step 5);
-5. ``ovn-hybrid`` only: ``node-subnet``, ``hns-network``, ``cni-config``, ``vip-endpoint``,
-   ``kube-proxy`` (its configuration, then the service) — :mod:`.network`;
-6. ``node-ready`` (``hostprocess``: NotReady until the cluster's CNI DaemonSet writes its
+3. ``changes``, ``stop-services``, ``files``, ``services`` (:func:`.converge.converge_services`):
+   what differs, the stops of :func:`wmco.windows.planner.plan_services`, the files that differ
+   as archives over one SFTP session, then ONE script that makes the directories, unpacks,
+   checks every digest and creates / changes / starts containerd, kubelet, hybrid-overlay-node
+   and windows_exporter (kube-proxy waits for step 4);
+4. ``ovn-hybrid`` only: ``node-subnet``, ``hns-network``, ``cni-config``, ``vip-endpoint``,
+   ``kube-proxy`` (:mod:`.overlay`);
+5. ``node-ready`` (``hostprocess``: NotReady until the cluster's CNI DaemonSet writes its
    configuration), ``node-metadata``.
+
+A fresh ``ovn-hybrid`` host takes about eight execs (two looks around the feature's reboot, the
+feature install, the reboot, the script, the network's look, the VIP endpoint, the network's
+script) and one SFTP session (issue 12 §3).
 """
 
 from __future__ import annotations
@@ -33,16 +41,16 @@ from collections.abc import Awaitable, Callable
 
 from lightkube.resources.core_v1 import Node
 
-from wmco import kube, names, settings
+from wmco import kube, settings
 from wmco.cluster import clientca
 from wmco.nodeconfig import (
     bootstrap,
+    converge,
     exportertls,
     hostkeys,
     hyperv,
     network,
     node,
-    servicectl,
     slots,
     upgrade,
 )
@@ -63,7 +71,6 @@ from wmco.windows import (
     commands,
     configfiles,
     layout,
-    planner,
     probeanswers,
     services,
     transfer,
@@ -89,107 +96,80 @@ class _Host:
     build: int
 
 
-@dataclasses.dataclass(slots=True)
-class _Tally:
-    """Counts for the :class:`Outcome`."""
-
-    written: int = 0
-    unchanged: int = 0
-    stopped: list[str] = dataclasses.field(default_factory=list)
-    started: set[str] = dataclasses.field(default_factory=set)
-    actions: int = 0
-
-    def add(self, plan: planner.ServicePlan, changed: int, total: int) -> None:
-        self.written += changed
-        self.unchanged += total - changed
-        self.actions += len(plan)
-        self.stopped += [name for name in plan.stopped if name not in self.stopped]
-        self.started |= {action.service for action in plan.start}
-
-    @property
-    def restarted(self) -> tuple[str, ...]:
-        """Services that were running, were stopped and were started again."""
-        return tuple(name for name in self.stopped if name in self.started)
-
-
-async def identify(runner: Runner, existing: Node | None) -> _Host:
-    """The node name (lower-case host name) and the Windows build."""
+def identify(runner: Runner, existing: Node | None, report: probeanswers.ProbeReport) -> _Host:
+    """The node name (lower-case host name) and the Windows build, from the first look."""
     runner.step = Step.IDENTIFY
-    node_name = parsed(
-        runner, answers.parse_node_name, await runner.check(commands.hostname(), "hostname query")
-    )
+    node_name = report.node_name
+    if node_name is None:
+        raise runner.fail("the look at the host did not answer its host name")
     if existing is not None and existing.metadata and existing.metadata.name != node_name:
         raise runner.fail(
             f"the host calls itself {node_name!r} but node {existing.metadata.name!r} already "
             "has this address; rename the host back or delete that node"
         )
-    build = parsed(
-        runner, answers.parse_os_build, await runner.check(commands.os_build(), "OS build query")
-    )
-    return _Host(node_name, build)
+    return _Host(node_name, report.build)
 
 
 async def ensure_containers_feature(
     runner: Runner,
     inputs: Inputs,
     progress: Progress,
+    report: probeanswers.ProbeReport,
+    relook: Callable[[], Awaitable[probeanswers.ProbeReport]],
     before_reboot: Callable[[], Awaitable[None]] | None = None,
-) -> None:
+) -> probeanswers.ProbeReport:
     """Enable the Containers feature, rebooting when Windows asks for it.
 
     ``before_reboot`` runs before that restart: a node that already serves pods is drained
     (:class:`wmco.nodeconfig.upgrade.RebootGuard`).
+
+    Returns:
+        The look at the host to go on with: ``report``, or a new look after a reboot.
     """
     runner.step = Step.CONTAINERS_FEATURE
-    query = commands.containers_feature()
-    state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
+    state = report.feature
+    if state is None:
+        raise runner.fail("the look at the host did not answer the Containers feature's state")
     if state is answers.FeatureState.ENABLED:
-        return
+        return report
     result = await runner.check(commands.enable_containers_feature(), "enable containers feature")
     restart = parsed(runner, answers.parse_restart_needed, result)
     if not restart and state is not answers.FeatureState.ENABLE_PENDING:
-        return
+        return await relook()
     settings_ = inputs.settings
     await runner_mod.reboot(
         runner, settings_.ssh_boot_deadline, settings_.ssh_command_timeout, before=before_reboot
     )
-    state = parsed(runner, answers.parse_feature_state, await runner.check(query, "feature query"))
-    if state is not answers.FeatureState.ENABLED:
-        raise runner.fail(f"Containers feature is {state} after a reboot")
+    report = await relook()
+    if report.feature is not answers.FeatureState.ENABLED:
+        raise runner.fail(f"Containers feature is {report.feature} after a reboot")
     await progress(Step.CONTAINERS_FEATURE, "Containers feature enabled (rebooted)")
+    return report
 
 
-async def ensure_directories(runner: Runner, inputs: Inputs) -> None:
+def directories_of(inputs: Inputs) -> tuple[str, ...]:
     """The profile's directories and every payload destination directory."""
-    runner.step = Step.DIRECTORIES
-    profile = inputs.settings.network_profile
-    for directory in (
-        *layout.required_directories(profile),
+    return (
+        *layout.required_directories(inputs.settings.network_profile),
         *inputs.payload.destination_directories,
-    ):
-        await runner.check(commands.make_directory(directory), f"creation of {directory}")
+    )
 
 
 CLIENT_CERT_MARGIN = datetime.timedelta(minutes=10)
 """A kubelet client certificate that ends sooner than this gets a bootstrap token anyway."""
 
 
-async def needs_bootstrap_token(runner: Runner, existing: Node | None) -> bool:
+def needs_bootstrap_token(report: probeanswers.ProbeReport, existing: Node | None) -> bool:
     r"""Whether the kubelet needs a bootstrap token: it has no valid client certificate.
 
-    A host whose Node exists and is Ready is asked (one exec: the certificate block of
-    ``C:\var\lib\kubelet\pki\kubelet-client-current.pem``, the key stays on the host). Every
+    The look at a host whose Node exists and is Ready holds the certificate block of
+    ``C:\var\lib\kubelet\pki\kubelet-client-current.pem`` (the key stays on the host). Every
     other case gets a token: no Node, a Node not Ready, no file, a certificate that does not
     parse, is not valid yet, or ends within :data:`CLIENT_CERT_MARGIN`.
     """
     if existing is None or not node.node_is_ready(existing):
         return True
-    result = await runner.check(
-        commands.certificate_block(layout.KUBELET_CLIENT_CERT),
-        "read of the kubelet client certificate",
-        ok=(0, 1),
-    )
-    found = probeanswers.parse_certificate(result.stdout)
+    found = report.certificate
     now = datetime.datetime.now(datetime.UTC)
     return found is None or not found.valid_for(now, CLIENT_CERT_MARGIN)
 
@@ -200,6 +180,7 @@ async def bootstrap_files(
     instance: Instance,
     inputs: Inputs,
     host: _Host,
+    report: probeanswers.ProbeReport,
     hyperv_handlers: tuple[str, ...] = (),
     existing: Node | None = None,
 ) -> tuple[tuple[transfer.Content, ...], str]:
@@ -224,7 +205,7 @@ async def bootstrap_files(
     except bootstrap.BootstrapError as exc:
         raise runner.fail(str(exc)) from None
     token: bootstrap.Token | None = None
-    if await needs_bootstrap_token(runner, existing):
+    if needs_bootstrap_token(report, existing):
         try:
             token = await bootstrap.issue_token(
                 client, address=instance.address, node_name=host.node_name, settings=settings_
@@ -243,58 +224,6 @@ async def bootstrap_files(
         hyperv_handlers=hyperv_handlers,
     )
     return files, endpoint.server
-
-
-async def converge_services(
-    runner: Runner,
-    desired: tuple[services.ServiceSpec, ...],
-    files: tuple[transfer.Content, ...],
-    *,
-    progress: Progress,
-    remove: tuple[str, ...] = (),
-    deferred: tuple[str, ...] = (),
-    observe: tuple[str, ...] = services.ALL_MANAGED_SERVICES,
-    step: Step | None = None,
-) -> tuple[planner.ServicePlan, int]:
-    """Compare, stop what must stop, write what differs, then create / change / start.
-
-    Args:
-        runner: The host.
-        desired: The declared services this pass may create, change or start.
-        files: The files this pass owns.
-        progress: Progress callback.
-        remove: Managed services that must not exist.
-        deferred: Declared services whose turn comes later (stopped if needed, never started).
-        observe: The services to ask the host about.
-        step: Report every stage as this step (default: changes, stop-services, files,
-            services).
-
-    Returns:
-        The plan that ran and how many files were written.
-    """
-    runner.step = step or Step.CHANGES
-    changed = await transfer.differing(runner, files)
-    observed = await servicectl.observe_services(runner, observe)
-    plan = planner.plan_services(
-        desired,
-        observed,
-        changed_files=[item.destination for item in changed],
-        remove=remove,
-        deferred=deferred,
-    )
-    await progress(
-        runner.step,
-        f"{len(changed)} of {len(files)} files differ; stopping "
-        f"{', '.join(plan.stopped) or 'nothing'}",
-    )
-    runner.step = step or Step.STOP_SERVICES
-    await servicectl.apply(runner, plan.stop)
-    runner.step = step or Step.FILES
-    for item in changed:
-        await transfer.send(runner, item)
-    runner.step = step or Step.SERVICES
-    await servicectl.apply(runner, (*plan.apply, *plan.start))
-    return plan, len(changed)
 
 
 async def configure(
@@ -330,41 +259,52 @@ async def configure(
         raise
     runner.slot = slot
     runner.time_steps(since=connecting)
-    tally = _Tally()
+    tally = converge.Tally()
     try:
         await progress(Step.IDENTIFY, "SSH reachable")
-        host = await identify(runner, existing)
+
+        async def relook() -> probeanswers.ProbeReport:
+            return await converge.look(runner, inputs, existing)
+
+        report = await relook()
+        host = identify(runner, existing, report)
         # A restart of a node serving pods drains it first (issue 11); restored once Ready.
         guard = upgrade.RebootGuard.of(client, instance, existing, inputs)
-        await ensure_containers_feature(runner, inputs, progress, guard.before_reboot)
+        report = await ensure_containers_feature(
+            runner, inputs, progress, report, relook, guard.before_reboot
+        )
         # Hyper-V isolation (issue 10): decides containerd's runtimes and the node's hyperv label.
+        reboots = runner.reboots
         isolation = await hyperv.ensure_hyperv(
             runner, inputs, host.build, progress, guard.before_reboot
         )
-        await ensure_directories(runner, inputs)
+        if runner.reboots != reboots:  # the role's restart: services and files as they are now
+            report = await relook()
         files, api_server_url = await bootstrap_files(
-            client, runner, instance, inputs, host, isolation.handlers, existing
+            client, runner, instance, inputs, host, report, isolation.handlers, existing
         )
-        exporter = await exporter_tls(runner, instance, inputs, host, existing, progress)
+        exporter = await exporter_tls(runner, instance, inputs, host, existing, progress, report)
         files = (*files, *(exporter.files if exporter else ()))
         try:
             desired = desired_mod.services_of(inputs, instance, host.node_name, api_server_url)
         except services.ServiceSpecError as exc:
             raise runner.fail(str(exc)) from None
         ovn = profile is settings.NetworkProfile.OVN_HYBRID
-        plan, written = await converge_services(
+        plan, written = await converge.converge_services(
             runner,
             desired,
             files,
+            report,
             progress=progress,
             remove=services.foreign_services(profile),
             deferred=(*((services.KUBE_PROXY,) if ovn else ()), *desired_mod.left_stopped(inputs)),
+            directories=directories_of(inputs),
         )
         tally.add(plan, written, len(files))
         await progress(Step.SERVICES, f"{len(plan)} service steps; services running")
         if ovn:
-            await configure_network(
-                client, runner, instance, inputs, host, desired, progress, tally
+            await network.configure_network(
+                client, runner, instance, inputs, host.node_name, desired, progress, tally
             )
         async with slot.released():
             await wait_until_ready(client, runner, instance, inputs, host, progress)
@@ -409,6 +349,7 @@ async def exporter_tls(
     host: _Host,
     existing: Node | None,
     progress: Progress,
+    report: probeanswers.ProbeReport,
 ) -> exportertls.ExporterTls | None:
     """windows_exporter's files for this pass; ``None`` (it stays stopped) without a CA."""
     runner.step = Step.EXPORTER_TLS
@@ -417,7 +358,9 @@ async def exporter_tls(
             Step.EXPORTER_TLS, "no exporter CA right now: windows_exporter is left stopped"
         )
         return None
-    planned = await exportertls.plan(runner, inputs.exporter_ca, instance, host.node_name, existing)
+    planned = exportertls.plan(
+        runner, inputs.exporter_ca, instance, host.node_name, existing, report.hashes
+    )
     if planned.reason is not None:
         await progress(
             Step.EXPORTER_TLS, f"issuing a windows_exporter certificate: {planned.reason}"
@@ -446,70 +389,3 @@ async def wait_until_ready(
         hint=HOSTPROCESS_HINT if hostprocess else node.READY_HINT,
     )
     await progress(Step.NODE_READY, f"node {host.node_name} Ready")
-
-
-async def configure_network(
-    client: kube.Client,
-    runner: Runner,
-    instance: Instance,
-    inputs: Inputs,
-    host: _Host,
-    desired: tuple[services.ServiceSpec, ...],
-    progress: Progress,
-    tally: _Tally,
-) -> None:
-    """The ``ovn-hybrid`` steps: subnet, overlay network, CNI config, VIP endpoint, kube-proxy."""
-    settings_ = inputs.settings
-    runner.step = Step.NODE_SUBNET
-    async with runner.slot.released():  # OVN-Kubernetes allocates it; nothing is sent meanwhile
-        subnet = await node.wait_for_annotation(
-            client,
-            instance,
-            host.node_name,
-            names.HYBRID_OVERLAY_SUBNET_ANNOTATION,
-            timeout=settings_.network_timeout,
-            progress=progress,
-            step=Step.NODE_SUBNET,
-        )
-    runner.step = Step.HNS_NETWORK
-    overlay = await network.wait_for_overlay_network(
-        runner, subnet, timeout=settings_.network_timeout, progress=progress
-    )
-    runner.step = Step.CNI_CONFIG
-    written = await network.ensure_cni_config(runner, overlay, settings_.service_cidr)
-    tally.written += int(written)
-    tally.unchanged += int(not written)
-    await progress(
-        Step.CNI_CONFIG, f"{layout.OVN_CNI_CONFIG} {'written' if written else 'unchanged'}"
-    )
-    runner.step = Step.VIP_ENDPOINT
-    endpoint = await network.ensure_vip_endpoint(
-        runner,
-        overlay,
-        timeout=settings_.network_timeout,
-        config_for=lambda ep: network.kube_proxy_content(
-            host.node_name, subnet, ep, debug=settings_.debug
-        ),
-    )
-    await progress(Step.VIP_ENDPOINT, f"{names.VIP_ENDPOINT} {endpoint.ip_address}")
-    reserved = await network.ensure_ipam_reservation(runner, endpoint)
-    tally.written += int(reserved)
-    tally.unchanged += int(not reserved)
-    runner.step = Step.KUBE_PROXY
-    try:
-        proxy_config = network.kube_proxy_content(
-            host.node_name, subnet, endpoint, debug=settings_.debug
-        )
-    except ValueError as exc:
-        raise runner.fail(str(exc)) from None
-    proxy = tuple(spec for spec in desired if spec.name == services.KUBE_PROXY)
-    plan, changed = await converge_services(
-        runner,
-        proxy,
-        (proxy_config,),
-        progress=progress,
-        observe=(services.KUBE_PROXY,),
-        step=Step.KUBE_PROXY,
-    )
-    tally.add(plan, changed, 1)
-    await progress(Step.KUBE_PROXY, "kube-proxy running")

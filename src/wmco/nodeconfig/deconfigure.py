@@ -26,7 +26,7 @@ from wmco.nodeconfig import bootstrap, drain, hostkeys, servicectl
 from wmco.nodeconfig import node as node_mod
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import ConfigurationError, Inputs, Instance, Step
-from wmco.windows import commands, layout, planner, ssh
+from wmco.windows import batch, commands, layout, planner, probeanswers, services, ssh
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,29 @@ async def _clean_host(
     )
     try:
         runner.step = Step.REMOVE_SERVICES
-        observed = await servicectl.observe_services(runner)
-        await servicectl.apply(runner, planner.plan_service_removal(observed))
-        for removal in removals(inputs.settings.network_profile):
-            runner.step = removal.step
-            await runner.check(removal.command, removal.what)
-        runner.step = Step.REMOVE_FILES
-        for directory in sorted(inputs.payload.destination_directories, key=len, reverse=True):
-            await runner.check(commands.remove_path(directory), f"removal of {directory}")
+        look = await runner.check(
+            commands.drift_probe(services.ALL_MANAGED_SERVICES, (), hns=False),
+            "look at the host's services",
+        )
+        observed = runner_mod.parsed(runner, probeanswers.parse_probe, look).services
+        plan = planner.plan_service_removal(observed)
+        stops = [action for action in plan if action.kind is planner.ActionKind.STOP]
+        await servicectl.apply(runner, stops)  # each followed by its wait until STOPPED
+        directories = sorted(inputs.payload.destination_directories, key=len, reverse=True)
+        stages = (
+            *servicectl.stages([action for action in plan if action not in stops]),
+            *(
+                batch.Stage(removal.what, (removal.command,))
+                for removal in removals(inputs.settings.network_profile)
+            ),
+            *(
+                batch.Stage(f"removal of {directory}", (commands.remove_path(directory),))
+                for directory in directories
+            ),
+        )
+        # ONE script for the rest (issue 12 §3); removing the last network may drop the
+        # connection: the runner sends the script again, and every stage is idempotent.
+        await runner.run_stages(stages, "removal of services, networks and files")
     finally:
         await runner.close()
 

@@ -17,7 +17,7 @@ address the record does not cover.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from lightkube.resources.core_v1 import Node
 
@@ -89,17 +89,26 @@ def is_current(node: Node | None, ca: exporterca.CertificateAuthority | None) ->
     return record is not None and record.why_reissue(ca, node_names(node)) is None
 
 
-async def plan(
+def plan(
     runner: Runner,
     ca: exporterca.CertificateAuthority,
     instance: Instance,
     node_name: str,
     node: Node | None,
+    hashes: Mapping[str, str],
 ) -> ExporterTls:
     """The exporter's files for this pass: keep the host's certificate, or issue one.
 
+    Args:
+        runner: The host (for messages).
+        ca: The exporter CA.
+        instance: The instance.
+        node_name: Its node name.
+        node: Its Node, if any (the record of the certificate issued last).
+        hashes: Lower-case path to lower-case SHA-256 of the host's files (the flow's look).
+
     Raises:
-        ConfigurationError: The host did not answer a hash query.
+        ConfigurationError: A certificate cannot be issued for these names.
     """
     wanted = host_names(node_name, instance, node)
     web = web_config_content()
@@ -108,8 +117,8 @@ async def plan(
         record.why_reissue(ca, wanted) if record is not None else "the host has none of ours yet"
     )
     if record is not None and reason is None:
-        cert = await transfer.remote_sha256(runner, layout.WINDOWS_EXPORTER_CERT)
-        key = await transfer.remote_sha256(runner, layout.WINDOWS_EXPORTER_KEY)
+        cert = hashes.get(layout.WINDOWS_EXPORTER_CERT.lower())
+        key = hashes.get(layout.WINDOWS_EXPORTER_KEY.lower())
         if cert == record.cert_sha256 and key == record.key_sha256:
             return ExporterTls((web,), record)
         reason = "the certificate or key on the host is not the one issued"

@@ -23,23 +23,23 @@ from wmco.nodeconfig import bootstrap
 from wmco.payload import manifest as payload_manifest
 from wmco.windows import configfiles, kubelet, layout, transfer
 
-GENERATED_DESTINATIONS: Final = frozenset(
-    path.lower()
-    for path in (
-        layout.CONTAINERD_CONFIG,
-        layout.KUBELET_CONFIG,
-        layout.BOOTSTRAP_CA,
-        layout.KUBELET_CA,
-        layout.BOOTSTRAP_KUBECONFIG,
-        layout.HNS_MODULE,
-        layout.OVN_CNI_CONFIG,
-        layout.KUBE_PROXY_CONFIG,
-        layout.WINDOWS_EXPORTER_WEB_CONFIG,
-        layout.WINDOWS_EXPORTER_CERT,
-        layout.WINDOWS_EXPORTER_KEY,
-    )
+GENERATED_PATHS: Final = (
+    layout.CONTAINERD_CONFIG,
+    layout.KUBELET_CONFIG,
+    layout.BOOTSTRAP_CA,
+    layout.KUBELET_CA,
+    layout.BOOTSTRAP_KUBECONFIG,
+    layout.HNS_MODULE,
+    layout.OVN_CNI_CONFIG,
+    layout.KUBE_PROXY_CONFIG,
+    layout.WINDOWS_EXPORTER_WEB_CONFIG,
+    layout.WINDOWS_EXPORTER_CERT,
+    layout.WINDOWS_EXPORTER_KEY,
 )
-"""Every file the operator generates: a payload must not bring its own copy of one."""
+"""Every file the operator generates."""
+
+GENERATED_DESTINATIONS: Final = frozenset(path.lower() for path in GENERATED_PATHS)
+"""The same, lower-case: a payload must not bring its own copy of one."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,13 +7,14 @@ In order (windows-networking.md §1.2, contract §3 to §5):
 2. :func:`wait_for_overlay_network`: hybrid-overlay-node makes ``OVNKubernetesHybridOverlayNetwork``
    with that subnet; polled over SSH with a deadline (making its base network drops every SSH
    connection once: the runner redials);
-3. :func:`ensure_cni_config`: ``C:\k\cni\config\cni.conf`` from the network's subnet and
-   ``ManagementIP`` (a live file: containerd loads it, nothing restarts);
-4. :func:`ensure_vip_endpoint`: the host endpoint ``VIPEndpoint`` on that network (reused when
+3. :func:`ensure_vip_endpoint`: the host endpoint ``VIPEndpoint`` on that network (reused when
    one is there, a stale one on another network removed first); its address becomes kube-proxy's
    ``sourceVip`` (:func:`kube_proxy_content`) and is reserved in host-local's state
-   (:func:`ensure_ipam_reservation`), so that after a reboot, when kube-proxy creates the sourceVip
-   endpoint again by itself, no pod has been given that address.
+   (:func:`ipam_reservation`), so that after a reboot, when kube-proxy creates the sourceVip
+   endpoint again by itself, no pod has been given that address;
+4. ``C:\k\cni\config\cni.conf`` from the network's subnet and ``ManagementIP`` (a live file:
+   containerd loads it, nothing restarts), the reservation and ``kube-proxy.conf``, written with
+   kube-proxy's service in one pass (:func:`configure_network`).
 
 The decisions (:func:`find_overlay_network`, :func:`decide_vip_endpoint`) are pure.
 """
@@ -27,10 +28,11 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from wmco import names
-from wmco.nodeconfig.instance import Progress, Step
+from wmco import kube, names
+from wmco.nodeconfig import converge, node
+from wmco.nodeconfig.instance import Inputs, Instance, Progress, Step
 from wmco.nodeconfig.runner import Runner, parsed
-from wmco.windows import answers, commands, configfiles, layout, transfer
+from wmco.windows import answers, commands, configfiles, layout, probeanswers, services, transfer
 
 POLL_INTERVAL = 1.0
 """Seconds between two looks at the host's HNS networks."""
@@ -67,10 +69,27 @@ def find_overlay_network(
     return None
 
 
+def ipam_glob() -> str:
+    """The host-local state files of the overlay network (the sourceVip's reservation among them)."""
+    return f"{layout.CNI_STATE_DIR}\\networks\\{names.HYBRID_OVERLAY_NETWORK}\\*"
+
+
+def network_look() -> str:
+    """ONE read-only command for the network steps: HNS, the network files, kube-proxy."""
+    return commands.drift_probe(
+        (services.KUBE_PROXY,),
+        (layout.OVN_CNI_CONFIG, layout.KUBE_PROXY_CONFIG),
+        hns=True,
+        globs=(ipam_glob(),),
+    )
+
+
 async def wait_for_overlay_network(
     runner: Runner, subnet: str, *, timeout: float, progress: Progress
-) -> answers.HnsNetwork:
-    """Poll the host's HNS networks until the overlay network of ``subnet`` exists.
+) -> tuple[answers.HnsNetwork, probeanswers.ProbeReport]:
+    """Look at the host's network until the overlay network of ``subnet`` exists.
+
+    Each look is ONE exec (:func:`network_look`), whose answer the next steps decide from.
 
     Raises:
         ConfigurationError: Not there before the deadline (the message says what was seen).
@@ -82,15 +101,16 @@ async def wait_for_overlay_network(
     )
     deadline = time.monotonic() + timeout
     while True:
-        result = await runner.check(
-            commands.list_hns_networks(), "HNS network list", clean_stderr=True
-        )
-        networks = parsed(runner, answers.parse_hns_networks, result)
-        found = find_overlay_network(networks, subnet)
+        result = await runner.check(network_look(), "HNS network list", clean_stderr=True)
+        report = parsed(runner, probeanswers.parse_probe, result)
+        found = find_overlay_network(report.networks, subnet)
         if found is not None:
-            return found
+            return found, report
         if time.monotonic() > deadline:
-            seen = ", ".join(f"{n.name} ({n.type} {n.address_prefix})" for n in networks) or "none"
+            seen = (
+                ", ".join(f"{n.name} ({n.type} {n.address_prefix})" for n in report.networks)
+                or "none"
+            )
             raise runner.fail(
                 f"HNS network {names.HYBRID_OVERLAY_NETWORK} for {subnet} not created after "
                 f"{timeout:.0f}s (networks: {seen}); see "
@@ -111,18 +131,6 @@ def cni_content(network: answers.HnsNetwork, service_cidr: str) -> transfer.Cont
         configfiles.OverlayNetwork(network.address_prefix, network.management_ip), service_cidr
     )
     return transfer.Content.of_bytes(layout.OVN_CNI_CONFIG, text.encode(), "CNI configuration")
-
-
-async def ensure_cni_config(runner: Runner, network: answers.HnsNetwork, service_cidr: str) -> bool:
-    """Write ``cni.conf`` unless the host has exactly it; return whether it was written."""
-    try:
-        content = cni_content(network, service_cidr)
-    except ValueError as exc:
-        raise runner.fail(str(exc)) from None
-    if not await transfer.differing(runner, (content,)):
-        return False
-    await transfer.send(runner, content)
-    return True
 
 
 class VipAction(enum.StrEnum):
@@ -217,6 +225,7 @@ async def ensure_vip_endpoint(
     *,
     timeout: float,
     config_for: Callable[[answers.HnsEndpoint], transfer.Content] | None = None,
+    seen: probeanswers.ProbeReport | None = None,
 ) -> answers.HnsEndpoint:
     """Make sure one sourceVip endpoint is on the overlay network: ``VIPEndpoint``, or kube-proxy's.
 
@@ -232,6 +241,8 @@ async def ensure_vip_endpoint(
         timeout: Seconds before giving up.
         config_for: The ``kube-proxy.conf`` the operator writes for an endpoint (None: adopt
             nothing).
+        seen: A look at the host's network just taken (:func:`network_look`): its endpoints
+            and ``kube-proxy.conf`` digest serve the first decision, without another exec.
 
     Raises:
         ConfigurationError: HNS refused, or no usable endpoint before the deadline.
@@ -240,20 +251,28 @@ async def ensure_vip_endpoint(
     distrust = False
     looked = False
     while True:
-        listed = await runner.check(
-            commands.list_hns_endpoints(), "HNS endpoint list", clean_stderr=True
-        )
-        endpoints = parsed(runner, answers.parse_hns_endpoints, listed)
+        if seen is not None:
+            endpoints = seen.endpoints
+        else:
+            listed = await runner.check(
+                commands.list_hns_endpoints(), "HNS endpoint list", clean_stderr=True
+            )
+            endpoints = parsed(runner, answers.parse_hns_endpoints, listed)
         decision = decide_vip_endpoint(endpoints, network, distrust=distrust)
         if decision.action is VipAction.REUSE:
             assert decision.endpoint is not None
             return decision.endpoint
         if decision.action is VipAction.CREATE and config_for is not None and not looked:
             looked = True
-            configured = await transfer.remote_sha256(runner, layout.KUBE_PROXY_CONFIG)
+            configured = (
+                seen.hashes.get(layout.KUBE_PROXY_CONFIG.lower())
+                if seen is not None
+                else await transfer.remote_sha256(runner, layout.KUBE_PROXY_CONFIG)
+            )
             adopted = adoptable_source_vip(endpoints, network, configured, config_for)
             if adopted is not None:
                 return adopted
+        seen = None  # from here on, every decision follows a fresh listing
         if time.monotonic() > deadline:
             raise runner.fail(f"no usable {names.VIP_ENDPOINT} after {timeout:.0f}s")
         if decision.action is VipAction.REPLACE:
@@ -303,18 +322,6 @@ def ipam_reservation(endpoint: answers.HnsEndpoint) -> transfer.Content:
     )
 
 
-async def ensure_ipam_reservation(runner: Runner, endpoint: answers.HnsEndpoint) -> bool:
-    """Write :func:`ipam_reservation` unless the host has exactly it; return whether it was."""
-    try:
-        content = ipam_reservation(endpoint)
-    except ValueError as exc:
-        raise runner.fail(str(exc)) from None
-    if not await transfer.differing(runner, (content,)):
-        return False
-    await transfer.send(runner, content)
-    return True
-
-
 def kube_proxy_content(
     node_name: str, node_subnet: str, endpoint: answers.HnsEndpoint, *, debug: bool
 ) -> transfer.Content:
@@ -335,4 +342,72 @@ def kube_proxy_content(
     )
     return transfer.Content.of_bytes(
         layout.KUBE_PROXY_CONFIG, text.encode(), "kube-proxy configuration"
+    )
+
+
+async def configure_network(
+    client: kube.Client,
+    runner: Runner,
+    instance: Instance,
+    inputs: Inputs,
+    node_name: str,
+    desired: tuple[services.ServiceSpec, ...],
+    progress: Progress,
+    tally: converge.Tally,
+) -> None:
+    """The ``ovn-hybrid`` steps: subnet, overlay network, VIP endpoint, then ONE script.
+
+    After the subnet (the API server) and the network (one look per second until
+    hybrid-overlay-node made it, :func:`wait_for_overlay_network`), the VIP endpoint is decided
+    from that same look (created by one exec when there is none); ``cni.conf``, the sourceVip's
+    reservation and ``kube-proxy.conf`` then go with kube-proxy's service in one
+    :func:`wmco.nodeconfig.converge.converge_services` pass.
+    """
+    settings_ = inputs.settings
+    runner.step = Step.NODE_SUBNET
+    async with runner.slot.released():  # OVN-Kubernetes allocates it; nothing is sent meanwhile
+        subnet = await node.wait_for_annotation(
+            client,
+            instance,
+            node_name,
+            names.HYBRID_OVERLAY_SUBNET_ANNOTATION,
+            timeout=settings_.network_timeout,
+            progress=progress,
+            step=Step.NODE_SUBNET,
+        )
+    runner.step = Step.HNS_NETWORK
+    overlay, report = await wait_for_overlay_network(
+        runner, subnet, timeout=settings_.network_timeout, progress=progress
+    )
+
+    def config_for(endpoint: answers.HnsEndpoint) -> transfer.Content:
+        return kube_proxy_content(node_name, subnet, endpoint, debug=settings_.debug)
+
+    runner.step = Step.VIP_ENDPOINT
+    endpoint = await ensure_vip_endpoint(
+        runner, overlay, timeout=settings_.network_timeout, config_for=config_for, seen=report
+    )
+    await progress(Step.VIP_ENDPOINT, f"{names.VIP_ENDPOINT} {endpoint.ip_address}")
+    runner.step = Step.CNI_CONFIG
+    try:
+        files = (
+            cni_content(overlay, settings_.service_cidr),
+            ipam_reservation(endpoint),
+            config_for(endpoint),
+        )
+    except ValueError as exc:
+        raise runner.fail(str(exc)) from None
+    proxy = tuple(spec for spec in desired if spec.name == services.KUBE_PROXY)
+    plan, changed = await converge.converge_services(
+        runner,
+        proxy,
+        files,
+        report,
+        progress=progress,
+        observe=(services.KUBE_PROXY,),
+        step=Step.KUBE_PROXY,
+    )
+    tally.add(plan, changed, len(files))
+    await progress(
+        Step.KUBE_PROXY, f"{changed} of {len(files)} network files written; kube-proxy running"
     )

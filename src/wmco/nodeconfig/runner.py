@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import pathlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import asyncssh
@@ -44,7 +44,7 @@ from wmco.nodeconfig.instance import (
     Instance,
     Step,
 )
-from wmco.windows import answers, commands, ssh, ssherrors
+from wmco.windows import answers, batch, commands, ssh, ssherrors
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Runner:
         address: The instance's address (for messages).
         step: The step being run (for messages and durations); the flow sets it.
         blips: Dropped connections absorbed so far.
+        reboots: Restarts of Windows so far (:func:`reboot`).
         pub_key_hash: ``pub-key-hash`` of the private key the host accepted (``connect``).
         slot: The flow's place among the hosts worked on at once, let go while it only waits.
     """
@@ -118,6 +119,7 @@ class Runner:
         self.pub_key_hash = pub_key_hash
         self.address = address
         self.blips = 0
+        self.reboots = 0
         self.observer = observer
         self._reconnect_within = reconnect_within
         self._step = Step.CONNECT
@@ -270,6 +272,21 @@ class Runner:
             detail = result.stderr.strip().splitlines()[0]
             raise self.fail(f"{what} reported an error: {detail[:300]}")
         return result
+
+    async def run_stages(
+        self, stages: Sequence[batch.Stage], what: str, *, timeout: float | None = None
+    ) -> batch.Answer:
+        """Run stages as ONE script (:mod:`wmco.windows.batch`), again after a dropped connection.
+
+        Raises:
+            ConfigurationError: A stage failed (the message names it, with the exit status and
+                the first line of error text), or :meth:`run` failed.
+        """
+        result = await self.run(batch.script(stages), timeout=timeout, what=what)
+        problem = batch.failure(stages, result.exit_status, result.stdout, result.stderr)
+        if problem is not None:
+            raise self.fail(f"{what}: {problem}")
+        return batch.read(result.stdout)
 
     def _checked(self, result: ssh.Result, what: str, ok: tuple[int, ...]) -> ssh.Result:
         if result.exit_status not in ok:
@@ -469,6 +486,7 @@ async def reboot(
         raise HostKeyChangedError(runner.address, runner.step, str(exc)) from None
     except ssh.SshError as exc:
         raise runner.fail(f"host did not come back after reboot: {exc}") from None
+    runner.reboots += 1
 
 
 def parsed(runner: Runner, parse: Callable[[str], _T], result: ssh.Result) -> _T:

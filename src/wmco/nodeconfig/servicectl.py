@@ -1,20 +1,21 @@
-"""The thin shell around the service planner: ask the host about services, run the plan's steps.
+"""The thin shell around the service planner: run the plan's steps.
 
-:func:`observe_services` turns ``sc.exe qc`` / ``sc.exe query`` into
-:class:`wmco.windows.planner.ObservedService` records; :func:`apply` runs planned steps,
-tolerating the answers that mean "already so" (1056 already running, 1062 not started, 1073
-exists, 1060 / 1072 already gone), and waits after each stop until the service is STOPPED: only
-then has Windows released its files.
+What the host's services are comes from one look (``commands.drift_probe``, parsed into
+:class:`wmco.windows.planner.ObservedService` records). :func:`stages` makes planned steps the
+stages of one script (:mod:`wmco.windows.batch`); :func:`apply` runs steps one exec each. Both
+tolerate the answers that mean "already so" (1056 already running, 1062 not started, 1073
+exists, 1060 / 1072 already gone); :func:`apply` waits after each stop until the service is
+STOPPED: only then has Windows released its files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from wmco.nodeconfig.runner import Runner, parsed
-from wmco.windows import answers, commands, planner, services
+from wmco.windows import answers, batch, commands, planner
 
 _TOLERATED: dict[planner.ActionKind, tuple[int, ...]] = {
     planner.ActionKind.START: (0, answers.ScExitCode.SERVICE_ALREADY_RUNNING),
@@ -29,30 +30,6 @@ _TOLERATED: dict[planner.ActionKind, tuple[int, ...]] = {
 
 STOP_TIMEOUT = 120.0
 """Seconds a service may take to reach STOPPED after ``sc.exe stop``."""
-
-
-async def observe_service(runner: Runner, name: str) -> planner.ObservedService:
-    """Ask the host about one service."""
-    qc = await runner.check(
-        commands.service_exists(name),
-        f"query of service {name}",
-        ok=(0, answers.ScExitCode.SERVICE_DOES_NOT_EXIST),
-    )
-    if qc.exit_status == answers.ScExitCode.SERVICE_DOES_NOT_EXIST:
-        return planner.ObservedService(name=name)
-    query = await runner.check(commands.service_state(name), f"state of service {name}")
-    return planner.ObservedService(
-        name=name,
-        config=parsed(runner, answers.parse_sc_qc, qc),
-        state=parsed(runner, answers.parse_sc_query, query).state,
-    )
-
-
-async def observe_services(
-    runner: Runner, names: Iterable[str] = services.ALL_MANAGED_SERVICES
-) -> dict[str, planner.ObservedService]:
-    """Ask the host about every service the operator may manage."""
-    return {name: await observe_service(runner, name) for name in names}
 
 
 async def wait_stopped(runner: Runner, name: str, timeout: float = STOP_TIMEOUT) -> None:
@@ -75,6 +52,29 @@ async def wait_stopped(runner: Runner, name: str, timeout: float = STOP_TIMEOUT)
         if time.monotonic() > deadline:
             raise runner.fail(f"service {name} did not stop in {timeout:.0f}s")
         await asyncio.sleep(0.5)
+
+
+def stages(actions: Sequence[planner.ServiceAction]) -> tuple[batch.Stage, ...]:
+    """Planned steps as stages of one script, each tolerating its "already so" answers.
+
+    A stop is not among them: it is followed by a wait until the service is STOPPED
+    (:func:`apply`), which a script cannot do without a loop.
+
+    Raises:
+        ValueError: A step is a stop.
+    """
+    found: list[batch.Stage] = []
+    for action in actions:
+        if action.kind is planner.ActionKind.STOP:
+            raise ValueError(f"the stop of {action.service} cannot be a stage of a script")
+        found.append(
+            batch.Stage(
+                f"{action.kind} of service {action.service}",
+                (action.command(bare=True),),
+                ok=_TOLERATED.get(action.kind, (0,)),
+            )
+        )
+    return tuple(found)
 
 
 async def apply(runner: Runner, actions: Sequence[planner.ServiceAction]) -> None:

@@ -30,7 +30,7 @@ from lightkube.resources.core_v1 import Event, Node
 
 from wmco import kube, names
 from wmco.tools import hostaccess, hostlogs
-from wmco.windows import commands, ssh
+from wmco.windows import ssh, toolcommands
 
 DEFAULT_CONCURRENCY: Final = 5
 DEFAULT_TAIL: Final = 10000
@@ -126,7 +126,7 @@ async def _collect_node(
         states = []
         for service in hostlogs.SERVICE_LOGS:
             result = await host.run(
-                commands.service_state_extended(service), what=f"{service} state", timeout=60
+                toolcommands.service_state_extended(service), what=f"{service} state", timeout=60
             )
             states.append(f"# sc.exe queryex {service} (exit {result.exit_status})")
             states.append(result.stdout.strip("\n") or result.stderr.strip("\n"))

@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import Node
 
 from wmco import kube
 from wmco.tools import hostaccess
-from wmco.windows import answers, commands, layout, preflightanswers, services, ssh
+from wmco.windows import answers, layout, preflightanswers, services, ssh, toolcommands
 
 SERVICE_LOGS: Final[Mapping[str, str]] = {
     services.KUBELET: layout.KUBELET_LOG,
@@ -124,12 +124,14 @@ async def read_log(
         raise hostaccess.ToolError(f"unknown service {service!r}; one of {', '.join(SERVICE_LOGS)}")
     host_now: dt.datetime | None = None
     if since is not None:
-        clock = await host.run(commands.local_time(), what="clock query", timeout=30)
+        clock = await host.run(toolcommands.local_time(), what="clock query", timeout=30)
         try:
             host_now = preflightanswers.parse_round_trip_time(clock.stdout)
         except answers.CommandOutputError as exc:
             raise hostaccess.ToolError(f"cannot read the host's clock: {exc}") from None
-    result = await host.run(commands.read_text_tail(path, tail), what=f"{service} log", timeout=300)
+    result = await host.run(
+        toolcommands.read_text_tail(path, tail), what=f"{service} log", timeout=300
+    )
     if result.exit_status != 0:
         raise hostaccess.ToolError(
             f"cannot read {path} on {host.address} (exit {result.exit_status}): "

@@ -33,7 +33,15 @@ import asyncssh
 
 from wmco import kube
 from wmco.tools import hostaccess
-from wmco.windows import answers, commands, configfiles, preflightanswers, quoting, ssh
+from wmco.windows import (
+    answers,
+    commands,
+    configfiles,
+    preflightanswers,
+    quoting,
+    ssh,
+    toolcommands,
+)
 
 MIN_FREE_FRACTION: Final = 0.15
 """The kubelet's ``evictionHard`` ``imagefs.available`` in this operator's kubelet configuration."""
@@ -45,7 +53,7 @@ REQUIRED_PORTS: Final = (10250, 9182)
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ACL_FIX: Final = (
-    f"icacls.exe '{commands.ADMIN_AUTHORIZED_KEYS}' /inheritance:r /grant 'Administrators:F' "
+    f"icacls.exe '{toolcommands.ADMIN_AUTHORIZED_KEYS}' /inheritance:r /grant 'Administrators:F' "
     "/grant 'SYSTEM:F'"
 )
 
@@ -153,7 +161,7 @@ async def run(target: Target, server_clock: ServerClockReader | None = None) -> 
         return [
             Row("SSH login", Status.FAIL,
                 f"{target.address}:{target.port} refused the key for user {target.username!r}",
-                "add the public key to " + commands.ADMIN_AUTHORIZED_KEYS + " (ASCII/UTF-8) and "
+                "add the public key to " + toolcommands.ADMIN_AUTHORIZED_KEYS + " (ASCII/UTF-8) and "
                 "give only Administrators and SYSTEM access (sshd ignores it otherwise): "
                 + _ACL_FIX),
             *_skipped(CHECKS[1:], "not checked: no SSH session"),
@@ -206,11 +214,11 @@ async def _run(host: ssh.WindowsHost, command: str, what: str) -> ssh.Result:
 
 async def _acl(host: ssh.WindowsHost) -> Row:
     name = "authorized keys ACL"
-    result = await _run(host, commands.file_acl(commands.ADMIN_AUTHORIZED_KEYS), "icacls")
+    result = await _run(host, toolcommands.file_acl(toolcommands.ADMIN_AUTHORIZED_KEYS), "icacls")
     if result.exit_status != 0:
         return Row(name, Status.FAIL, f"icacls exited {result.exit_status}", _ACL_FIX)
     try:
-        entries = preflightanswers.parse_icacls(result.stdout, commands.ADMIN_AUTHORIZED_KEYS)
+        entries = preflightanswers.parse_icacls(result.stdout, toolcommands.ADMIN_AUTHORIZED_KEYS)
     except answers.CommandOutputError as exc:
         return Row(name, Status.FAIL, str(exc), _ACL_FIX)
     problems = preflightanswers.key_file_acl_problems(entries)
@@ -227,7 +235,7 @@ async def _default_shell(host: ssh.WindowsHost) -> Row:
         "'C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe' -PropertyType String "
         "-Force"
     )
-    result = await _run(host, commands.default_shell(), "default shell query")
+    result = await _run(host, toolcommands.default_shell(), "default shell query")
     try:
         shell = preflightanswers.parse_default_shell(
             result.exit_status, result.stdout, result.stderr
@@ -304,8 +312,8 @@ def _gib(count: int) -> str:
 async def _free_space(host: ssh.WindowsHost) -> Row:
     name = "free space on C:"
     hint = "free or add space on C: (images and container layers live there)"
-    free_result = await _run(host, commands.system_drive_free(), "free space query")
-    used_result = await _run(host, commands.system_drive_used(), "used space query")
+    free_result = await _run(host, toolcommands.system_drive_free(), "free space query")
+    used_result = await _run(host, toolcommands.system_drive_used(), "used space query")
     try:
         free = preflightanswers.parse_byte_count(free_result.stdout, "free space")
         used = preflightanswers.parse_byte_count(used_result.stdout, "used space")
@@ -332,7 +340,7 @@ async def _clock(host: ssh.WindowsHost, server_clock: ServerClockReader | None) 
     except kube.KubeError as exc:
         return Row(name, Status.FAIL, f"cannot read the API server's clock: {exc}", hint)
     before = time.time()
-    result = await _run(host, commands.local_time(), "clock query")
+    result = await _run(host, toolcommands.local_time(), "clock query")
     after = time.time()
     try:
         host_time = preflightanswers.parse_round_trip_time(result.stdout)
@@ -353,7 +361,7 @@ async def _clock(host: ssh.WindowsHost, server_clock: ServerClockReader | None) 
 
 
 async def _ports(host: ssh.WindowsHost) -> list[Row]:
-    result = await _run(host, commands.inbound_port_filters(), "firewall query")
+    result = await _run(host, toolcommands.inbound_port_filters(), "firewall query")
     rows = []
     for port in REQUIRED_PORTS:
         name = f"firewall: TCP {port}"
@@ -407,7 +415,7 @@ async def _api_dns(host: ssh.WindowsHost, api_host: str | None) -> Row:
     if _is_ip(api_host):
         return Row(name, Status.PASS, f"{api_host} is an address; nothing to resolve")
     try:
-        command = commands.resolve_name(api_host)
+        command = toolcommands.resolve_name(api_host)
     except quoting.UnsafeValueError as exc:
         return Row(name, Status.FAIL, f"not looked up: {exc}", "check --api-server-url")
     result = await _run(host, command, "API server name lookup")
@@ -430,7 +438,7 @@ async def _reverse_dns(host: ssh.WindowsHost, address: str, expected: str) -> Ro
     if not _is_ip(address) or ipaddress.ip_address(address).version != 4:
         return Row(name, Status.PASS, f"{address} is a name; no reverse lookup needed",
                    required=False)  # fmt: skip
-    result = await _run(host, commands.resolve_address(address), "reverse lookup")
+    result = await _run(host, toolcommands.resolve_address(address), "reverse lookup")
     try:
         found = preflightanswers.parse_ptr_records(result.stdout)
     except answers.CommandOutputError:

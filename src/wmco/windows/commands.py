@@ -68,16 +68,55 @@ def _service(name: str) -> str:
     return quoting.native_arg(check_service_name(name), what="service name")
 
 
-def _exit_code(statement: str) -> str:
-    return quoting.join_statements(statement, "exit $LASTEXITCODE")
+def _exit_code(statement: str, *, bare: bool = False) -> str:
+    # ``bare``: the sc.exe statement alone, for a stage of a script (wmco.windows.batch checks
+    # $LASTEXITCODE there); otherwise it ends the command with sc.exe's own exit code.
+    return statement if bare else quoting.join_statements(statement, "exit $LASTEXITCODE")
+
+
+def path_literal(path: str, what: str = "path") -> str:
+    """An absolute Windows path as a PowerShell literal (:func:`check_windows_path`, quoted)."""
+    return _path(path, what)
+
+
+def service_arg(name: str) -> str:
+    """A service name as a native argument (:func:`check_service_name`, quoted)."""
+    return _service(name)
+
+
+def with_exit_code(statement: str) -> str:
+    """A native program's statement ending the command with its own exit code."""
+    return _exit_code(statement)
 
 
 # --- Command forms ----------------------------------------------------------------------------
 
 
-def make_directory(path: str) -> str:
-    """Create a directory and its parents; no error if it exists."""
-    return f"New-Item -ItemType Directory -Force -Path {_path(path)} | Out-Null"
+def make_directories(paths: Sequence[str]) -> str:
+    """Create several directories and their parents in one statement; no error if they exist."""
+    if not paths:
+        raise ValueError("no directory to make")
+    return (
+        f"New-Item -ItemType Directory -Force -Path {','.join(_path(p) for p in paths)} | Out-Null"
+    )
+
+
+def unpack_archive(archive: str, directory: str) -> str:
+    r"""Unpack a ``.tar.gz`` with the host's ``tar.exe`` into ``directory``, then delete it.
+
+    Nothing happens when the archive is not there: an earlier send of the same script already
+    unpacked and deleted it (a script is sent again after a dropped connection). A failure of
+    ``tar.exe`` (a member held by a running program: ``Can't unlink already-existing object``)
+    ends the script with its exit code, leaving the archive for the next attempt.
+    """
+    quoted = _path(archive, "archive path")
+    return (
+        f"if (Test-Path -LiteralPath {quoted}) {{ "
+        f"tar.exe -xzf {quoting.native_arg(check_windows_path(archive), what='archive path')} "
+        f"-C {quoting.native_arg(check_windows_path(directory), what='directory')}; "
+        "if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }; "
+        f"Remove-Item -LiteralPath {quoted} -Force }}"
+    )
 
 
 def file_hash(path: str) -> str:
@@ -94,11 +133,6 @@ def remove_path(path: str) -> str:
     )
 
 
-def service_exists(name: str) -> str:
-    """``sc.exe qc``: a ``QueryServiceConfig SUCCESS`` block or exit 1060 (:func:`parse_sc_qc`)."""
-    return _exit_code(f"sc.exe qc {_service(name)}")
-
-
 def service_state(name: str) -> str:
     """``sc.exe query``: a status block, or exit 1060 (see :func:`parse_sc_query`)."""
     return _exit_code(f"sc.exe query {_service(name)}")
@@ -110,13 +144,16 @@ def _depend_value(depends_on: Sequence[str]) -> str:
     return "/".join(check_service_name(dependency) for dependency in depends_on)
 
 
-def create_service(name: str, command_line: str, depends_on: Sequence[str] = ()) -> str:
+def create_service(
+    name: str, command_line: str, depends_on: Sequence[str] = (), *, bare: bool = False
+) -> str:
     """``sc.exe create`` with automatic start; exit 1073 if the service exists.
 
     Args:
         name: Service name.
         command_line: The whole binary path value (exe and arguments), without ``"``.
         depends_on: Names of services this one needs running first.
+        bare: The sc.exe statement alone, for a stage of a script.
     """
     parts = [
         f"sc.exe create {_service(name)}",
@@ -125,46 +162,51 @@ def create_service(name: str, command_line: str, depends_on: Sequence[str] = ())
     ]
     if depends_on:
         parts.append(f"depend= {quoting.native_arg(_depend_value(depends_on), what='depend')}")
-    return _exit_code(" ".join(parts))
+    return _exit_code(" ".join(parts), bare=bare)
 
 
-def change_service(name: str, command_line: str, depends_on: Sequence[str] = ()) -> str:
+def change_service(
+    name: str, command_line: str, depends_on: Sequence[str] = (), *, bare: bool = False
+) -> str:
     """``sc.exe config`` of command line, automatic start and dependencies (``/`` = none)."""
     return _exit_code(
         f"sc.exe config {_service(name)} "
         f"binPath= {quoting.native_arg(command_line, what='service command line')} "
-        f"start= auto depend= {quoting.native_arg(_depend_value(depends_on), what='depend')}"
+        f"start= auto depend= {quoting.native_arg(_depend_value(depends_on), what='depend')}",
+        bare=bare,
     )
 
 
-def set_service_description(name: str, text: str) -> str:
+def set_service_description(name: str, text: str, *, bare: bool = False) -> str:
     """``sc.exe description``; ``[SC] ChangeServiceConfig2 SUCCESS`` or exit 1060."""
     return _exit_code(
-        f"sc.exe description {_service(name)} {quoting.native_arg(text, what='description')}"
+        f"sc.exe description {_service(name)} {quoting.native_arg(text, what='description')}",
+        bare=bare,
     )
 
 
-def set_service_recovery(name: str) -> str:
+def set_service_recovery(name: str, *, bare: bool = False) -> str:
     """``sc.exe failure``: restart after 10 s, three times; reset the count after a day."""
     return _exit_code(
         f"sc.exe failure {_service(name)} reset= 86400 "
-        "actions= restart/10000/restart/10000/restart/10000"
+        "actions= restart/10000/restart/10000/restart/10000",
+        bare=bare,
     )
 
 
-def start_service(name: str) -> str:
+def start_service(name: str, *, bare: bool = False) -> str:
     """``sc.exe start``; 1056 already running, 1060 missing, 1075 dependency missing."""
-    return _exit_code(f"sc.exe start {_service(name)}")
+    return _exit_code(f"sc.exe start {_service(name)}", bare=bare)
 
 
-def stop_service(name: str) -> str:
+def stop_service(name: str, *, bare: bool = False) -> str:
     """``sc.exe stop``; 1062 not started, 1051 dependents running."""
-    return _exit_code(f"sc.exe stop {_service(name)}")
+    return _exit_code(f"sc.exe stop {_service(name)}", bare=bare)
 
 
-def delete_service(name: str) -> str:
+def delete_service(name: str, *, bare: bool = False) -> str:
     """``sc.exe delete``; 1060 missing, 1072 already marked for deletion."""
-    return _exit_code(f"sc.exe delete {_service(name)}")
+    return _exit_code(f"sc.exe delete {_service(name)}", bare=bare)
 
 
 def hostname() -> str:
@@ -314,98 +356,6 @@ def remove_hns_endpoints(name: str) -> str:
     return f"Get-HnsEndpoint | Where-Object {{ $_.Name -eq {quoted} }} | Remove-HnsEndpoint"
 
 
-# --- Read-only queries of wmco preflight and the host-log tools (issue 11, tools) ----------------
-# None of these changes the host; docs/windows-surface.md "Preflight and host logs".
-
-OPENSSH_REGISTRY_KEY: Final = "HKLM:\\SOFTWARE\\OpenSSH"
-ADMIN_AUTHORIZED_KEYS: Final = "C:\\ProgramData\\ssh\\administrators_authorized_keys"
-_DNS_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]{0,252})")
-_IPV4: Final = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
-
-
-def default_shell() -> str:
-    r"""Answer sshd's ``DefaultShell`` (``HKLM:\SOFTWARE\OpenSSH``); nothing when it is unset.
-
-    Sent to a host whose shell is unknown: cmd.exe answers ``'(Get-ItemProperty' is not
-    recognized as an internal or external command`` (see ``preflightanswers.parse_default_shell``).
-    """
-    return f"(Get-ItemProperty -Path {quoting.ps_quote(OPENSSH_REGISTRY_KEY)}).DefaultShell"
-
-
-def file_acl(path: str) -> str:
-    """``icacls.exe <path>``: the file's access control entries (read only: no option)."""
-    return _exit_code(f"icacls.exe {quoting.native_arg(check_windows_path(path), what='path')}")
-
-
-def system_drive_free() -> str:
-    """Answer the free bytes of C: (``Get-PSDrive``)."""
-    return "(Get-PSDrive -Name 'C').Free"
-
-
-def system_drive_used() -> str:
-    """Answer the used bytes of C: (``Get-PSDrive``)."""
-    return "(Get-PSDrive -Name 'C').Used"
-
-
-def local_time() -> str:
-    """Answer the host's clock in .NET's round-trip format with its UTC offset."""
-    return "Get-Date -Format 'o'"
-
-
-def inbound_port_filters() -> str:
-    """The port filters of every enabled inbound allow rule, as one JSON array."""
-    return (
-        "ConvertTo-Json -InputObject @(Get-NetFirewallRule -Direction Inbound -Enabled True "
-        "-Action Allow | Get-NetFirewallPortFilter) -Compress"
-    )
-
-
-def check_dns_name(name: str) -> str:
-    """Refuse anything but a DNS name or IPv4 address (letters, digits, ``- _ .``).
-
-    Raises:
-        quoting.UnsafeValueError: The name has other characters.
-    """
-    quoting.check_literal(name, what="DNS name")
-    if not _DNS_NAME.fullmatch(name):
-        raise quoting.UnsafeValueError("DNS name", "characters other than A-Z a-z 0-9 - _ .")
-    return name
-
-
-def resolve_name(name: str) -> str:
-    """The host resolver's A records for ``name`` as one JSON array (``[]`` + error if none)."""
-    return (
-        f"ConvertTo-Json -InputObject @(Resolve-DnsName -Name "
-        f"{quoting.ps_quote(check_dns_name(name))} -Type A) -Compress"
-    )
-
-
-def resolve_address(address: str) -> str:
-    """The host resolver's PTR records for an IPv4 address as one JSON array."""
-    if not _IPV4.fullmatch(check_dns_name(address)):
-        raise quoting.UnsafeValueError("IPv4 address", "something other than an IPv4 address")
-    return (
-        f"ConvertTo-Json -InputObject @(Resolve-DnsName -Name {quoting.ps_quote(address)} "
-        "-Type PTR) -Compress"
-    )
-
-
-def read_text_tail(path: str, lines: int) -> str:
-    """The last ``lines`` lines of a text file; ``lines=0`` means the whole file.
-
-    A missing file is ``Get-Content``'s ``Cannot find path`` error (exit 1).
-    """
-    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-        raise quoting.UnsafeValueError("line count", "something other than a count")
-    tail = f" -Tail {lines}" if lines else ""
-    return f"Get-Content -LiteralPath {_path(path)}{tail}"
-
-
-def service_state_extended(name: str) -> str:
-    """``sc.exe queryex``: the status block with ``PID`` and ``FLAGS``, or exit 1060."""
-    return _exit_code(f"sc.exe queryex {_service(name)}")
-
-
 # --- Drift probe and the kubelet's client certificate (issue 11) -------------------------------
 
 PROBE_MARK: Final = "wmco-probe"
@@ -418,26 +368,50 @@ def _probe_mark(section: str) -> str:
     return f"Write-Output {quoting.ps_quote(f'{PROBE_MARK} {section}')}"
 
 
-def drift_probe(services: Sequence[str], files: Sequence[str], *, hns: bool) -> str:
-    """ONE read-only command answering everything the drift check compares (one exec).
+def drift_probe(
+    services: Sequence[str],
+    files: Sequence[str],
+    *,
+    hns: bool,
+    identity: bool = False,
+    certificate: str | None = None,
+    globs: Sequence[str] = (),
+) -> str:
+    """ONE read-only command answering everything a look at the host compares (one exec).
 
-    Sections, each opened by a ``wmco-probe <section>`` line: ``build`` (the OS build, as
-    :func:`os_build`), ``qc <name>`` and ``query <name>`` per service (``sc.exe qc`` /
-    ``sc.exe query``, 1060 blocks for a missing service), ``files`` (ONE line: a JSON array of
-    ``Get-FileHash`` objects ``{Algorithm, Hash, Path}``; a missing file is left out, its error
-    silenced), with ``hns`` the ``hns-networks`` / ``hns-endpoints`` listings of
-    :func:`list_hns_networks` / :func:`list_hns_endpoints`, and a last ``end`` line, so that a
+    The drift probe and the configure flow's first look at a host (issue 12 §3) are this one
+    command. Sections, each opened by a ``wmco-probe <section>`` line: ``build`` (the OS build, as
+    :func:`os_build`); with ``identity`` ``hostname`` (:func:`hostname`) and ``feature``
+    (:func:`containers_feature`); with ``certificate`` ``cert`` (:func:`certificate_block` of that
+    file: the certificate only, the key stays on the host); ``qc <name>`` and ``query <name>``
+    per service (``sc.exe qc`` / ``sc.exe query``, 1060 blocks for a missing service); ``files``
+    (ONE line: a JSON array of ``Get-FileHash`` objects ``{Algorithm, Hash, Path}``; a missing
+    file is left out, its error silenced) and ``glob <n>`` the same for each wildcard path of
+    ``globs``; with ``hns`` the ``hns-networks`` / ``hns-endpoints`` listings of
+    :func:`list_hns_networks` / :func:`list_hns_endpoints`; and a last ``end`` line, so that a
     cut answer is told from a complete one (see ``probeanswers.parse_probe``).
 
     Args:
         services: Service names to describe.
         files: Absolute Windows paths to hash.
         hns: Whether to list the HNS networks and endpoints (``ovn-hybrid``).
+        identity: Whether to ask the host name and the Containers feature's state.
+        certificate: A PEM file whose first certificate to answer.
+        globs: Absolute Windows paths with a wildcard in the last part, to hash what matches.
 
     Raises:
         quoting.UnsafeValueError: A name or path cannot be quoted safely.
     """
     statements = [_probe_mark("build"), os_build()]
+    if identity:
+        statements += [
+            _probe_mark("hostname"),
+            hostname(),
+            _probe_mark("feature"),
+            containers_feature(),
+        ]
+    if certificate is not None:
+        statements += [_probe_mark("cert"), certificate_block(certificate)]
     for name in services:
         statements += [
             _probe_mark(f"qc {check_service_name(name)}"),
@@ -450,6 +424,12 @@ def drift_probe(services: Sequence[str], files: Sequence[str], *, hns: bool) -> 
         statements += [
             _probe_mark("files"),
             f"ConvertTo-Json -InputObject @(Get-FileHash -LiteralPath {paths} -Algorithm SHA256 "
+            "-ErrorAction SilentlyContinue) -Compress",
+        ]
+    for index, pattern in enumerate(globs):
+        statements += [
+            _probe_mark(f"glob {index}"),
+            f"ConvertTo-Json -InputObject @(Get-FileHash -Path {_path(pattern)} -Algorithm SHA256 "
             "-ErrorAction SilentlyContinue) -Compress",
         ]
     if hns:

@@ -17,6 +17,8 @@ from wmco import settings
 K_DIR: Final = "C:\\k"
 TEMP_DIR: Final = "C:\\Temp"
 LOG_DIR: Final = "C:\\var\\log"
+STAGING_DIR: Final = "C:\\Windows\\Temp"
+"""Where the archives of a pass are uploaded before ``tar.exe`` unpacks them (every Windows has it)."""
 
 # --- Binaries (the payload puts them there) ---------------------------------------------------
 

@@ -45,27 +45,34 @@ class ServiceAction:
     service: str
     spec: services.ServiceSpec | None = None
 
-    def command(self) -> str:
-        """The exact command that performs this step (see :mod:`wmco.windows.commands`)."""
+    def command(self, *, bare: bool = False) -> str:
+        """The exact command that performs this step (see :mod:`wmco.windows.commands`).
+
+        ``bare``: the sc.exe statement alone, for a stage of a script (:mod:`wmco.windows.batch`).
+        """
         spec = self.spec
         match self.kind:
             case ActionKind.CREATE:
                 assert spec is not None
-                return commands.create_service(spec.name, spec.command_line, spec.depends_on)
+                return commands.create_service(
+                    spec.name, spec.command_line, spec.depends_on, bare=bare
+                )
             case ActionKind.CHANGE:
                 assert spec is not None
-                return commands.change_service(spec.name, spec.command_line, spec.depends_on)
+                return commands.change_service(
+                    spec.name, spec.command_line, spec.depends_on, bare=bare
+                )
             case ActionKind.DESCRIBE:
                 assert spec is not None
-                return commands.set_service_description(spec.name, spec.description)
+                return commands.set_service_description(spec.name, spec.description, bare=bare)
             case ActionKind.SET_RECOVERY:
-                return commands.set_service_recovery(self.service)
+                return commands.set_service_recovery(self.service, bare=bare)
             case ActionKind.STOP:
-                return commands.stop_service(self.service)
+                return commands.stop_service(self.service, bare=bare)
             case ActionKind.START:
-                return commands.start_service(self.service)
+                return commands.start_service(self.service, bare=bare)
             case ActionKind.DELETE:
-                return commands.delete_service(self.service)
+                return commands.delete_service(self.service, bare=bare)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ class DefaultShell:
 
 
 def parse_default_shell(exit_status: int | None, stdout: str, stderr: str) -> DefaultShell:
-    """Classify the answer of ``commands.default_shell``.
+    """Classify the answer of ``toolcommands.default_shell``.
 
     Raises:
         answers.CommandOutputError: Neither a PowerShell answer nor cmd.exe's refusal.
@@ -193,7 +193,7 @@ def _ports(value: object) -> list[str]:
 
 
 def port_allowed(output: str, port: int) -> bool:
-    """Whether a TCP port filter of ``commands.inbound_port_filters`` admits ``port``.
+    """Whether a TCP port filter of ``toolcommands.inbound_port_filters`` admits ``port``.
 
     ``LocalPort`` is ``Any``, a number, a range ``a-b``, or an array of those; ``Protocol`` is
     ``TCP`` or ``Any``.
@@ -216,7 +216,7 @@ def port_allowed(output: str, port: int) -> bool:
 
 
 def parse_a_records(output: str) -> list[str]:
-    """The IPv4 addresses of ``commands.resolve_name``'s answer (``Type`` 1; CNAMEs skipped)."""
+    """The IPv4 addresses of ``toolcommands.resolve_name``'s answer (``Type`` 1; CNAMEs skipped)."""
     return [
         str(item["IPAddress"])
         for item in _json_array(output, "DNS A records")
@@ -225,7 +225,7 @@ def parse_a_records(output: str) -> list[str]:
 
 
 def parse_ptr_records(output: str) -> list[str]:
-    """The host names of ``commands.resolve_address``'s answer (``Type`` 12, ``NameHost``)."""
+    """The host names of ``toolcommands.resolve_address``'s answer (``Type`` 12, ``NameHost``)."""
     return [
         str(item["NameHost"])
         for item in _json_array(output, "DNS PTR records")

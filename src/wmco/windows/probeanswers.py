@@ -36,8 +36,13 @@ class ProbeReport:
         services: By service name, every service the probe asked about (as the planner
             records them: no ``config`` when not installed).
         hashes: Lower-case path to lower-case SHA-256, for the files that exist.
+            The files of the ``glob`` sections are in it as well.
         networks: The HNS networks (empty when not asked).
         endpoints: The HNS endpoints (empty when not asked).
+        node_name: The host name, lower-cased (``None`` when not asked).
+        feature: The Containers feature's state (``None`` when not asked).
+        certificate: The validity of the certificate asked for (``None``: not asked, no file,
+            or a certificate that does not parse; see :func:`parse_certificate`).
     """
 
     build: int
@@ -45,6 +50,9 @@ class ProbeReport:
     hashes: dict[str, str]
     networks: tuple[answers.HnsNetwork, ...] = ()
     endpoints: tuple[answers.HnsEndpoint, ...] = ()
+    node_name: str | None = None
+    feature: answers.FeatureState | None = None
+    certificate: Certificate | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,12 +130,22 @@ def parse_probe(output: str) -> ProbeReport:
         services[service] = planner.ObservedService(service, answers.parse_sc_qc(text), state)
     networks = sections.get("hns-networks")
     endpoints = sections.get("hns-endpoints")
+    hashes = _hashes(sections.get("files", ""))
+    for name, text in sections.items():
+        if name.startswith("glob "):
+            hashes.update(_hashes(text))
+    hostname = sections.get("hostname")
+    feature = sections.get("feature")
+    certificate = sections.get("cert")
     return ProbeReport(
         build=answers.parse_os_build(sections["build"]),
         services=services,
-        hashes=_hashes(sections.get("files", "")),
+        hashes=hashes,
         networks=answers.parse_hns_networks(networks) if networks is not None else (),
         endpoints=answers.parse_hns_endpoints(endpoints) if endpoints is not None else (),
+        node_name=answers.parse_node_name(hostname) if hostname is not None else None,
+        feature=answers.parse_feature_state(feature) if feature is not None else None,
+        certificate=parse_certificate(certificate) if certificate is not None else None,
     )
 
 

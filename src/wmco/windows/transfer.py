@@ -1,10 +1,12 @@
 """Files on a Windows host, compared and written by SHA-256.
 
-The flow first asks which files differ (:func:`differing`: ``Get-FileHash`` of each destination,
-``commands.file_hash``) and only then, once the services that hold them are stopped, writes them
-(:func:`send`: parent directory, SFTP upload, digest checked again, so a truncated upload is caught
-here and not by a service that fails to start later). Splitting the two is what lets the operator
-stop exactly the services whose files change, and nothing else (contract §5).
+The flow first learns which files differ (:func:`differing_in`: the digests of one look at the
+host, ``commands.drift_probe``) and only then, once the services that hold them are stopped,
+writes them (:func:`stage`: the files as ``.tar.gz`` archives over the host's one SFTP session,
+then script stages that unpack them with the host's ``tar.exe`` and check every digest, so a
+truncated upload is caught here and not by a service that fails to start later). Splitting the
+two is what lets the operator stop exactly the services whose files change, and nothing else
+(contract §5).
 
 A file is a :class:`Content`: a destination, the digest it must have, and either a local file (the
 payload) or bytes (what the operator generates). The host is anything with ``run``, ``put_file``
@@ -17,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pathlib
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
 
-from wmco.windows import answers, commands, ssh
+from wmco.windows import answers, archive, batch, commands, layout, ssh
 
 
 class RemoteHost(Protocol):
@@ -91,10 +93,6 @@ class Content:
         return cls(item.destination, item.sha256.lower(), source=item.source, what=item.source.name)
 
 
-class TransferVerificationError(ssh.SshError):
-    """After an upload, the host's digest still differs from the expected one."""
-
-
 def parent_directory(windows_path: str) -> str:
     r"""The directory part of an absolute Windows path (``C:\k\x.exe`` -> ``C:\k``)."""
     return str(pathlib.PureWindowsPath(windows_path).parent)
@@ -115,40 +113,62 @@ async def remote_sha256(host: RemoteHost, destination: str) -> str | None:
     return answers.parse_file_hash(result.stdout)
 
 
-async def differing(host: RemoteHost, items: Sequence[Content]) -> tuple[Content, ...]:
-    """The items whose destination is missing or has another digest, in order.
+def differing_in(items: Sequence[Content], hashes: Mapping[str, str]) -> tuple[Content, ...]:
+    """The items whose destination is missing or has another digest in a look at the host.
+
+    Args:
+        items: What the files must contain.
+        hashes: Lower-case path to lower-case SHA-256 of the files that exist (the answer of
+            ``commands.drift_probe``, see ``probeanswers.ProbeReport.hashes``).
+    """
+    return tuple(item for item in items if hashes.get(item.destination.lower()) != item.sha256)
+
+
+ARCHIVE_NAMES: Final = ("wmco-payload.tar.gz", "wmco-files.tar.gz")
+"""The staged archives' names in ``layout.STAGING_DIR``: payload files, then generated ones."""
+
+
+async def stage(
+    host: RemoteHost,
+    items: Sequence[Content],
+    cache: archive.ArchiveCache = archive.CACHE,
+) -> tuple[batch.Stage, ...]:
+    """Upload ``items`` as at most two ``.tar.gz``; answer the stages that unpack and check them.
+
+    Payload files (a local source) go in an archive the cache builds once per set of files;
+    generated files (bytes) in a small one made for this host. Both go over the host's one SFTP
+    session to ``layout.STAGING_DIR``. Nothing on the host changes until the stages run: the
+    unpacking (:func:`wmco.windows.commands.unpack_archive`, after the services that hold the
+    files have stopped), then the digest of every item (:func:`wmco.windows.batch.expect_hash`),
+    so a truncated or wrong file stops the script before any service starts.
 
     Raises:
-        ssh.SshError: The connection failed.
+        ValueError: A destination is not a file on ``C:``.
+        ssh.SshError: An upload failed.
     """
-    result: list[Content] = []
-    for item in items:
-        if await remote_sha256(host, item.destination) != item.sha256:
-            result.append(item)
-    return tuple(result)
-
-
-async def send(host: RemoteHost, item: Content) -> None:
-    """Write one item (creating its directory) and check the host's digest afterwards.
-
-    Raises:
-        TransferVerificationError: The digest differs after the upload.
-        ssh.TransferError: The upload failed (e.g. the file is held by a running program).
-        ssh.SshError: The connection failed.
-    """
-    directory = parent_directory(item.destination)
-    made = await host.run(commands.make_directory(directory), what=f"mkdir {directory}")
-    if not made.ok:
-        raise ssh.TransferError(host.address, f"cannot create directory {directory}")
-    if item.data is not None:
-        await host.put_bytes(item.data, item.destination, what=item.what)
-    elif item.source is not None:
-        await host.put_file(item.source, item.destination)
-    else:
-        raise ValueError(f"{item.destination}: neither data nor a source file")
-    actual = await remote_sha256(host, item.destination)
-    if actual != item.sha256:
-        raise TransferVerificationError(
-            host.address,
-            f"{item.destination} has sha256 {actual} after upload, expected {item.sha256}",
+    if not items:
+        return ()
+    payload = [item for item in items if item.data is None]
+    generated = [item for item in items if item.data is not None]
+    stages: list[batch.Stage] = []
+    for group, name in zip((payload, generated), ARCHIVE_NAMES, strict=True):
+        if not group:
+            continue
+        remote = f"{layout.STAGING_DIR}\\{name}"
+        if group is payload:
+            await host.put_file(await cache.archive(group), remote)
+        else:
+            await host.put_bytes(archive.build_bytes(group), remote, what=f"archive of {name}")
+        stages.append(
+            batch.Stage(
+                f"unpacking of {len(group)} files ({name})",
+                (commands.unpack_archive(remote, archive.DRIVE),),
+            )
         )
+    stages.append(
+        batch.Stage(
+            f"check of the {len(items)} files written",
+            tuple(batch.expect_hash(item.destination, item.sha256) for item in items),
+        )
+    )
+    return tuple(stages)

@@ -318,11 +318,18 @@ class VirtualDisk:
         parent.mtime = time.time()
         return node
 
-    def write_sunk(self, path: str, size: int, digest: bytes) -> FileNode:
+    def write_sunk(
+        self,
+        path: str,
+        size: int,
+        digest: bytes,
+        build_info: gobuildinfo.BuildInfo | None = None,
+    ) -> FileNode:
         """Create or replace a file known only by size and digest (sink mode extraction)."""
         node = self.write_file(path, b"")
         self.reserve(size)
         node.data, node.size, node.digest = None, size, digest
+        node.build_info = build_info
         return node
 
     def _fill(self, node: FileNode, data: bytes) -> None:

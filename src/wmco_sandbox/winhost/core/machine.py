@@ -138,6 +138,8 @@ class Machine:
         dns_names: What the host's resolver answers for A lookups: lower-case name -> IPv4s
             (its own computer name always resolves to its address).
         dns_ptr: PTR records the host's resolver answers: IPv4 -> host name.
+        unpacked: Every archive ``tar -x`` unpacked: its path and the member names it wrote
+            (what a test reads to see which files a pass sent).
     """
 
     facts: HostFacts
@@ -168,6 +170,7 @@ class Machine:
     system_used: int = 20 * 2**30
     dns_names: dict[str, list[str]] = field(default_factory=dict)
     dns_ptr: dict[str, str] = field(default_factory=dict)
+    unpacked: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -192,6 +195,7 @@ class Machine:
     def _install_base(self) -> None:
         for d in (
             "C:\\Windows\\System32\\WindowsPowerShell\\v1.0",
+            "C:\\Windows\\Temp",
             "C:\\Users\\Administrator",
             "C:\\ProgramData",
             "C:\\Program Files",

@@ -13,6 +13,8 @@ import hashlib
 import zlib
 from dataclasses import dataclass, field
 
+from wmco_sandbox.winhost.core import gobuildinfo
+
 __all__ = ["TarError", "TarMember", "TarScanner"]
 
 _BLOCK = 512
@@ -32,6 +34,7 @@ class TarMember:
         size: Size in bytes.
         digest: SHA-256 of the content.
         data: The content when at most the scanner's keep limit, else None.
+        build_info: The Go build information of a member not kept (an executable), if any.
     """
 
     name: str
@@ -39,6 +42,7 @@ class TarMember:
     size: int
     digest: bytes
     data: bytes | None
+    build_info: gobuildinfo.BuildInfo | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +54,8 @@ class _Current:
     hasher: object
     buf: bytearray | None
     padding: int
+    build: gobuildinfo.BuildInfoScanner | None = None
+    started: bool = False
 
 
 @dataclass(slots=True)
@@ -117,6 +123,8 @@ class TarScanner:
                 cur.hasher.update(chunk)  # type: ignore[attr-defined]
                 if cur.buf is not None:
                     cur.buf += chunk
+                else:
+                    self._scan_build_info(cur, bytes(chunk))
                 cur.remaining -= n
                 view = view[n:]
                 if cur.remaining == 0:
@@ -155,6 +163,17 @@ class TarScanner:
         if size == 0:
             self._close_member(self._cur)
 
+    @staticmethod
+    def _scan_build_info(cur: _Current, chunk: bytes) -> None:
+        # A member too big to keep is scanned for Go build information as the disk does for a
+        # sunk executable (one that starts with "MZ"), so the image stays identifiable.
+        if not cur.started:
+            cur.started = True
+            if chunk[:2] == b"MZ":
+                cur.build = gobuildinfo.BuildInfoScanner()
+        if cur.build is not None and not cur.build.done:
+            cur.build.feed(chunk)
+
     def _close_member(self, cur: _Current) -> None:
         self._cur = None
         self._skip = cur.padding
@@ -170,7 +189,8 @@ class TarScanner:
         if cur.kind not in "05":
             return
         digest = cur.hasher.digest()  # type: ignore[attr-defined]
-        self.members.append(TarMember(cur.name, cur.kind == "5", cur.size, digest, data))
+        info = cur.build.result if cur.build is not None else None
+        self.members.append(TarMember(cur.name, cur.kind == "5", cur.size, digest, data, info))
 
 
 def _octal(field_: bytes) -> int:

@@ -107,8 +107,21 @@ def _scalar_compare(op: str, left: object, right: object) -> object:
         return False
 
 
+def _contains(collection: object, value: object) -> bool:
+    items = collection if isinstance(collection, list) else [collection]
+    return any(truthy(_scalar_compare("eq", item, value)) for item in items)
+
+
 def compare(op: str, left: object, right: object) -> object:
-    """Evaluate a comparison; with a list on the left it filters, as PowerShell does."""
+    """Evaluate a comparison; with a list on the left it filters, as PowerShell does.
+
+    ``-contains`` / ``-notcontains`` (collection on the left) and ``-in`` / ``-notin`` (on the
+    right) compare each element with ``-eq``'s rules and answer one bool.
+    """
+    if op in ("contains", "notcontains"):
+        return _contains(left, right) is (op == "contains")
+    if op in ("in", "notin"):
+        return _contains(right, left) is (op == "in")
     if isinstance(left, list) and op in (
         "eq", "ne", "match", "notmatch", "like", "notlike", "ieq", "ine", "imatch", "gt", "lt",
     ):  # fmt: skip

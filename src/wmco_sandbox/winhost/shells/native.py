@@ -300,7 +300,7 @@ def _tar(machine: Machine, argv: list[str], cwd: str) -> NativeResult:
             if member.data is not None:
                 disk.write_file(path, member.data)
             else:
-                disk.write_sunk(path, member.size, member.digest)
+                disk.write_sunk(path, member.size, member.digest, member.build_info)
         except DiskError as exc:
             reason = {
                 "full": "Write failed",
@@ -308,6 +308,7 @@ def _tar(machine: Machine, argv: list[str], cwd: str) -> NativeResult:
                 "inuse": "Can't unlink already-existing object: Permission denied",
             }.get(exc.kind, "Can't create '" + rel + "'")
             errors.append(f"tar.exe: {rel}: {reason}\r\n")
+    machine.unpacked.append((archive, tuple(m.name for m in members if not m.is_dir)))
     if errors:
         return NativeResult(
             1, stderr="".join(errors) + "tar.exe: Error exit delayed from previous errors.\r\n"

@@ -236,9 +236,13 @@ async def force_rerun(world: World, host: WindowsHost, node: str) -> list[str]:
     )
     await world.wait_ready(host)
     rerun = [record.command for record in host.command_log[start:]]
-    # The re-run went through the whole flow: it read the kubelet's certificate and every service.
+    # The re-run went through the whole flow: it read the kubelet's certificate and every
+    # service, and reached the network steps (their look lists HNS and asks about kube-proxy).
     assert any(layout.KUBELET_CLIENT_CERT in command for command in rerun)
-    assert any(command.startswith("sc.exe query 'kube-proxy'") for command in rerun)
+    assert any(
+        "sc.exe query 'kube-proxy'" in command and "wmco-probe hns-networks" in command
+        for command in rerun
+    )
     return rerun
 
 

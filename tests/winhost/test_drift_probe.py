@@ -71,3 +71,37 @@ async def test_certificate_block_reads_the_certificate_and_not_the_key(
     found = probeanswers.parse_certificate(str(present.stdout))
     assert found is not None and found.not_after > found.not_before
     assert probeanswers.parse_certificate(str(absent.stdout)) is None
+
+
+async def test_the_configure_flows_look_adds_identity_certificate_and_globs(
+    host: WindowsHost, client_key: asyncssh.SSHKey
+) -> None:
+    # Issue 12 §3: the first exec of the configure flow is this one form.
+    pair = pki.CertificateAuthority("look-test").pair
+    host.machine.disk.mkdir("C:\\var\\lib\\kubelet\\pki")
+    host.machine.disk.write_file(
+        "C:\\var\\lib\\kubelet\\pki\\kubelet-client-current.pem", pair.cert_pem + pair.key_pem
+    )
+    host.machine.disk.mkdir("C:\\var\\lib\\cni\\networks\\n")
+    host.machine.disk.write_file("C:\\var\\lib\\cni\\networks\\n\\10.1.0.2", b"VIPEndpoint")
+    command = commands.drift_probe(
+        ("kubelet",),
+        ("C:\\k\\missing.conf",),
+        hns=False,
+        identity=True,
+        certificate="C:\\var\\lib\\kubelet\\pki\\kubelet-client-current.pem",
+        globs=("C:\\var\\lib\\cni\\networks\\n\\*", "C:\\var\\lib\\nothing\\*"),
+    )
+    conn = await connect(host, client_key)
+    try:
+        result = await conn.run(command, check=False)
+    finally:
+        conn.close()
+    assert result.exit_status == 0 and "PRIVATE KEY" not in str(result.stdout)
+    report = probeanswers.parse_probe(str(result.stdout))
+    assert report.node_name == host.facts.hostname.lower()
+    assert report.feature is not None and report.feature.value == "Disabled"
+    assert report.certificate is not None
+    assert report.hashes == {
+        "c:\\var\\lib\\cni\\networks\\n\\10.1.0.2": hashlib.sha256(b"VIPEndpoint").hexdigest()
+    }

@@ -132,7 +132,11 @@ async def ensure_containers_feature(
         raise runner.fail("the look at the host did not answer the Containers feature's state")
     if state is answers.FeatureState.ENABLED:
         return report
-    result = await runner.check(commands.enable_containers_feature(), "enable containers feature")
+    # Windows installs the feature for about a minute while the operator only waits (slots.py).
+    async with runner.slot.released():
+        result = await runner.check(
+            commands.enable_containers_feature(), "enable containers feature"
+        )
     restart = parsed(runner, answers.parse_restart_needed, result)
     if not restart and state is not answers.FeatureState.ENABLE_PENDING:
         return await relook()

@@ -175,7 +175,8 @@ async def ensure_hyperv(
 
 async def _install(runner: Runner) -> str | None:
     """Install the role; ``None`` when Windows took it, else Windows' reason."""
-    result = await runner.run(commands.install_windows_feature(FEATURE), what="Hyper-V install")
+    async with runner.slot.released():  # the role installs while the operator only waits
+        result = await runner.run(commands.install_windows_feature(FEATURE), what="Hyper-V install")
     try:
         row = answers.parse_install_result(result.stdout)
     except answers.CommandOutputError:

@@ -1,8 +1,9 @@
 """A place among the hosts worked on at once, let go while the host only waits.
 
 ``settings.concurrency`` bounds the hosts the operator works on at the same time: commands sent,
-files copied. A host that is not answering yet (booting, dead), rebooting, or whose kubelet is on
-its way to Ready costs the operator nothing but a timer, so it must not keep a place another host
+files copied. A host that is not answering yet (booting, dead), rebooting, installing a Windows
+feature (a minute of Windows' own work behind one exec), or whose kubelet is on its way to Ready
+costs the operator nothing but a timer, so it must not keep a place another host
 could use: ten dead hosts would otherwise hold ten places for the whole SSH boot deadline and
 starve the live ones. The flow wraps every such wait in :meth:`Slot.released`; the place is
 taken back (waiting for it if need be) before the flow sends anything again.

@@ -34,16 +34,31 @@ _HNS_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _FEATURE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,63}")
 
 
+def check_name(name: str, pattern: re.Pattern[str], *, what: str, allowed: str) -> str:
+    """Refuse a name that is not a safe literal or does not match ``pattern`` as a whole.
+
+    Args:
+        name: The value.
+        pattern: What the whole value must match.
+        what: What it is, for the message (``service name``).
+        allowed: The characters ``pattern`` allows, for the message (``A-Z a-z 0-9 _ . -``).
+
+    Raises:
+        quoting.UnsafeValueError: The name has other characters.
+    """
+    quoting.check_literal(name, what=what)
+    if not pattern.fullmatch(name):
+        raise quoting.UnsafeValueError(what, f"characters other than {allowed}")
+    return name
+
+
 def check_service_name(name: str) -> str:
     """Refuse anything but a plain service name (letters, digits, ``_ . -``; at most 80 chars).
 
     Raises:
         quoting.UnsafeValueError: The name has other characters.
     """
-    quoting.check_literal(name, what="service name")
-    if not _SERVICE_NAME.fullmatch(name):
-        raise quoting.UnsafeValueError("service name", "characters other than A-Z a-z 0-9 _ . -")
-    return name
+    return check_name(name, _SERVICE_NAME, what="service name", allowed="A-Z a-z 0-9 _ . -")
 
 
 def check_windows_path(path: str, *, what: str = "path") -> str:
@@ -238,10 +253,7 @@ def check_feature_name(name: str) -> str:
     Raises:
         quoting.UnsafeValueError: The name has other characters.
     """
-    quoting.check_literal(name, what="feature name")
-    if not _FEATURE_NAME.fullmatch(name):
-        raise quoting.UnsafeValueError("feature name", "characters other than A-Z a-z 0-9 -")
-    return name
+    return check_name(name, _FEATURE_NAME, what="feature name", allowed="A-Z a-z 0-9 -")
 
 
 def windows_feature_state(name: str) -> str:
@@ -294,10 +306,7 @@ def check_hns_name(name: str, *, what: str = "HNS name") -> str:
     Raises:
         quoting.UnsafeValueError: The name has other characters.
     """
-    quoting.check_literal(name, what=what)
-    if not _HNS_NAME.fullmatch(name):
-        raise quoting.UnsafeValueError(what, "characters other than A-Z a-z 0-9 _ . -")
-    return name
+    return check_name(name, _HNS_NAME, what=what, allowed="A-Z a-z 0-9 _ . -")
 
 
 def list_hns_networks() -> str:

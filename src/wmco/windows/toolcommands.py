@@ -11,7 +11,13 @@ import re
 from typing import Final
 
 from wmco.windows import quoting
-from wmco.windows.commands import check_windows_path, path_literal, service_arg, with_exit_code
+from wmco.windows.commands import (
+    check_name,
+    check_windows_path,
+    path_literal,
+    service_arg,
+    with_exit_code,
+)
 
 OPENSSH_REGISTRY_KEY: Final = "HKLM:\\SOFTWARE\\OpenSSH"
 ADMIN_AUTHORIZED_KEYS: Final = "C:\\ProgramData\\ssh\\administrators_authorized_keys"
@@ -62,10 +68,7 @@ def check_dns_name(name: str) -> str:
     Raises:
         quoting.UnsafeValueError: The name has other characters.
     """
-    quoting.check_literal(name, what="DNS name")
-    if not _DNS_NAME.fullmatch(name):
-        raise quoting.UnsafeValueError("DNS name", "characters other than A-Z a-z 0-9 - _ .")
-    return name
+    return check_name(name, _DNS_NAME, what="DNS name", allowed="A-Z a-z 0-9 - _ .")
 
 
 def resolve_name(name: str) -> str:

@@ -338,3 +338,23 @@ async def test_stop_parsing_token(conn: asyncssh.SSHClientConnection, host: Wind
     assert r.exit_status == 1  # "; exit 5" went to sc.exe (usage error 1639, squashed to 1)
     assert "USAGE:" in r.stdout
     assert host.machine.scm.get("svc1") is None
+
+
+async def test_containment_operators_answer_one_bool(conn: asyncssh.SSHClientConnection) -> None:
+    # The scripts' exit-code checks: `if (@(0, 1073) -notcontains $LASTEXITCODE) { exit ... }`.
+    cases = {
+        "@(0, 1073) -contains 1073": "True",
+        "@(0, 1073) -notcontains 1073": "False",
+        "@(0, 1073) -notcontains 5": "True",
+        "@('a', 'B') -contains 'b'": "True",
+        "'b' -in @('a', 'B')": "True",
+        "3 -notin @(1, 2)": "True",
+        "@() -contains 1": "False",
+    }
+    for expression, expected in cases.items():
+        r = await run(conn, expression)
+        assert (r.exit_status, r.stdout) == (0, expected + CRLF), expression
+    r = await run(
+        conn, "sc.exe query 'nosuch'; if (@(0) -notcontains $LASTEXITCODE) { exit $LASTEXITCODE }"
+    )
+    assert r.exit_status == 1060

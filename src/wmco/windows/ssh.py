@@ -16,7 +16,11 @@ r"""One SSH connection to one Windows host: key auth, host-key pinning, retries,
   before the command started is re-opened and the command sent once more; a connection that drops
   while the command runs (a reboot) gives ``exit_status=None``.
 - **Files.** :meth:`WindowsHost.put_file` / :meth:`WindowsHost.put_bytes` upload over SFTP;
-  :func:`sftp_path` turns ``C:\k\x`` into ``/C:/k/x``.
+  :func:`sftp_path` turns ``C:\k\x`` into ``/C:/k/x``. One SFTP session per connection: the
+  first upload opens it, later uploads (concurrent ones too) share it; :meth:`WindowsHost.close`
+  ends it, and a new connection (a reconnect, a drop) gets a new one at its first upload. The
+  open session is one session channel on the host beyond the ``ssh_channels_per_host`` commands
+  and uploads in flight (sshd allows 10 per connection).
 - **Fairness.** A semaphore bounds the channels open at once on one host.
 - **Key rotation.** ``fallback_keys`` are offered, in order, in the same authentication exchange
   when the host refuses the first key (a host that still trusts a previous key); the accepted
@@ -42,6 +46,11 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import asyncssh
+from asyncssh.constants import (
+    FX_BAD_MESSAGE,
+    FX_CONNECTION_LOST,
+    FX_NO_CONNECTION,
+)
 from asyncssh.packet import SSHPacket
 
 from wmco import settings as settings_module
@@ -74,6 +83,11 @@ def _process_full_exit_status(self: asyncssh.SSHClientChannel[bytes], packet: SS
 
 
 asyncssh.SSHClientChannel._process_exit_status_request = _process_full_exit_status  # type: ignore[method-assign,assignment]
+
+
+_SESSION_GONE: Final = frozenset({FX_BAD_MESSAGE, FX_NO_CONNECTION, FX_CONNECTION_LOST})
+"""SFTP status codes after which the session is not used again (the others answer one request)."""
+
 
 # asyncssh trusts keys listed here before asking the client object; empty lists make every key
 # go through validate_host_public_key, where pinning is decided.
@@ -366,6 +380,9 @@ class WindowsHost:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(config.ssh_channels_per_host)
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_conn: asyncssh.SSHClientConnection | None = None
+        self._sftp_lock = asyncio.Lock()
 
     @property
     def host_key(self) -> HostKey | None:
@@ -501,6 +518,7 @@ class WindowsHost:
         """Close the connection (the pinned key is kept for a later :meth:`connect`)."""
         conn, self._conn = self._conn, None
         self._connected = False
+        self._drop_sftp()
         if conn is not None:
             conn.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
@@ -574,6 +592,34 @@ class WindowsHost:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _drop_sftp(self) -> None:
+        """Forget the SFTP session (ending it, if its connection still runs)."""
+        sftp, self._sftp, self._sftp_conn = self._sftp, None, None
+        if sftp is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                sftp.exit()
+
+    async def _sftp_session(self) -> asyncssh.SFTPClient:
+        """The connection's SFTP session, opened at the first upload on that connection."""
+        conn = await self._connection()
+        async with self._sftp_lock:
+            if self._sftp is None or self._sftp_conn is not conn:
+                self._drop_sftp()
+                self._sftp = await conn.start_sftp_client()
+                self._sftp_conn = conn
+            return self._sftp
+
+    def _transfer_failed(self, exc: Exception, message: str) -> TransferError:
+        """The :class:`TransferError` of ``exc``; a session the error ended is dropped."""
+        if not isinstance(exc, asyncssh.SFTPError) or exc.code in _SESSION_GONE:
+            self._drop_sftp()
+        return TransferError(self.address, f"{message} failed: {type(exc).__name__}")
+
+    @staticmethod
+    def _write_len(sftp: asyncssh.SFTPClient) -> int:
+        """The largest write: the server's limit, at most :data:`UPLOAD_BLOCK`."""
+        return min(sftp.limits.max_write_len or UPLOAD_BLOCK, UPLOAD_BLOCK)
+
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.
 
@@ -584,32 +630,35 @@ class WindowsHost:
         """
         remote = sftp_path(destination)
         async with self._channels:
-            conn = await self._connection()
             try:
-                async with conn.start_sftp_client() as sftp, sftp.open(remote, "wb") as handle:
+                sftp = await self._sftp_session()
+                block = self._write_len(sftp)
+                async with sftp.open(
+                    remote, "wb", block_size=block, max_requests=UPLOAD_REQUESTS
+                ) as handle:
                     await handle.write(data)
             except (asyncssh.Error, OSError) as exc:
-                raise TransferError(
-                    self.address, f"upload of {what} to {destination} failed: {type(exc).__name__}"
-                ) from None
+                raise self._transfer_failed(exc, f"upload of {what} to {destination}") from None
 
     async def put_file(self, source: pathlib.Path, destination: str) -> None:
         """Upload a local file to ``destination`` (absolute Windows path) over SFTP.
+
+        At most :data:`UPLOAD_REQUESTS` writes of :data:`UPLOAD_BLOCK` bytes are in flight.
 
         Raises:
             TransferError: The upload failed.
         """
         remote = sftp_path(destination)
         async with self._channels:
-            conn = await self._connection()
             try:
-                async with conn.start_sftp_client() as sftp:
-                    block = min(sftp.limits.max_write_len or UPLOAD_BLOCK, UPLOAD_BLOCK)
-                    await sftp.put(
-                        str(source), remote, block_size=block, max_requests=UPLOAD_REQUESTS
-                    )
+                sftp = await self._sftp_session()
+                await sftp.put(
+                    str(source),
+                    remote,
+                    block_size=self._write_len(sftp),
+                    max_requests=UPLOAD_REQUESTS,
+                )
             except (asyncssh.Error, OSError) as exc:
-                raise TransferError(
-                    self.address,
-                    f"upload of {source.name} to {destination} failed: {type(exc).__name__}",
+                raise self._transfer_failed(
+                    exc, f"upload of {source.name} to {destination}"
                 ) from None

@@ -141,3 +141,12 @@ async def test_close_ends_the_session(host: WindowsHost, operator_host: ssh.Wind
     before = host.traffic.sftp_sessions
     await operator_host.put_bytes(b"y", "C:\\k\\y.txt")  # connects again, a new session
     assert host.traffic.sftp_sessions - before == 1
+
+
+async def test_uploads_use_aes_gcm_without_compression(
+    host: WindowsHost, operator_host: ssh.WindowsHost
+) -> None:
+    await operator_host.put_bytes(b"x", "C:\\k\\x.txt")
+    (server_side,) = host.connections
+    assert server_side.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
+    assert server_side.get_extra_info("recv_compression") == "none"

@@ -150,3 +150,19 @@ async def test_uploads_use_aes_gcm_without_compression(
     (server_side,) = host.connections
     assert server_side.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
     assert server_side.get_extra_info("recv_compression") == "none"
+
+
+async def test_a_session_the_host_ended_is_replaced_at_its_next_use(
+    host: WindowsHost, operator_host: ssh.WindowsHost
+) -> None:
+    before = host.traffic.sftp_sessions
+    await operator_host.put_bytes(b"one", "C:\\k\\a.txt")
+    (server_side,) = host.connections
+    channels = list(server_side._channels.values())  # asyncssh keeps no public list
+    assert len(channels) == 1  # the SFTP session, idle between uploads
+    channels[0].close()  # as if sftp-server.exe had exited
+    await wait_for(lambda: not server_side._channels)
+    await operator_host.put_bytes(b"two", "C:\\k\\b.txt")
+    assert operator_host.connected
+    assert host.traffic.sftp_sessions - before == 2
+    assert host.machine.disk.read_file("C:\\k\\b.txt") == b"two"

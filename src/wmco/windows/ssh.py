@@ -632,28 +632,28 @@ class WindowsHost:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drop_sftp(self) -> None:
-        """Forget the SFTP session (ending it, if its connection still runs)."""
-        sftp, self._sftp, self._sftp_conn = self._sftp, None, None
-        if sftp is not None:
-            with contextlib.suppress(asyncssh.Error, OSError):
-                sftp.exit()
+    def _drop_sftp(self, which: asyncssh.SFTPClient | None = None) -> None:
+        """Forget the SFTP session (only if it is ``which``), ending it if its connection runs."""
+        sftp = self._sftp
+        if sftp is None or (which is not None and sftp is not which):
+            return
+        self._sftp = self._sftp_conn = None
+        with contextlib.suppress(asyncssh.Error, OSError):
+            sftp.exit()
 
-    async def _sftp_session(self) -> asyncssh.SFTPClient:
-        """The connection's SFTP session, opened at the first upload on that connection."""
+    async def _sftp_session(self) -> tuple[asyncssh.SFTPClient, bool]:
+        """The connection's SFTP session and whether it served an upload before.
+
+        The first upload on a connection opens it.
+        """
         conn = await self._connection()
         async with self._sftp_lock:
-            if self._sftp is None or self._sftp_conn is not conn:
-                self._drop_sftp()
-                self._sftp = await conn.start_sftp_client()
-                self._sftp_conn = conn
-            return self._sftp
-
-    def _transfer_failed(self, exc: Exception, message: str) -> TransferError:
-        """The :class:`TransferError` of ``exc``; a session the error ended is dropped."""
-        if not isinstance(exc, asyncssh.SFTPError) or exc.code in _SESSION_GONE:
+            if self._sftp is not None and self._sftp_conn is conn:
+                return self._sftp, True
             self._drop_sftp()
-        return TransferError(self.address, f"{message} failed: {type(exc).__name__}")
+            self._sftp = await conn.start_sftp_client()
+            self._sftp_conn = conn
+            return self._sftp, False
 
     @staticmethod
     def _write_len(sftp: asyncssh.SFTPClient) -> int:
@@ -661,6 +661,36 @@ class WindowsHost:
         if sftp._handler._supports_limits and sftp.limits.max_write_len:
             return min(sftp.limits.max_write_len, UPLOAD_BLOCK)
         return UPLOAD_BLOCK
+
+    async def _upload(
+        self, send: Callable[[asyncssh.SFTPClient, int], Awaitable[object]], message: str
+    ) -> None:
+        """Run ``send(session, write_len)`` on the connection's SFTP session.
+
+        A session that ended while the connection lives on (found at its next use) is replaced
+        once; a failure for this one file (no such directory, the file in use) keeps the session.
+
+        Raises:
+            TransferError: The upload failed (``message`` says which).
+        """
+        async with self._channels:
+            for attempt in (1, 2):
+                sftp: asyncssh.SFTPClient | None = None
+                reused = False
+                try:
+                    sftp, reused = await self._sftp_session()
+                    await send(sftp, self._write_len(sftp))
+                    return
+                except (asyncssh.Error, OSError) as exc:
+                    gone = not isinstance(exc, asyncssh.SFTPError) or exc.code in _SESSION_GONE
+                    if gone:
+                        self._drop_sftp(sftp)
+                    if gone and reused and attempt == 1 and self.connected:
+                        LOG.info("host %s: SFTP session ended; opening another one", self.address)
+                        continue
+                    raise TransferError(
+                        self.address, f"{message} failed: {type(exc).__name__}"
+                    ) from None
 
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.
@@ -671,16 +701,14 @@ class WindowsHost:
             TransferError: The upload failed.
         """
         remote = sftp_path(destination)
-        async with self._channels:
-            try:
-                sftp = await self._sftp_session()
-                block = self._write_len(sftp)
-                async with sftp.open(
-                    remote, "wb", block_size=block, max_requests=UPLOAD_REQUESTS
-                ) as handle:
-                    await handle.write(data)
-            except (asyncssh.Error, OSError) as exc:
-                raise self._transfer_failed(exc, f"upload of {what} to {destination}") from None
+
+        async def send(sftp: asyncssh.SFTPClient, block: int) -> None:
+            async with sftp.open(
+                remote, "wb", block_size=block, max_requests=UPLOAD_REQUESTS
+            ) as handle:
+                await handle.write(data)
+
+        await self._upload(send, f"upload of {what} to {destination}")
 
     async def put_file(self, source: pathlib.Path, destination: str) -> None:
         """Upload a local file to ``destination`` (absolute Windows path) over SFTP.
@@ -691,16 +719,8 @@ class WindowsHost:
             TransferError: The upload failed.
         """
         remote = sftp_path(destination)
-        async with self._channels:
-            try:
-                sftp = await self._sftp_session()
-                await sftp.put(
-                    str(source),
-                    remote,
-                    block_size=self._write_len(sftp),
-                    max_requests=UPLOAD_REQUESTS,
-                )
-            except (asyncssh.Error, OSError) as exc:
-                raise self._transfer_failed(
-                    exc, f"upload of {source.name} to {destination}"
-                ) from None
+
+        async def send(sftp: asyncssh.SFTPClient, block: int) -> None:
+            await sftp.put(str(source), remote, block_size=block, max_requests=UPLOAD_REQUESTS)
+
+        await self._upload(send, f"upload of {source.name} to {destination}")

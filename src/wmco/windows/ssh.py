@@ -22,9 +22,10 @@ r"""One SSH connection to one Windows host: key auth, host-key pinning, retries,
   open session is one session channel on the host beyond the ``ssh_channels_per_host`` commands
   and uploads in flight (sshd allows 10 per connection).
 - **Throughput.** AES-GCM is preferred (with the ``cryptography`` package it costs a fraction of
-  ChaCha20-Poly1305 per packet, and Win32-OpenSSH offers both), compression is off (the payload
-  is already a ``.tar.gz``), and the connection does not precede every packet with an empty
-  ``SSH_MSG_IGNORE`` (:func:`_tune_for_bulk`); see ``benchmarks/sftp_throughput.py``.
+  ChaCha20-Poly1305 per packet, and Win32-OpenSSH offers both), compression is off (it costs CPU
+  on both ends and a ``.tar.gz`` does not shrink), and the connection does not precede every
+  packet with an empty ``SSH_MSG_IGNORE`` (:func:`_tune_for_bulk`); see
+  ``benchmarks/sftp_throughput.py``.
 - **Fairness.** A semaphore bounds the channels open at once on one host.
 - **Key rotation.** ``fallback_keys`` are offered, in order, in the same authentication exchange
   when the host refuses the first key (a host that still trusts a previous key); the accepted
@@ -80,8 +81,9 @@ ENCRYPTION_ALGS: Final = (
     "aes256-ctr",
 )
 """Ciphers offered, in order. asyncssh's own order puts ChaCha20-Poly1305 first, which it builds
-from three ``cryptography`` calls per packet; AES-GCM is one (AES-NI), and uploads run about 1.8x
-as fast. No CBC mode is offered (see :func:`_tune_for_bulk`)."""
+from three ``cryptography`` calls per packet; AES-GCM is one (AES-NI), and uploads ran about
+twice as fast with it (``benchmarks/sftp_throughput.py``). No CBC mode is offered (see
+:func:`_tune_for_bulk`)."""
 
 
 def _process_full_exit_status(self: asyncssh.SSHClientChannel[bytes], packet: SSHPacket) -> bool:
@@ -110,8 +112,8 @@ def _tune_for_bulk(conn: asyncssh.SSHClientConnection) -> None:
     After the key exchange asyncssh precedes each packet with one: RFC 4251 §9.3.1's
     countermeasure against the chosen-plaintext attack on CBC mode. None of
     :data:`ENCRYPTION_ALGS` is CBC, so it protects nothing here; OpenSSH does not send it; and it
-    doubles the packets of an upload (each one padded, encrypted, sent and decrypted by the host:
-    about a third of an upload's CPU on both ends). Only this connection is changed.
+    doubles the packets of an upload (each one padded, encrypted, sent, and decrypted by the
+    host). Only this connection is changed.
     """
     send = conn.send_packet
 

@@ -5,6 +5,11 @@ answers ``/C:/...`` with forward slashes and the on-disk case; relative paths st
 profile. Errors map to SFTP status codes a v3 client sees (a full disk is SSH_FX_FAILURE; a
 file a running service holds, opened for writing, removed or renamed, is
 SSH_FX_PERMISSION_DENIED). The bandwidth cap and "drop after N bytes" faults apply here.
+
+Message length: sftp-server reads messages of at most ``SFTP_MAX_MSG_LENGTH`` (256 KiB, headers
+included) and exits on a longer one ("bad message"), which ends the session; a write carrying
+more than :data:`MAX_WRITE_DATA` bytes does the same here. Its ``limits@openssh.com`` answer is
+sftp-server's (256 KiB messages, reads and writes of 255 KiB), not asyncssh's 4 MiB.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import time
 from collections.abc import AsyncIterator
 
 import asyncssh
-from asyncssh import SFTPAttrs, SFTPName
+from asyncssh import SFTPAttrs, SFTPLimits, SFTPName
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import SFTPServerHandler
 
 from wmco_sandbox.winhost.core.disk import DirNode, DiskError, FileNode, FileWriter
 from wmco_sandbox.winhost.ssh.endpoint import SshEndpoint
@@ -22,6 +29,14 @@ from wmco_sandbox.winhost.ssh.endpoint import SshEndpoint
 __all__ = ["WinSFTPServer"]
 
 _READ, _WRITE, _APPEND, _CREAT, _TRUNC, _EXCL = 1, 2, 4, 8, 0x10, 0x20
+
+SFTP_MAX_MSG_LENGTH = 256 * 1024
+"""OpenSSH's ``sftp.h``: the longest message sftp-server reads (its length field not counted)."""
+MAX_WRITE_DATA = SFTP_MAX_MSG_LENGTH - (1 + 4 + 4 + 4 + 8 + 4)
+"""The most data one SSH_FXP_WRITE can carry: the type, the request id, a 4-byte handle (as a
+string), the offset and the data's own length field take the rest."""
+SFTP_IO_LENGTH = SFTP_MAX_MSG_LENGTH - 1024
+"""The read and write length sftp-server advertises in its ``limits@openssh.com`` answer."""
 
 
 class _Handle:
@@ -133,6 +148,10 @@ class WinSFTPServer(asyncssh.SFTPServer):
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         """Write bytes at an offset (or at the end in append mode)."""
         assert isinstance(file_obj, _Handle)
+        if len(data) > MAX_WRITE_DATA:
+            # sftp-server: "bad message", exit 11; sshd closes the session, no status is sent.
+            self.channel.close()
+            raise asyncssh.SFTPConnectionLost("Bad message")
         if file_obj.writer is None:
             raise asyncssh.SFTPPermissionDenied("File not open for writing")
         self._host.traffic.sftp_bytes_written += len(data)
@@ -230,3 +249,25 @@ class WinSFTPServer(asyncssh.SFTPServer):
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         """No links."""
         raise asyncssh.SFTPOpUnsupported("Operation unsupported")
+
+
+_handler = SFTPServerHandler._packet_handlers[b"limits@openssh.com"]
+assert _handler is not None
+_asyncssh_limits = _handler
+
+
+async def _process_limits(handler: SFTPServerHandler, packet: SSHPacket) -> object:
+    """sftp-server's ``limits@openssh.com`` answer for the simulated host, asyncssh's otherwise."""
+    if not isinstance(handler._server, WinSFTPServer):
+        return await _asyncssh_limits(handler, packet)
+    packet.check_end()
+    # No handle limit (0), as sftp-server answers when getrlimit gives it none.
+    return SFTPLimits(SFTP_MAX_MSG_LENGTH, SFTP_IO_LENGTH, SFTP_IO_LENGTH, 0)
+
+
+# asyncssh answers limits@openssh.com itself, from its own 4 MiB constants; only the handler
+# table can change the answer (the guard above leaves other asyncssh servers as they were).
+SFTPServerHandler._packet_handlers = {
+    **SFTPServerHandler._packet_handlers,
+    b"limits@openssh.com": _process_limits,
+}

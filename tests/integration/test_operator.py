@@ -326,6 +326,7 @@ async def test_a_fresh_host_takes_at_most_ten_execs_and_its_files_come_as_archiv
     execs = [record.command for record in host.command_log]
     assert host.traffic.execs == len(execs)
     assert len(execs) <= 10, "\n".join(command[:120] for command in execs)
+    assert host.traffic.sftp_sessions == 1, "every archive went over one SFTP session"
     # Payload and generated files each came as one archive, unpacked by the host's tar.exe;
     # the network files as one more, after the VIP endpoint existed.
     archives = [archive for archive, _ in host.machine.unpacked]

@@ -205,16 +205,16 @@ class Hosts:
         node = self.node_of(instance)
         if node is not None and rekey.needs_rekey(node, inputs):
             moved = await rekeyhost.rekey_host(
-                self.client,
-                self.recorder,
-                self.slots,
-                self.sources.trusted_secret(),
-                phases,
-                key,
                 instance,
                 inputs,
                 node,
-                subject,
+                subject=subject,
+                client=self.client,
+                recorder=self.recorder,
+                slots=self.slots,
+                trusted=self.sources.trusted_secret(),
+                phases=phases,
+                phase_key=key,
             )
             if isinstance(moved, controller_mod.Result):
                 return moved

@@ -31,30 +31,31 @@ TRUSTED_KEY_WAIT = 2.0
 
 
 async def rekey_host(
+    instance: instance_mod.Instance,
+    inputs: instance_mod.Inputs,
+    node: Node,
+    *,
+    subject: str,
     client: kube.Client,
     recorder: kube.EventRecorder,
     slots: asyncio.Semaphore,
     trusted: Secret | None,
     phases: metrics_mod.HostPhases,
     phase_key: str,
-    instance: instance_mod.Instance,
-    inputs: instance_mod.Inputs,
-    node: Node,
-    subject: str,
 ) -> Node | controller_mod.Result:
     """Move a configured host to the current key; its Node as patched, or a requeue.
 
     Args:
+        instance: The host.
+        inputs: Cluster-wide inputs (the current and previous keys).
+        node: Its Node.
+        subject: How messages name it.
         client: API client.
         recorder: Where the Events go.
         slots: The shared bound on hosts worked on at once.
         trusted: Secret ``wmco-trusted-private-key`` as cached.
         phases: The ``wmco_hosts`` phases (a failure is counted).
         phase_key: How the host is counted there.
-        instance: The host.
-        inputs: Cluster-wide inputs (the current and previous keys).
-        node: Its Node.
-        subject: How messages name it.
     """
     assert node.metadata is not None and node.metadata.name is not None
     ref = kube.ObjectRef(api_version="v1", kind="Node", name=node.metadata.name)

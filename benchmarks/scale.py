@@ -12,7 +12,11 @@ operator's process is measured alone. It records:
 * the operator's CPU seconds per host configured, its peak RSS, and its idle CPU (share of one
   core) over ``--idle-seconds`` once everything is Ready;
 * per host: SSH execs, SFTP sessions and SFTP bytes (counted by the simulated hosts) and API
-  requests (the API server's own ``apiserver_request_total``, all clients, during the run);
+  requests: the growth of the API server's own ``apiserver_request_total`` over the run (from the
+  list of the hosts to the last Ready), over N. That counter has no user label, so it holds
+  every client (the operator, the simulated kubelets, the control plane's controllers, this
+  benchmark's one watch); ``api_requests_top`` splits it by verb and resource, so a figure that
+  grows with N says who sends it;
 * the serial mode (concurrency 1, the reference operator's one-after-another) at ``--serial-at``.
 
 It writes ``OUT/scale.json`` (a list of records) and ``OUT/scale.png`` (time to all Ready against
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from lightkube.resources.core_v1 import Node
@@ -67,6 +72,7 @@ class Record:
     sftp_sessions_per_host: float
     bytes_per_host: float
     api_requests_per_host: float
+    api_requests_top: dict[str, float]
     profile: str
     payload: str
 
@@ -83,8 +89,8 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
-def api_requests(kubeconfig: Path) -> float:
-    """The API server's ``apiserver_request_total``, summed over every label set."""
+def api_requests(kubeconfig: Path) -> Counter[str]:
+    """The API server's ``apiserver_request_total``, by ``VERB resource[/subresource]``."""
     text = subprocess.run(
         [
             str(cp.find_binaries() / "kubectl"),
@@ -98,11 +104,26 @@ def api_requests(kubeconfig: Path) -> float:
         check=True,
         timeout=60,
     ).stdout
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("apiserver_request_total{")
-    )
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', series))
+        what = labels.get("resource", "") + (
+            f"/{labels['subresource']}" if labels.get("subresource") else ""
+        )
+        counts[f"{labels.get('verb', '?')} {what or '-'}"] += float(value)
+    return counts
+
+
+def per_host(
+    before: Counter[str], after: Counter[str], hosts: int
+) -> tuple[float, dict[str, float]]:
+    """Requests per host over a run, in all and the eight largest by verb and resource."""
+    grown = after - before
+    top = {what: round(count / hosts, 1) for what, count in grown.most_common(8)}
+    return round(sum(grown.values()) / hosts, 1), top
 
 
 async def wait_all_ready(sandbox: Sandbox, count: int, timeout: float) -> None:
@@ -183,6 +204,7 @@ async def run_one(
         traffic = await fleet.traffic()
         rss = peak_rss_mb(pid)
     count = max(len(traffic), 1)
+    requests = per_host(requests_before, requests_after, hosts)
     return Record(
         hosts=hosts,
         mode=mode,
@@ -195,7 +217,8 @@ async def run_one(
         execs_per_host=sum(t["execs"] for t in traffic.values()) / count,
         sftp_sessions_per_host=sum(t["sftp_sessions"] for t in traffic.values()) / count,
         bytes_per_host=sum(t["sftp_bytes_written"] for t in traffic.values()) / count,
-        api_requests_per_host=round((requests_after - requests_before) / hosts, 1),
+        api_requests_per_host=requests[0],
+        api_requests_top=requests[1],
         profile=args.profile,
         payload=payload.reason,
     )
@@ -277,6 +300,9 @@ def report(records: list[Record]) -> str:
             f"{r.execs_per_host:.0f} | {r.sftp_sessions_per_host:.0f} | "
             f"{r.bytes_per_host / 1e6:.1f} | {r.api_requests_per_host:.0f} |"
         )
+    for r in records:
+        top = ", ".join(f"{what} {count:g}" for what, count in r.api_requests_top.items())
+        lines.append(f"API requests per host, {r.mode} N={r.hosts} c={r.concurrency}: {top}")
     lines.append(
         f"Targets at 500 nodes: idle CPU < {TARGETS['idle_cpu_500'] * 100:.0f} % of a core, "
         f"peak RSS < {TARGETS['rss_mb_500']:.0f} MB."

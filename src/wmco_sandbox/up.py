@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from wmco import names
 from wmco_sandbox import payloads
 from wmco_sandbox import progress as progress_mod
 from wmco_sandbox.sandbox import Sandbox, SandboxError
@@ -49,35 +50,35 @@ async def run_up(
             "a new key: wmco sandbox rotate-key)\n"
         )
         view = progress_mod.ProgressView(out)
-        await sandbox.apply_machineset(windows_nodes)
-        await sandbox.add_listed_hosts(byoh_hosts)
-        expected = windows_nodes + byoh_hosts
+        namespaces = (names.OPERATOR_NAMESPACE, names.MACHINE_API_NAMESPACE)
+        async with progress_mod.ClusterWatch(sandbox.kube, namespaces) as watch:
+            await sandbox.apply_machineset(windows_nodes)
+            await sandbox.add_listed_hosts(byoh_hosts)
+            expected = windows_nodes + byoh_hosts
 
-        async def tick() -> None:
-            nodes = await sandbox.windows_nodes()
-            problems = progress_mod.failures(await sandbox.operator_events())
-            view.show(progress_mod.rows(sandbox.cloud.hosts.values(), nodes, problems))
-            sandbox.write_hosts()
+            async def tick() -> None:
+                view.show(watch.rows(sandbox.cloud.hosts.values()))
+                sandbox.write_hosts()
 
-        async def all_ready() -> bool:
-            nodes = await sandbox.windows_nodes()
-            return len([n for n in nodes if progress_mod.node_ready(n)]) >= expected
+            async def all_ready() -> bool:
+                nodes = watch.windows_nodes()
+                return len([n for n in nodes if progress_mod.node_ready(n)]) >= expected
 
-        waiter = asyncio.create_task(
-            sandbox.wait_for(all_ready, f"{expected} Ready nodes", 600, tick)
-        )
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter in done:
-            try:
-                waiter.result()
-                await tick()
-            finally:
+            waiter = asyncio.create_task(
+                sandbox.wait_for(all_ready, f"{expected} Ready nodes", 600, tick)
+            )
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                try:
+                    waiter.result()
+                    await tick()
+                finally:
+                    view.close()
+                (state_dir / "ready").write_text(sandbox.plane.server + "\n")
+                out.write(f"ready: {expected} Windows node(s); Ctrl-C to stop\n")
+                await stop.wait()
+            else:
+                waiter.cancel()
                 view.close()
-            (state_dir / "ready").write_text(sandbox.plane.server + "\n")
-            out.write(f"ready: {expected} Windows node(s); Ctrl-C to stop\n")
-            await stop.wait()
-        else:
-            waiter.cancel()
-            view.close()
         out.write("stopping the sandbox ...\n")

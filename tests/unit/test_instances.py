@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wmco import instances
+from wmco.controllers import instances as controller
 
 
 def test_valid_entries() -> None:
@@ -104,3 +105,22 @@ def test_value_must_be_username_key() -> None:
         instances.parse_entry("10.0.0.1", "Administrator")
     with pytest.raises(ValueError, match="username="):
         instances.parse_entry("10.0.0.1", "password=x")
+
+
+def test_an_edit_changes_only_the_entries_it_touched() -> None:
+    before = {f"10.0.0.{n}": "username=Administrator" for n in range(1, 6)}
+    after = dict(before)
+    after["10.0.0.2"] = "username=core"  # changed user
+    del after["10.0.0.3"]  # removed
+    after["10.0.0.9"] = "username=Administrator"  # added
+    after["10.0.0.4"] = "username=Administrator\n"  # the same entry, spelled otherwise
+    assert controller.changed_addresses(before, after) == {"10.0.0.2", "10.0.0.3", "10.0.0.9"}
+    assert controller.changed_addresses(before, dict(before)) == set()
+    assert controller.changed_addresses(None, {"10.0.0.1": "username=a"}) == {"10.0.0.1"}
+    assert controller.changed_addresses({"10.0.0.1": "username=a"}, None) == {"10.0.0.1"}
+
+
+def test_an_entry_that_becomes_invalid_is_a_removal() -> None:
+    before = {"10.0.0.1": "username=a", "bad..name": "username=a"}
+    after = {"10.0.0.1": "user=a", "bad..name": "username=b"}
+    assert controller.changed_addresses(before, after) == {"10.0.0.1"}

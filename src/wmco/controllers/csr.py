@@ -13,13 +13,17 @@ The rules live in :mod:`wmco.csr` (pure); this module gathers what the operator 
   instance-address annotation and the address of every account naming it).
 
 **Watches.** Pending CSRs (no Approved/Denied condition) are reconciled. A change of a bootstrap
-account or of a Windows Node re-queues every pending CSR, since what the operator knows changed.
+account re-queues the pending CSRs it requested and those of the node it names; a change of a
+Windows Node those its kubelet requested (an index of the CSRs by requester: no walk over every
+CSR per Node heartbeat).
 
 **Cache for triggering, the API for acting.** A first decision is made from the informers'
 caches. A CSR that would be approved or refused is decided again from a fresh read of the CSR,
-the bootstrap accounts and the Nodes, and only that second decision is carried out. Caches of
-different kinds lag each other (a CSR may be seen before the Node whose address it names); a
-verdict that cannot be undone (approval, denial) is not taken on a stale view.
+its account, its Node and the accounts naming that Node (:mod:`.csrknowledge`: a few GETs, no
+list), and only that second decision is carried out. Caches of different kinds lag each other
+(a CSR may be seen before the Node whose address it names); a verdict that cannot be undone
+(approval, denial) is not taken on a stale view. A refusal is confirmed once more from a full
+read of every account and Windows Node, since knowing less only ever refuses more.
 
 **Verdicts.**
 
@@ -54,6 +58,7 @@ from lightkube.resources.certificates_v1 import (
 from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from wmco import csr, kube, names
+from wmco.controllers import csrknowledge
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
@@ -67,8 +72,8 @@ CONTROLLER_NAME: Final = "csr"
 UNKNOWN_NODE_NAME_RETRY: Final = 5.0
 """Seconds before a CSR of our account whose node name is not known yet is looked at again."""
 
-ACCOUNT_LABELS: Final = {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE}
-WINDOWS_NODE_LABELS: Final = {names.OS_LABEL: names.OS_LABEL_WINDOWS}
+ACCOUNT_LABELS: Final = csrknowledge.ACCOUNT_LABELS
+WINDOWS_NODE_LABELS: Final = csrknowledge.WINDOWS_NODE_LABELS
 
 _DECISIVE: Final = frozenset({"Approved", "Denied"})
 
@@ -83,63 +88,17 @@ def is_pending(obj: CertificateSigningRequest) -> bool:
     return not any(condition.type in _DECISIVE for condition in conditions)
 
 
-def bootstrap_account(account: ServiceAccount) -> csr.BootstrapAccount | None:
-    """The :class:`wmco.csr.BootstrapAccount` a bootstrap ServiceAccount of ours describes.
+knowledge_from = csrknowledge.knowledge_from
+"""Build what the operator knows (see :func:`wmco.controllers.csrknowledge.knowledge_from`)."""
 
-    Returns ``None`` when it lacks a name, a namespace, a UID or the instance-address annotation
-    (not one the operator made).
-    """
-    metadata = account.metadata or ObjectMeta()
-    annotations = metadata.annotations or {}
-    address = annotations.get(names.INSTANCE_ADDRESS_ANNOTATION)
-    if not (metadata.name and metadata.namespace and metadata.uid and address):
-        return None
-    return csr.BootstrapAccount(
-        username=names.service_account_user(metadata.namespace, metadata.name),
-        uid=metadata.uid,
-        group=names.service_accounts_group(metadata.namespace),
-        address=address,
-        node_name=annotations.get(names.INSTANCE_NODE_NAME_ANNOTATION) or None,
-    )
+CSR_USER_INDEX: Final = "wmco-csr-username"
+"""Index of the CSR informer: the requester (``spec.username``)."""
 
 
-def managed_nodes(
-    nodes: Iterable[Node], accounts: Iterable[csr.BootstrapAccount]
-) -> list[csr.ManagedNode]:
-    """The Nodes the operator manages, with every address it knows for each.
-
-    A Node is managed when it carries the instance-address annotation or one of our accounts
-    names it. Its known addresses are only what the operator itself recorded: its
-    instance-address annotation and the address of every account naming it. The Node's status addresses are NOT
-    trusted: the kubelet writes them itself, so a compromised host could add any address there
-    and obtain a serving certificate for it.
-    """
-    recorded: dict[str, set[str]] = {}
-    for account in accounts:
-        if account.node_name:
-            addresses = recorded.setdefault(account.node_name, set())
-            if account.address:
-                addresses.add(account.address)
-    managed: list[csr.ManagedNode] = []
-    for node in nodes:
-        metadata = node.metadata or ObjectMeta()
-        name = metadata.name or ""
-        annotation = (metadata.annotations or {}).get(names.INSTANCE_ADDRESS_ANNOTATION)
-        if not name or (annotation is None and name not in recorded):
-            continue
-        addresses = set(recorded.get(name, ()))
-        if annotation:
-            addresses.add(annotation)
-        managed.append(csr.ManagedNode(name=name, addresses=frozenset(addresses)))
-    return managed
-
-
-def knowledge_from(
-    service_accounts: Iterable[ServiceAccount], nodes: Iterable[Node]
-) -> csr.Knowledge:
-    """Build what the operator knows from its bootstrap accounts and the Windows Nodes."""
-    accounts = [a for a in map(bootstrap_account, service_accounts) if a is not None]
-    return csr.Knowledge.build(accounts=accounts, nodes=managed_nodes(nodes, accounts))
+def csr_username(obj: CertificateSigningRequest) -> list[str]:
+    """Index function: who requested the CSR."""
+    username = obj.spec.username if obj.spec else None
+    return [username] if username else []
 
 
 def request_of(obj: CertificateSigningRequest) -> csr.CsrRequest:
@@ -173,15 +132,6 @@ def approval_patch(resource_version: str | None, decision: csr.Decision) -> dict
 
 # ---------------------------------------------------------------------------------------------
 # Effects
-
-
-async def read_knowledge(client: kube.Client, bootstrap_namespace: str) -> csr.Knowledge:
-    """What the operator knows, read fresh from the API server."""
-    accounts = await kube.list_objects(
-        client, ServiceAccount, namespace=bootstrap_namespace, labels=ACCOUNT_LABELS
-    )
-    nodes = await kube.list_objects(client, Node, labels=WINDOWS_NODE_LABELS)
-    return knowledge_from(accounts.items, nodes.items)
 
 
 async def set_decision(
@@ -237,9 +187,11 @@ class CsrReconciler:
         self._bootstrap_namespace = bootstrap_namespace
         self._metrics = metrics
 
-    def cached_knowledge(self) -> csr.Knowledge:
-        """What the operator knows according to the informers' caches."""
-        return knowledge_from(self._accounts.store.objects(), self._nodes.store.objects())
+    def cached_knowledge(self, request: csr.CsrRequest) -> csr.Knowledge:
+        """What the informers' caches say about the request's account and node."""
+        return csrknowledge.cached_knowledge(
+            request, self._accounts, self._nodes, self._bootstrap_namespace
+        )
 
     async def __call__(self, key: str) -> controller_mod.Result | None:
         """Decide the CSR named ``key`` if it is pending and ours."""
@@ -247,7 +199,7 @@ class CsrReconciler:
         if cached is None or not is_pending(cached):
             return None
         request = request_of(cached)
-        knowledge = self.cached_knowledge()
+        knowledge = self.cached_knowledge(request)
         decision = csr.decide(request, knowledge)
         if decision.verdict is csr.Verdict.IGNORE:
             return self._ignored(request, knowledge, decision)
@@ -256,8 +208,13 @@ class CsrReconciler:
         if fresh is None or not is_pending(fresh):
             return None
         request = request_of(fresh)
-        knowledge = await read_knowledge(self._client, self._bootstrap_namespace)
+        knowledge = await csrknowledge.fresh_knowledge(
+            self._client, request, self._accounts, self._bootstrap_namespace
+        )
         decision = csr.decide(request, knowledge)
+        if decision.verdict is csr.Verdict.REFUSE:  # knowing less refuses more: be sure
+            knowledge = await csrknowledge.read_knowledge(self._client, self._bootstrap_namespace)
+            decision = csr.decide(request, knowledge)
         if decision.verdict is csr.Verdict.IGNORE:
             return self._ignored(request, knowledge, decision)
         if not await set_decision(self._client, fresh, decision):
@@ -333,9 +290,11 @@ def setup(
         The controller (already registered).
     """
     csrs = manager.informer(CertificateSigningRequest)
+    csrs.add_index(CSR_USER_INDEX, csr_username)
     accounts = manager.informer(
         ServiceAccount, namespace=settings.bootstrap_namespace, labels=ACCOUNT_LABELS
     )
+    accounts.add_index(csrknowledge.ACCOUNT_NODE_INDEX, csrknowledge.account_node_name)
     nodes = manager.informer(Node, labels=WINDOWS_NODE_LABELS)
     reconciler = CsrReconciler(
         manager.client,
@@ -348,14 +307,28 @@ def setup(
     )
     controller = manager.controller(CONTROLLER_NAME, reconciler)
 
-    def pending_csrs(obj: Any) -> Iterable[str]:
+    def pending_of(*usernames: str) -> list[str]:
         return [
             item.metadata.name
-            for item in csrs.store.objects()
+            for username in usernames
+            for item in csrs.store.by_index(CSR_USER_INDEX, username)
             if item.metadata is not None and item.metadata.name and is_pending(item)
         ]
 
+    def csrs_of_account(obj: Any) -> Iterable[str]:
+        account: ServiceAccount = obj
+        metadata = account.metadata or ObjectMeta()
+        if not (metadata.name and metadata.namespace):
+            return []
+        own = names.service_account_user(metadata.namespace, metadata.name)
+        nodes_named = csrknowledge.account_node_name(account)
+        return pending_of(own, *(names.NODE_USER_PREFIX + n for n in nodes_named))
+
+    def csrs_of_node(obj: Any) -> Iterable[str]:
+        name = obj.metadata.name if obj.metadata else None
+        return pending_of(names.NODE_USER_PREFIX + name) if name else []
+
     controller.watch(csrs, controller_mod.own_key, _pending)
-    controller.watch(accounts, pending_csrs)
-    controller.watch(nodes, pending_csrs, _node_knowledge_changed)
+    controller.watch(accounts, csrs_of_account)
+    controller.watch(nodes, csrs_of_node, _node_knowledge_changed)
     return controller

@@ -3,16 +3,24 @@
 Both controllers turn "this instance should be a node" into a call of
 :func:`wmco.nodeconfig.configure.configure` and "this instance is gone" into
 :func:`wmco.nodeconfig.deconfigure.deconfigure`. This module owns the parts that are the same for
-both: reading the private key and the kubelet client CA, the shared bound on hosts worked on at
-once (``settings.concurrency`` across both controllers), the fast path that skips SSH for a node
-already configured by this version with the current key and client CA, and turning outcomes into
-log lines and Kubernetes Events.
+both: the shared bound on hosts worked on at once (``settings.concurrency`` across both
+controllers), the fast path that skips SSH for a node already configured by this version with the
+current key and client CA, and the decision of what a host needs. Beside it:
+:mod:`.hostinputs` reads what every flow is given (private key, CAs, previous keys),
+:mod:`.hostreport` turns outcomes into log lines and Events, :mod:`.rekeyhost` moves a host to a
+new SSH key.
 
 The kubelet client CA is read from the informers of its source ConfigMaps
 (:func:`wmco.cluster.clientca.sources`); both controllers watch them (:func:`ca_changed` filters
 out resyncs), so a rotated bundle re-queues every host, and the up-to-date check, which compares
 the bundle's digest with the Node's ``kubelet-ca-hash``, sends exactly those hosts through the
 flow, which then rewrites only ``kubelet-ca.crt``.
+
+**Cost per host** (issue 12 §5): every check of a reconcile reads the shared informers' caches,
+and the Node of a host is found through the Node informer's address indexes
+(:func:`wmco.nodeconfig.node.index_nodes`), not by walking every Node. The flows run inside
+:func:`wmco.nodeconfig.node.using_nodes`, so they too find their Node and wait for it to become
+Ready on that informer: a host joining costs the API server no list and no request per second.
 
 The exporter CA (:mod:`wmco.cluster.exportersecret`) is handled the same way: its Secret's
 informer re-queues every host when it changes, and the up-to-date check also asks whether the
@@ -32,25 +40,21 @@ says what was found.
 Key rotation (issue 11): :meth:`Hosts.inputs` also carries the previous private keys of Secret
 ``wmco-trusted-private-key`` (:mod:`wmco.cluster.trustedkeys`), so every connection offers them
 after the current key; :meth:`Hosts.converge` first moves a configured host whose Node carries
-another ``pub-key-hash`` to the current key (:mod:`wmco.nodeconfig.rekey`: no service touched),
-with Event ``HostKeyRotated``, or ``HostKeyRotationFailed`` naming a host that accepts none of
-the keys.
+another ``pub-key-hash`` to the current key (:mod:`.rekeyhost`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import time
-from typing import Any
 
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 
-from wmco import kube, names, userdata
-from wmco.cluster import clientca, exportersecret, trustedkeys
-from wmco.controllers import rollout
+from wmco import kube, names
+from wmco.cluster import clientca, exportersecret
+from wmco.controllers import hostinputs, hostreport, rekeyhost, rollout
 from wmco.nodeconfig import configure, deconfigure, exportertls, hyperv, probe, rekey
 from wmco.nodeconfig import instance as instance_mod
 from wmco.nodeconfig import node as node_mod
@@ -71,6 +75,7 @@ class Hosts:
 
     ``nodes`` and ``private_keys`` are the manager's shared informers: the checks made on every
     reconcile (is this node already configured? which key?) read their caches, not the API.
+    ``nodes`` is indexed by address (:func:`wmco.nodeconfig.node.index_nodes`).
     """
 
     client: kube.Client
@@ -86,25 +91,32 @@ class Hosts:
     trusted_keys: informer_mod.Informer[Secret] | None = None
     joining: set[str] = dataclasses.field(default_factory=set)
     """Hosts without a configured Node yet (phase keys): they may trust a previous key."""
-    exporter_cas: exportersecret.CaKeeper = dataclasses.field(init=False)
+    sources: hostinputs.InputSources = dataclasses.field(init=False)
     probed: dict[str, float] = dataclasses.field(default_factory=dict)
     """Host key to the monotonic time of its last drift probe or configuration."""
     slots: asyncio.Semaphore = dataclasses.field(init=False)
     gate: rollout.Gate = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
+        node_mod.index_nodes(self.nodes)
         self.slots = asyncio.Semaphore(self.settings.concurrency)
         self.gate = rollout.Gate(self.client, self.recorder, self.settings, self.nodes)
-        informer = self.exporter_secrets
+        self.sources = hostinputs.InputSources(
+            client=self.client,
+            settings=self.settings,
+            payload=self.payload,
+            version=self.version,
+            private_keys=self.private_keys,
+            ca_sources=self.ca_sources,
+            exporter_secrets=self.exporter_secrets,
+            trusted_keys=self.trusted_keys,
+            metrics=self.metrics,
+        )
 
-        def cached() -> Secret | None:
-            if informer is None:
-                return None
-            return informer.store.get_by_name(
-                names.WINDOWS_EXPORTER_CA_SECRET, self.settings.namespace
-            )
-
-        self.exporter_cas = exportersecret.CaKeeper(self.client, self.settings.namespace, cached)
+    @property
+    def exporter_cas(self) -> exportersecret.CaKeeper:
+        """The exporter CA as the flows get it."""
+        return self.sources.exporter_cas
 
     def forget_host(self, key: str) -> None:
         """A host is no longer managed: drop it from the phase counts and the probe times."""
@@ -114,67 +126,21 @@ class Hosts:
 
     def client_ca(self) -> clientca.Choice:
         """The kubelet client CA bundle as the source ConfigMaps say now (from the caches)."""
-        return clientca.choose(self.settings.kubelet_ca_configmap, self.ca_configmaps())
-
-    def ca_configmaps(self) -> dict[tuple[str, str], dict[str, str] | None]:
-        """The data of every CA source ConfigMap, ``None`` for those that do not exist."""
-        result: dict[tuple[str, str], dict[str, str] | None] = {}
-        for source in clientca.sources(self.settings.kubelet_ca_configmap):
-            found: ConfigMap | None = None
-            for informer in self.ca_sources:
-                found = found or informer.store.get_by_name(source.name, source.namespace)
-            result[(source.namespace, source.name)] = (
-                dict(found.data or {}) if found is not None else None
-            )
-        return result
+        return self.sources.client_ca()
 
     async def inputs(self) -> instance_mod.Inputs | None:
-        """The inputs of the flow, or ``None`` while the private key is missing or unusable.
+        """The inputs of the flow, or ``None`` while the private key is missing or unusable."""
+        return await self.sources.inputs()
 
-        The user-data controller reports a bad key in an Event; here it only means "not yet".
-        A bad kubelet client CA does not stop here: the inputs carry the problem, up-to-date
-        nodes stay as they are, and a new host fails its ``bootstrap-files`` step with it.
-        """
-        secret = self.private_keys.store.get_by_name(
-            names.PRIVATE_KEY_SECRET, self.settings.namespace
-        ) or await kube.get(
-            self.client, Secret, names.PRIVATE_KEY_SECRET, namespace=self.settings.namespace
-        )
-        raw = ((secret.data if secret else None) or {}).get(names.PRIVATE_KEY_SECRET_KEY)
-        if not raw:
-            return None
-        try:
-            inputs = instance_mod.Inputs.from_key(
-                self.settings,
-                base64.b64decode(raw),
-                self.payload,
-                self.version,
-                client_ca=self.client_ca(),
-                exporter_ca=await self.exporter_cas.current(),
-                observer=self.metrics,
-            )
-        except userdata.PrivateKeyError:
-            return None
-        return dataclasses.replace(inputs, previous_private_keys=self.previous_keys(inputs))
-
-    def _trusted_secret(self) -> Secret | None:
-        if self.trusted_keys is None:
-            return None
-        return self.trusted_keys.store.get_by_name(
-            names.TRUSTED_PRIVATE_KEY_SECRET, self.settings.namespace
-        )
-
-    def previous_keys(self, inputs: instance_mod.Inputs) -> tuple[bytes, ...]:
-        """The keys of the trusted-key Secret other than the current one."""
-        return trustedkeys.previous_keys(inputs.pub_key_hash, self._trusted_secret())
+    def node_of(self, instance: instance_mod.Instance) -> Node | None:
+        """The instance's Node as cached (an index lookup)."""
+        return node_mod.cached_node(self.nodes, instance)
 
     async def up_to_date(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs
     ) -> bool:
         """Whether the node is Ready and configured by us with this key, CAs and Hyper-V setting."""
-        return self.node_up_to_date(
-            node_mod.match_node(self.nodes.store.objects(), instance), inputs
-        )
+        return self.node_up_to_date(self.node_of(instance), inputs)
 
     def node_up_to_date(self, node: Node | None, inputs: instance_mod.Inputs) -> bool:
         """:meth:`up_to_date` of a given Node (e.g. as a patch returned it)."""
@@ -195,15 +161,16 @@ class Hosts:
             log.info("instance %s: %s: %s", instance.address, step, detail)
 
         async with slots_mod.Slot(self.slots) as slot:
-            return await configure.configure(
-                self.client, instance, inputs, progress=progress, slot=slot
-            )
+            with node_mod.using_nodes(self.nodes):
+                return await configure.configure(
+                    self.client, instance, inputs, progress=progress, slot=slot
+                )
 
     async def configure_gated(
         self, instance: instance_mod.Instance, inputs: instance_mod.Inputs, subject: str
     ) -> instance_mod.Outcome | rollout.Held:
         """Configure a new host at once; an existing node's upgrade or reboot through the gate."""
-        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        node = self.node_of(instance)
         name = node.metadata.name if node is not None and node.metadata else None
         if name is None or rollout.work_for(node, inputs.version) is None:
             return await self.configure_instance(instance, inputs)
@@ -235,9 +202,20 @@ class Hosts:
         phases = self.metrics.hosts
         key = phase_key(instance)
         drift: tuple[probe.Finding, ...] = ()
-        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        node = self.node_of(instance)
         if node is not None and rekey.needs_rekey(node, inputs):
-            moved = await self.rekey_host(instance, inputs, node, subject)
+            moved = await rekeyhost.rekey_host(
+                instance,
+                inputs,
+                node,
+                subject=subject,
+                client=self.client,
+                recorder=self.recorder,
+                slots=self.slots,
+                trusted=self.sources.trusted_secret(),
+                phases=phases,
+                phase_key=key,
+            )
             if isinstance(moved, controller_mod.Result):
                 return moved
             if self.node_up_to_date(moved, inputs):
@@ -277,29 +255,14 @@ class Hosts:
             return controller_mod.Result(requeue_after=outcome.requeue_after)
         self.joining.discard(key)
         self.probed[key] = time.monotonic()
-        summary = (
-            f"({outcome.files_written} files written, {outcome.files_unchanged} unchanged; "
-            f"restarted: {', '.join(outcome.services_restarted) or 'none'})"
+        await hostreport.configured(
+            self.recorder,
+            outcome,
+            subject=subject,
+            ref=ref,
+            setup_reason=setup_reason,
+            drift=drift,
         )
-        if drift:
-            message = f"{subject}: {probe.describe(drift)}; repaired {summary}"
-            log.info("%s", message)
-            await self.recorder.emit_event(
-                node_ref(outcome.node_name),
-                "Normal",
-                names.EventReason.HOST_DRIFT_REPAIRED,
-                message,
-            )
-        else:
-            message = (
-                f"{subject} configured as node {outcome.node_name} in {outcome.seconds:.1f}s "
-                f"{summary}"
-            )
-            log.info("%s", message)
-            if ref is not None:
-                await self.recorder.emit_event(ref, "Normal", setup_reason, message)
-        if outcome.hyperv_problem is not None:
-            await self.hyperv_unavailable(subject, outcome.node_name, outcome.hyperv_problem)
         return controller_mod.Result(requeue_after=self.settings.resync_interval)
 
     def next_probe_in(self, key: str) -> float:
@@ -323,7 +286,7 @@ class Hosts:
         """
         key = phase_key(instance)
         self.probed[key] = time.monotonic()
-        node = node_mod.match_node(self.nodes.store.objects(), instance)
+        node = self.node_of(instance)
         if node is None:
             return ()
         try:
@@ -336,60 +299,6 @@ class Hosts:
                     ref, "Warning", names.EventReason.HOST_KEY_MISMATCH, str(exc)
                 )
             return ()
-
-    async def rekey_host(
-        self,
-        instance: instance_mod.Instance,
-        inputs: instance_mod.Inputs,
-        node: Node,
-        subject: str,
-    ) -> Node | controller_mod.Result:
-        """Move a configured host to the current key; its Node as patched, or a requeue.
-
-        Waits (a short requeue) until the trusted-key Secret holds the current key, so an
-        operator restarted mid-rotation still has every key some host trusts.
-        """
-        assert node.metadata is not None and node.metadata.name is not None
-        ref = kube.ObjectRef(api_version="v1", kind="Node", name=node.metadata.name)
-        if not trustedkeys.holds(inputs.pub_key_hash, self._trusted_secret()):
-            log.info(
-                "%s: waiting for Secret %s to hold the current key before re-keying",
-                subject,
-                names.TRUSTED_PRIVATE_KEY_SECRET,
-            )
-            return controller_mod.Result(requeue_after=2.0)
-        try:
-            async with self.slots:
-                outcome = await rekey.rekey(self.client, instance, inputs, node)
-        except instance_mod.ConfigurationError as exc:
-            self.metrics.hosts.set(phase_key(instance), metrics_mod.HostPhase.FAILED)
-            message = (
-                f"host {instance.address} (node {node.metadata.name}) was not moved to the new "
-                f"SSH key and stays on the one it trusts: {exc}"
-            )
-            log.warning("%s", message)
-            await self.recorder.emit_event(
-                ref, "Warning", names.EventReason.HOST_KEY_ROTATION_FAILED, message
-            )
-            return controller_mod.Result(requeue=True)
-        message = (
-            f"{subject} (host {instance.address}) moved from SSH key {outcome.old_fingerprint} "
-            f"to {outcome.new_fingerprint} in {outcome.seconds:.1f}s; nothing restarted"
-        )
-        log.info("%s", message)
-        await self.recorder.emit_event(ref, "Normal", names.EventReason.HOST_KEY_ROTATED, message)
-        patched = await kube.get(self.client, Node, node.metadata.name)
-        return patched if patched is not None else controller_mod.Result(requeue=True)
-
-    async def hyperv_unavailable(self, subject: str, node_name: str, problem: str) -> None:
-        """Say on the Node (Warning ``HyperVUnavailable``) why it offers no Hyper-V isolation."""
-        log.warning("%s: %s", subject, problem)
-        await self.recorder.emit_event(
-            node_ref(node_name),
-            "Warning",
-            names.EventReason.HYPERV_UNAVAILABLE,
-            problem,
-        )
 
     async def deconfigure_instance(
         self,
@@ -406,14 +315,10 @@ class Hosts:
         """
         self.forget_host(phase_key(instance))
         async with self.slots:
-            return await deconfigure.deconfigure(
-                self.client, instance, inputs, delete_node=True, clean_host=clean_host
-            )
-
-
-def node_ref(node_name: str) -> kube.ObjectRef:
-    """The reference of a Node for an Event."""
-    return kube.ObjectRef(api_version="v1", kind="Node", name=node_name)
+            with node_mod.using_nodes(self.nodes):
+                return await deconfigure.deconfigure(
+                    self.client, instance, inputs, delete_node=True, clean_host=clean_host
+                )
 
 
 MIN_HOST_WORKERS = 64
@@ -449,23 +354,8 @@ def instance_of_node(
     )
 
 
-def ca_changed(event: informer_mod.Event[Any]) -> bool:
-    """A CA source ConfigMap appeared, went, or changed its data (not a periodic resync)."""
-    if event.type is not informer_mod.EventType.MODIFIED or event.old is None:
-        return True
-    return bool(event.obj.data != event.old.data)
-
-
-def ca_informers(
-    manager: manager_mod.Manager, settings: Settings
-) -> tuple[informer_mod.Informer[ConfigMap], ...]:
-    """One informer per kubelet client CA source ConfigMap (a name field selector each)."""
-    return tuple(
-        manager.informer(
-            ConfigMap, namespace=source.namespace, fields={"metadata.name": source.name}
-        )
-        for source in clientca.sources(settings.kubelet_ca_configmap)
-    )
+ca_changed = hostinputs.ca_changed
+"""Predicate of the CA watches (see :func:`wmco.controllers.hostinputs.ca_changed`)."""
 
 
 def setup(
@@ -476,6 +366,7 @@ def setup(
     version: str,
 ) -> Hosts:
     """The shared host state, on the manager's shared node and private-key informers."""
+    namespace = settings.namespace
     return Hosts(
         client=manager.client,
         settings=settings,
@@ -483,26 +374,9 @@ def setup(
         payload=payload,
         version=version,
         nodes=manager.informer(Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS}),
-        private_keys=manager.informer(
-            Secret, namespace=settings.namespace, fields={"metadata.name": names.PRIVATE_KEY_SECRET}
-        ),
-        ca_sources=ca_informers(manager, settings),
-        exporter_secrets=exporter_ca_informer(manager, settings),
+        private_keys=hostinputs.named(manager, Secret, names.PRIVATE_KEY_SECRET, namespace),
+        ca_sources=hostinputs.ca_informers(manager, settings),
+        exporter_secrets=hostinputs.exporter_ca_informer(manager, settings),
         metrics=manager.metrics,
-        trusted_keys=manager.informer(
-            Secret,
-            namespace=settings.namespace,
-            fields={"metadata.name": names.TRUSTED_PRIVATE_KEY_SECRET},
-        ),
-    )
-
-
-def exporter_ca_informer(
-    manager: manager_mod.Manager, settings: Settings
-) -> informer_mod.Informer[Secret]:
-    """The informer of the exporter CA Secret (shared with the monitoring controller)."""
-    return manager.informer(
-        Secret,
-        namespace=settings.namespace,
-        fields={"metadata.name": names.WINDOWS_EXPORTER_CA_SECRET},
+        trusted_keys=hostinputs.named(manager, Secret, names.TRUSTED_PRIVATE_KEY_SECRET, namespace),
     )

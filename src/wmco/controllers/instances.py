@@ -8,12 +8,19 @@ reports each bad entry in an Event on the ConfigMap, naming the entry and why.
 
 Removing an entry, or deleting the ConfigMap, deconfigures the host and deletes its Node: the
 Node's ``instance-address`` annotation says which entry it came from.
+
+**An edit re-queues what it changed** (issue 12 §5): adding, removing or changing one entry of a
+ConfigMap listing 500 hosts re-queues that one address (and the validation key), not all 500
+(:func:`changed_addresses` compares the ConfigMap before and after). The first list, a deletion
+of the ConfigMap and the periodic resync still re-queue every entry and every BYOH Node, so the
+controller stays level-triggered. The parsed ConfigMap is kept per resourceVersion: a reconcile
+of one host does not parse the whole list again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightkube.resources.core_v1 import ConfigMap, Node
@@ -22,6 +29,7 @@ from wmco import instances, kube, names
 from wmco.controllers import hosts as hosts_mod
 from wmco.nodeconfig import drain
 from wmco.nodeconfig import instance as instance_mod
+from wmco.nodeconfig import node as node_mod
 from wmco.runtime import controller as controller_mod
 from wmco.runtime import informer as informer_mod
 from wmco.runtime import manager as manager_mod
@@ -37,6 +45,24 @@ def _is_byoh(node: Node) -> bool:
     return labels.get(names.BYOH_LABEL) == names.TRUE
 
 
+def _entries(data: Mapping[str, str] | None) -> dict[str, instances.Instance]:
+    return {i.address.lower(): i for i in instances.parse_instances(data).instances}
+
+
+def changed_addresses(old: Mapping[str, str] | None, new: Mapping[str, str] | None) -> set[str]:
+    """The addresses whose entry was added, removed or changed between two ConfigMap datas.
+
+    An entry that is still invalid, or whose only change is its spelling (a DNS name's case),
+    is not a change; an entry that became invalid is one (its host is removed).
+    """
+    before, after = _entries(old), _entries(new)
+    return {
+        (after.get(address) or before[address]).address
+        for address in before.keys() | after.keys()
+        if before.get(address) != after.get(address)
+    }
+
+
 class InstancesReconciler:
     """Reconciles one listed instance (by address), or validates the ConfigMap."""
 
@@ -48,7 +74,9 @@ class InstancesReconciler:
     ) -> None:
         self.hosts = hosts
         self.configmaps = configmaps
-        self.nodes = nodes
+        self.nodes = node_mod.index_nodes(nodes)
+        self._parsed: tuple[str | None, instances.ParsedInstances, dict[str, instances.Instance]]
+        self._parsed = ("", instances.parse_instances(None), {})
 
     @property
     def _namespace(self) -> str:
@@ -59,14 +87,38 @@ class InstancesReconciler:
 
     def parsed(self) -> instances.ParsedInstances:
         """The ConfigMap's entries; a missing ConfigMap lists no instance."""
-        configmap = self._configmap()
-        return instances.parse_instances(configmap.data if configmap else None)
+        return self._parse()[0]
 
-    def keys_for_configmap(self, obj: Any) -> Iterable[str]:
-        """Every listed address, every BYOH node's address, and the validation key."""
+    def listed(self, address: str) -> instances.Instance | None:
+        """The entry of ``address`` (DNS names compare case-insensitively), if listed."""
+        return self._parse()[1].get(address.lower())
+
+    def _parse(self) -> tuple[instances.ParsedInstances, dict[str, instances.Instance]]:
+        configmap = self._configmap()
+        version = configmap.metadata.resourceVersion if configmap and configmap.metadata else None
+        if self._parsed[0] != version:
+            parsed = instances.parse_instances(configmap.data if configmap else None)
+            self._parsed = (version, parsed, {i.address.lower(): i for i in parsed.instances})
+        return self._parsed[1], self._parsed[2]
+
+    def keys_for_configmap(self, event: informer_mod.Event[Any]) -> Iterable[str]:
+        """The validation key, and the addresses the event may have changed.
+
+        An edit: the entries it added, removed or changed. The first list, a deletion, a
+        resync: every listed address and every BYOH node's address.
+        """
         keys = {VALIDATE_KEY}
-        keys.update(i.address for i in self.parsed().instances)
-        keys.update(self._byoh_addresses())
+        old = event.old
+        edit = (
+            event.type is informer_mod.EventType.MODIFIED
+            and event.origin is not informer_mod.Origin.RESYNC
+            and old is not None
+        )
+        if edit and old is not None:
+            keys.update(changed_addresses(old.data, event.obj.data))
+        else:
+            keys.update(i.address for i in instances.parse_instances(event.obj.data).instances)
+            keys.update(self._byoh_addresses())
         return sorted(keys)
 
     def _byoh_addresses(self) -> set[str]:
@@ -91,6 +143,7 @@ class InstancesReconciler:
 
     async def reconcile(self, key: str) -> controller_mod.Result | None:
         """Validate the ConfigMap, or move one instance one step towards its desired state."""
+        log.debug("instance %s: reconciling", key)
         if key == VALIDATE_KEY:
             await self._report_invalid_entries()
             return None
@@ -98,7 +151,7 @@ class InstancesReconciler:
         if inputs is None:
             log.info("instance %s: waiting for a usable private key Secret", key)
             return controller_mod.Result(requeue_after=10.0)
-        listed = self.parsed().by_address(key)
+        listed = self.listed(key)
         if listed is not None:
             return await self._configure(listed, inputs)
         return await self._teardown(key, inputs)
@@ -136,7 +189,12 @@ class InstancesReconciler:
         self, address: str, inputs: instance_mod.Inputs
     ) -> controller_mod.Result | None:
         node = next(
-            (n for n in self.nodes.store.objects() if address in self.keys_for_node(n)), None
+            (
+                n
+                for n in self.nodes.store.by_index(node_mod.ANNOTATED_ADDRESS_INDEX, address)
+                if _is_byoh(n)
+            ),
+            None,
         )
         if node is None:
             self.hosts.forget_host(address)
@@ -186,7 +244,7 @@ def setup(manager: manager_mod.Manager, hosts: hosts_mod.Hosts) -> controller_mo
     def is_instances_configmap(event: informer_mod.Event[Any]) -> bool:
         return bool(event.obj.metadata and event.obj.metadata.name == names.INSTANCES_CONFIGMAP)
 
-    controller.watch(configmaps, reconciler.keys_for_configmap, is_instances_configmap)
+    controller.watch_events(configmaps, reconciler.keys_for_configmap, is_instances_configmap)
     controller.watch(nodes, reconciler.keys_for_node)
     for source in hosts.ca_sources:
         controller.watch(source, reconciler.keys_for_client_ca, hosts_mod.ca_changed)

@@ -1,15 +1,28 @@
 """The Node of an instance: finding it, judging it, waiting for it, labelling it.
 
 Pure judgements (:func:`match_node`, :func:`is_up_to_date`, :func:`node_is_ready`,
-:func:`node_metadata_patch`) are unit-tested; the waits poll the API server with a deadline and
-say what they wait for in the progress messages.
+:func:`node_metadata_patch`) are unit-tested; the waits have a deadline and say what they wait
+for in the progress messages.
+
+**No request per host per second, no list per host** (issue 12 §5). Where the operator runs, its
+shared informer of the Windows Nodes is the source: :func:`index_nodes` indexes it by address
+(the ``instance-address`` annotation, and every address a Node reports), so :func:`find_node`
+is a dictionary lookup, and the waits sleep on the informer until the one Node changes
+(:meth:`wmco.runtime.informer.Informer.wait_until`), sending nothing. The flow gets that informer
+either as the ``nodes`` argument or, for callers that do not pass it along (the configure flow is
+called with the client only), from :func:`using_nodes`, a context the host controllers enter
+around each flow. Without either (a tool, a test driving the flow alone), :func:`find_node` lists
+the Windows Nodes once, and a wait runs its own list + watch of the one Node (a
+``metadata.name`` field selector): two requests for the whole wait, whatever its length.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from lightkube.resources.core_v1 import Node
@@ -24,10 +37,21 @@ from wmco.nodeconfig.instance import (
     Progress,
     Step,
 )
+from wmco.runtime import informer as informer_mod
 from wmco.windows import ssh
 
-POLL_INTERVAL = 1.0
-"""Seconds between two reads of a Node while waiting for it."""
+NodeInformer = informer_mod.Informer[Node]
+"""The operator's informer of the Windows Nodes (label ``kubernetes.io/os=windows``)."""
+
+ANNOTATED_ADDRESS_INDEX = "wmco-instance-address"
+"""Index of the Node informer: the ``instance-address`` annotation the operator wrote."""
+
+REPORTED_ADDRESS_INDEX = "wmco-reported-address"
+"""Index of the Node informer: every address in the Node's status."""
+
+_NODES: contextvars.ContextVar[NodeInformer | None] = contextvars.ContextVar(
+    "wmco_nodes", default=None
+)
 
 READY_HINT = "see the kubelet log on the host (C:\\var\\log\\kubelet) and pending CSRs"
 """What to look at when a node does not become Ready."""
@@ -93,10 +117,118 @@ def match_node(nodes: Iterable[Node], instance: Instance) -> Node | None:
     return None
 
 
-async def find_node(client: kube.Client, instance: Instance) -> Node | None:
-    """The Node of an instance, read fresh from the API server."""
+def annotated_address(node: Node) -> list[str]:
+    """Index function: the node's ``instance-address`` annotation, if any."""
+    address = annotations_of(node).get(names.INSTANCE_ADDRESS_ANNOTATION)
+    return [address] if address else []
+
+
+def reported_addresses(node: Node) -> list[str]:
+    """Index function: every address the node reports."""
+    return sorted(node_addresses(node))
+
+
+def index_nodes(nodes: NodeInformer) -> NodeInformer:
+    """Add the address indexes :func:`cached_node` needs to the Node informer; return it."""
+    nodes.add_index(ANNOTATED_ADDRESS_INDEX, annotated_address)
+    nodes.add_index(REPORTED_ADDRESS_INDEX, reported_addresses)
+    return nodes
+
+
+def cached_node(nodes: NodeInformer, instance: Instance) -> Node | None:
+    """:func:`match_node` over the informer's cache, through its address indexes (no scan).
+
+    The informer must have been given :func:`index_nodes`.
+    """
+    for index in (ANNOTATED_ADDRESS_INDEX, REPORTED_ADDRESS_INDEX):
+        found = nodes.store.by_index(index, instance.address)
+        if found:
+            return found[0]
+    return None
+
+
+@contextlib.contextmanager
+def using_nodes(nodes: NodeInformer) -> Iterator[None]:
+    """Within this context (and the tasks it starts), find and wait for Nodes in ``nodes``.
+
+    ``nodes`` must be running and indexed (:func:`index_nodes`).
+    """
+    token = _NODES.set(nodes)
+    try:
+        yield
+    finally:
+        _NODES.reset(token)
+
+
+def _informer(nodes: NodeInformer | None) -> NodeInformer | None:
+    return nodes if nodes is not None else _NODES.get()
+
+
+async def find_node(
+    client: kube.Client, instance: Instance, *, nodes: NodeInformer | None = None
+) -> Node | None:
+    """The Node of an instance: from the operator's Node informer, else listed once.
+
+    Args:
+        client: API client (used only without an informer).
+        instance: Whose Node.
+        nodes: The indexed Node informer; by default the one of :func:`using_nodes`, if any.
+    """
+    informer = _informer(nodes)
+    if informer is not None and informer.has_synced:
+        return cached_node(informer, instance)
     result = await kube.list_objects(client, Node, labels={names.OS_LABEL: names.OS_LABEL_WINDOWS})
     return match_node(result.items, instance)
+
+
+@contextlib.asynccontextmanager
+async def watching_node(
+    client: kube.Client, node_name: str, deadline: float, *, nodes: NodeInformer | None = None
+) -> AsyncIterator[NodeInformer]:
+    """The informer to wait for one Node on.
+
+    The operator's (``nodes``, else the one of :func:`using_nodes`); without one, a list + watch
+    of that Node alone (a ``metadata.name`` field selector) for the duration of the context.
+    """
+    informer = _informer(nodes)
+    if informer is not None:
+        yield informer
+        return
+    remaining = max(1, int(deadline - time.monotonic()) + 1)
+    single = informer_mod.Informer(
+        client, Node, fields={"metadata.name": node_name}, watch_timeout=min(remaining, 300)
+    )
+    running = asyncio.create_task(single.run(), name=f"watch node {node_name}")
+    try:
+        yield single
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def wait_for_node(
+    client: kube.Client,
+    node_name: str,
+    condition: Callable[[Node | None], bool],
+    deadline: float,
+    *,
+    nodes: NodeInformer | None = None,
+) -> tuple[Node | None, bool]:
+    """Wait until the Node satisfies ``condition`` (see :func:`watching_node`).
+
+    Args:
+        client: API client (used only without an informer).
+        node_name: The Node.
+        condition: Called with the Node, or ``None`` while it is not registered.
+        deadline: A :func:`time.monotonic` moment.
+        nodes: The operator's Node informer; by default the one of :func:`using_nodes`, if any.
+
+    Returns:
+        The Node as last seen (``None``: not registered) and whether ``condition`` held.
+    """
+    async with watching_node(client, node_name, deadline, nodes=nodes) as informer:
+        return await informer.wait_until(node_name, condition, deadline)
 
 
 def node_metadata_patch(
@@ -144,29 +276,40 @@ async def wait_for_annotation(
     timeout: float,
     progress: Progress,
     step: Step,
+    nodes: NodeInformer | None = None,
 ) -> str:
     """Wait until the Node exists and carries ``annotation``; return its value.
+
+    Woken by the Node's changes (see the module docstring), not by a timer.
+
+    Args:
+        client: API client (used only without an informer).
+        instance: For messages.
+        node_name: The node.
+        annotation: The annotation awaited.
+        timeout: Seconds.
+        progress: Progress callback.
+        step: The step messages and errors name.
+        nodes: The operator's Node informer; by default the one of :func:`using_nodes`, if any.
 
     Raises:
         ConfigurationError: Not so before the deadline (the message says which part is missing).
     """
     deadline = time.monotonic() + timeout
     await progress(step, f"waiting for node {node_name} and its {annotation} annotation")
-    while True:
-        node = await kube.get(client, Node, node_name)
-        value = annotations_of(node).get(annotation)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = "is not registered" if node is None else f"has no {annotation} annotation"
-            raise ConfigurationError(
-                instance.address,
-                step,
-                f"node {node_name} {state} after {timeout:.0f}s; the cluster's OVN-Kubernetes "
-                f"allocates it for nodes labelled {names.OS_LABEL}={names.OS_LABEL_WINDOWS} when "
-                "the hybrid overlay is enabled (hybridClusterNetwork)",
-            )
-        await asyncio.sleep(POLL_INTERVAL)
+    node, found = await wait_for_node(
+        client, node_name, lambda n: bool(annotations_of(n).get(annotation)), deadline, nodes=nodes
+    )
+    if found:
+        return annotations_of(node)[annotation]
+    state = "is not registered" if node is None else f"has no {annotation} annotation"
+    raise ConfigurationError(
+        instance.address,
+        step,
+        f"node {node_name} {state} after {timeout:.0f}s; the cluster's OVN-Kubernetes "
+        f"allocates it for nodes labelled {names.OS_LABEL}={names.OS_LABEL_WINDOWS} when "
+        "the hybrid overlay is enabled (hybridClusterNetwork)",
+    )
 
 
 async def wait_for_ready(
@@ -178,8 +321,9 @@ async def wait_for_ready(
     progress: Progress,
     waiting: str,
     hint: str = READY_HINT,
+    nodes: NodeInformer | None = None,
 ) -> Node:
-    """Wait until the Node reports Ready.
+    """Wait until the Node reports Ready (woken by its changes, not by a timer).
 
     Args:
         client: API client.
@@ -189,28 +333,27 @@ async def wait_for_ready(
         progress: Progress callback.
         waiting: What the node is waiting for (said once it is registered).
         hint: What to look at when it does not happen (ends the error message).
+        nodes: The operator's Node informer; by default the one of :func:`using_nodes`, if any.
 
     Raises:
         ConfigurationError: Not Ready before the deadline (with the node's own reason).
     """
     deadline = time.monotonic() + timeout
-    announced = False
-    while True:
-        node = await kube.get(client, Node, node_name)
-        if node is not None and not announced:
+    async with watching_node(client, node_name, deadline, nodes=nodes) as informer:
+        node, registered = await informer.wait_until(node_name, lambda n: n is not None, deadline)
+        ready = False
+        if registered:
             await progress(Step.NODE_READY, f"node {node_name} registered; {waiting}")
-            announced = True
-        if node_is_ready(node):
-            assert node is not None
-            return node
-        if time.monotonic() > deadline:
-            state = "not registered" if node is None else "registered but not Ready"
-            reason = ready_message(node)
-            raise ConfigurationError(
-                instance.address,
-                Step.NODE_READY,
-                f"node {node_name} {state} after {timeout:.0f}s"
-                + (f" ({reason})" if reason else "")
-                + f"; {hint}",
-            )
-        await asyncio.sleep(POLL_INTERVAL)
+            node, ready = await informer.wait_until(node_name, node_is_ready, deadline)
+    if ready:
+        assert node is not None
+        return node
+    state = "not registered" if node is None else "registered but not Ready"
+    reason = ready_message(node)
+    raise ConfigurationError(
+        instance.address,
+        Step.NODE_READY,
+        f"node {node_name} {state} after {timeout:.0f}s"
+        + (f" ({reason})" if reason else "")
+        + f"; {hint}",
+    )

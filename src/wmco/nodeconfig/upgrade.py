@@ -25,7 +25,6 @@ that fails in between leaves it labelled, so the roll-out gate finishes the job.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -120,20 +119,18 @@ async def wait_ready_since(
         ConfigurationError: Not so within ``timeout`` seconds (step ``reboot``).
     """
     deadline = time.monotonic() + timeout
-    while True:
-        current = await kube.get(client, Node, node_name)
-        if _heartbeat_since(current, moment):
-            return
-        if time.monotonic() > deadline:
-            reason = node_mod.ready_message(current)
-            raise ConfigurationError(
-                instance.address,
-                Step.REBOOT,
-                f"node {node_name} did not report Ready within {timeout:.0f}s of the reboot"
-                + (f" ({reason})" if reason else "")
-                + f"; {node_mod.READY_HINT}",
-            )
-        await asyncio.sleep(node_mod.POLL_INTERVAL)
+    current, ready = await node_mod.wait_for_node(
+        client, node_name, lambda n: _heartbeat_since(n, moment), deadline
+    )
+    if not ready:
+        reason = node_mod.ready_message(current)
+        raise ConfigurationError(
+            instance.address,
+            Step.REBOOT,
+            f"node {node_name} did not report Ready within {timeout:.0f}s of the reboot"
+            + (f" ({reason})" if reason else "")
+            + f"; {node_mod.READY_HINT}",
+        )
 
 
 async def reboot(

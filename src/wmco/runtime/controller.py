@@ -54,6 +54,9 @@ Reconciler = Callable[[str], Awaitable[Result | None]]
 MapFn = Callable[[Any], Iterable[str]]
 """Maps a watched object to the keys to reconcile."""
 
+EventMapFn = Callable[[informer_mod.Event[Any]], Iterable[str]]
+"""Maps a whole event (the object before and after) to the keys to reconcile."""
+
 Predicate = Callable[[informer_mod.Event[Any]], bool]
 """Keeps (``True``) or drops (``False``) an event before mapping."""
 
@@ -117,10 +120,23 @@ class Controller:
             map_fn: Object to keys; by default the object's own key.
             *predicates: Filters applied before mapping.
         """
+        self.watch_events(source, lambda event: map_fn(event.obj), *predicates)
+
+    def watch_events(
+        self,
+        source: informer_mod.Informer[Any],
+        map_fn: EventMapFn,
+        *predicates: Predicate,
+    ) -> None:
+        """Like :meth:`watch`, with a map function that sees the event, old object included.
+
+        For one object that stands for many keys (a ConfigMap listing hosts): an edit then
+        enqueues only the keys it changed.
+        """
 
         def handle(event: informer_mod.Event[Any]) -> None:
             if all(predicate(event) for predicate in predicates):
-                for key in map_fn(event.obj):
+                for key in map_fn(event):
                     self.enqueue(key)
 
         self._informers.append(source)

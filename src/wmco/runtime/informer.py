@@ -16,6 +16,13 @@ The informer is the operator's only reader of "the world" between reconciles:
 5. Every ``resync_period`` it re-delivers every stored object as a MODIFIED event with
    ``origin=RESYNC``, so level-triggered controllers periodically revisit everything.
 
+**Indexes** (client-go's ``Indexer``): :meth:`Store.add_index` names a function from an object to
+the values it is found under (a Node's addresses, a CSR's requester); :meth:`Store.by_index` then
+answers "which objects have this value" without walking the store, so a reconcile of one host
+costs the same at 500 hosts as at one. **Waits**: :meth:`Informer.wait_until` sleeps until the
+object under one key satisfies a condition (woken by that key's events, not by a timer), so a
+flow waiting for its Node to become Ready sends nothing to the API server.
+
 The store is safe to use from any coroutine of the loop: it is only mutated synchronously by
 the informer (no ``await`` inside a mutation), and readers get the objects as last seen.
 Handlers are plain callables that must not block (they typically map the object to keys and add
@@ -29,7 +36,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from wmco import kube
@@ -87,11 +95,19 @@ def _version(obj: Any) -> str | None:
     return version
 
 
+_Key = keys.ObjectKey
+
+IndexFn = Callable[[Any], Iterable[str]]
+"""The values an object is found under in one index (none: it is not in that index)."""
+
+
 class Store(Generic[T]):
-    """The informer's cache: the last seen state of every object, by key."""
+    """The informer's cache: the last seen state of every object, by key, and its indexes."""
 
     def __init__(self) -> None:
         self._items: dict[keys.ObjectKey, T] = {}
+        self._index_fns: dict[str, IndexFn] = {}
+        self._indexes: dict[str, dict[str, set[keys.ObjectKey]]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -115,16 +131,65 @@ class Store(Generic[T]):
         """Every object, in key order."""
         return [self._items[key] for key in sorted(self._items)]
 
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        """Index every object (now and from now on) under the values ``fn`` gives it.
+
+        Adding an index of a name already present keeps the first one: informers are shared,
+        and every user of an index means the same function by its name.
+        """
+        if name in self._index_fns:
+            return
+        self._index_fns[name] = fn
+        self._indexes[name] = {}
+        for key, obj in self._items.items():
+            self._index(name, key, obj)
+
+    def by_index(self, name: str, value: str) -> list[T]:
+        """The objects ``value`` is indexed under in index ``name``, in key order.
+
+        Raises:
+            KeyError: No index of that name was added.
+        """
+        found = self._indexes[name].get(value, ())
+        return [self._items[key] for key in sorted(found)]
+
+    def index_values(self, name: str) -> list[str]:
+        """Every value index ``name`` holds objects under, sorted."""
+        return sorted(self._indexes[name])
+
     def upsert(self, obj: T) -> T | None:
         """Store ``obj``; return what it replaced."""
         key = keys.key_of(obj)
         old = self._items.get(key)
+        if old is not None:
+            self._unindex(key, old)
         self._items[key] = obj
+        for name in self._index_fns:
+            self._index(name, key, obj)
         return old
 
     def remove(self, obj: T) -> T | None:
         """Forget ``obj``'s key; return what was stored."""
-        return self._items.pop(keys.key_of(obj), None)
+        key = keys.key_of(obj)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _index(self, name: str, key: _Key, obj: T) -> None:
+        index = self._indexes[name]
+        for value in self._index_fns[name](obj):
+            index.setdefault(value, set()).add(key)
+
+    def _unindex(self, key: _Key, obj: T) -> None:
+        for name, fn in self._index_fns.items():
+            index = self._indexes[name]
+            for value in fn(obj):
+                holders = index.get(value)
+                if holders is not None:
+                    holders.discard(key)
+                    if not holders:
+                        del index[value]
 
     def replace(self, items: list[T]) -> list[Event[T]]:
         """Make the store equal to ``items`` and return the differences as events.
@@ -142,6 +207,10 @@ class Store(Generic[T]):
             elif _version(old) != _version(obj):
                 events.append(Event(EventType.MODIFIED, obj, old, Origin.LIST))
         self._items = fresh
+        for name in self._index_fns:
+            self._indexes[name] = {}
+            for key, obj in fresh.items():
+                self._index(name, key, obj)
         return events
 
 
@@ -192,6 +261,11 @@ class Informer(Generic[ResourceT]):
         self._synced = asyncio.Event()
         self._stream: asyncio.Task[None] | None = None
         self._interrupted = False
+        self._waiters: dict[keys.ObjectKey, set[asyncio.Event]] = {}
+
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        """Index the store (see :meth:`Store.add_index`); may be called before or after sync."""
+        self.store.add_index(name, fn)
 
     def add_handler(self, handler: Handler) -> None:
         """Call ``handler`` for every event from now on.
@@ -215,6 +289,54 @@ class Informer(Generic[ResourceT]):
         except TimeoutError:
             return False
         return True
+
+    async def wait_until(
+        self, key: str, condition: Callable[[ResourceT | None], bool], deadline: float
+    ) -> tuple[ResourceT | None, bool]:
+        """Wait until the object stored under ``key`` satisfies ``condition``, or ``deadline``.
+
+        The condition is checked once the informer has synced, then again at every event of
+        that key (and after every relist): nothing is polled and nothing is sent.
+
+        Args:
+            key: ``namespace/name`` or ``name``.
+            condition: Called with the stored object, or ``None`` while there is none.
+            deadline: A :func:`time.monotonic` moment.
+
+        Returns:
+            The object as last seen (``None``: not there) and whether ``condition`` held.
+        """
+        wanted = keys.ObjectKey(key)
+        changed = asyncio.Event()
+        self._waiters.setdefault(wanted, set()).add(changed)
+        try:
+            while True:
+                changed.clear()
+                obj = self.store.get(key)
+                if self.has_synced and condition(obj):
+                    return obj, True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return obj, False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+        finally:
+            waiters = self._waiters.get(wanted)
+            if waiters is not None:
+                waiters.discard(changed)
+                if not waiters:
+                    del self._waiters[wanted]
+
+    def _wake(self, key: keys.ObjectKey | None = None) -> None:
+        """Wake the waits on ``key`` (``None``: every wait)."""
+        if key is None:
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.set()
+            return
+        for waiter in self._waiters.get(key, ()):
+            waiter.set()
 
     def interrupt_watch(self) -> bool:
         """Drop the current watch stream, as a network failure would.
@@ -291,6 +413,7 @@ class Informer(Generic[ResourceT]):
         for event in events:
             self._dispatch(event)
         self._synced.set()
+        self._wake()
 
     async def _watch_once(self) -> None:
         self._interrupted = False
@@ -345,6 +468,8 @@ class Informer(Generic[ResourceT]):
                 self._dispatch(Event(EventType.MODIFIED, obj, obj, Origin.RESYNC))
 
     def _dispatch(self, event: Event[ResourceT]) -> None:
+        if event.origin is not Origin.RESYNC and self._waiters:
+            self._wake(keys.key_of(event.obj))
         for handler in self._handlers:
             self._call(handler, event)
 

@@ -75,6 +75,7 @@ class Record:
     api_requests_top: dict[str, float]
     profile: str
     payload: str
+    commit: str = ""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -316,25 +317,51 @@ async def main(args: argparse.Namespace) -> None:
     modes = [m for m in args.modes.split(",") if m]
     payload = payloads.resolve(payloads.Choice(args.payload))
     out = Path(args.out)
-    records: list[Record] = []
+    records = earlier(out, append=args.append)
+    commit = current_commit()
+    runs = [(mode, hosts, args.concurrency) for mode in modes for hosts in counts]
+    if args.serial_at:
+        runs += [(mode, args.serial_at, 1) for mode in modes]
     with tempfile.TemporaryDirectory(prefix="wmco-scale-") as tmp:
         workdir = Path(tmp)
-        for mode in modes:
-            for hosts in counts:
-                print(f"{mode}: {hosts} host(s), concurrency {args.concurrency} ...", flush=True)
-                records.append(await run_one(hosts, mode, args.concurrency, args, payload, workdir))
-                print(f"  {records[-1].seconds:.1f} s", flush=True)
-            if args.serial_at:
-                print(f"{mode}: {args.serial_at} host(s), serial ...", flush=True)
-                records.append(await run_one(args.serial_at, mode, 1, args, payload, workdir))
-                print(f"  {records[-1].seconds:.1f} s", flush=True)
-    with_ratios(records)
-    (out / "scale.json").write_text(
-        json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n"
-    )
+        for mode, hosts, concurrency in runs:
+            print(f"{mode}: {hosts} host(s), concurrency {concurrency} ...", flush=True)
+            record = await run_one(hosts, mode, concurrency, args, payload, workdir)
+            record.commit = commit
+            records = [
+                r for r in records if (r.mode, r.hosts, r.concurrency) != (mode, hosts, concurrency)
+            ]
+            records.append(record)
+            print(f"  {record.seconds:.1f} s", flush=True)
+            save(records, out / "scale.json")  # a long series keeps every finished run
+    save(records, out / "scale.json")
     plotted = plot(records, out / "scale.png", args.concurrency, args.profile)
     print(report(records))
     print(f"wrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if plotted else ""))
+
+
+def earlier(out: Path, *, append: bool) -> list[Record]:
+    """Make ``out``; with ``append``, the records of an earlier invocation found there."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scale.json"
+    if not append or not path.exists():
+        return []
+    return [Record(**item) for item in json.loads(path.read_text())]
+
+
+def save(records: list[Record], path: Path) -> None:
+    """Ratios filled in, sorted by mode, concurrency and N, written as JSON."""
+    with_ratios(records)
+    records.sort(key=lambda r: (r.mode, -r.concurrency, r.hosts))
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
+
+
+def current_commit() -> str:
+    """The checkout's commit (short), so every figure says what code it measured."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -351,6 +378,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     parser.add_argument("--payload", default="auto", choices=[c.value for c in payloads.Choice])
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep OUT/scale.json's records of other runs (a run of the same mode, N and "
+        "concurrency replaces its earlier record)",
+    )
     return parser.parse_args(argv)
 
 

@@ -41,6 +41,7 @@ from wmco.payload import manifest as payload_manifest
 from wmco.runtime import leader
 from wmco.runtime import manager as manager_mod
 from wmco.settings import NetworkProfile, Settings
+from wmco.windows import archive
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,26 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> None:
             payload.version,
             len(payload.files),
         )
-        await manager.run()
+        warm = asyncio.create_task(prewarm_archive(payload), name="payload-archive")
+        try:
+            await manager.run()
+        finally:
+            warm.cancel()
     finally:
         await asyncio.shield(client.close())
+
+
+async def prewarm_archive(payload: payload_manifest.Manifest) -> None:
+    """Compress the payload for fresh hosts now, while the first ones install their features.
+
+    A fresh host needs the archive of every payload file only after its Containers feature and
+    reboot (minutes); building it at start-up (a worker thread, once per payload version) keeps
+    that compression off the first host's path. A failure is only logged: the first host builds
+    it again, and reports the error there.
+    """
+    try:
+        path = await archive.CACHE.archive(hostfiles.payload_files(payload))
+    except (OSError, ValueError) as exc:
+        log.warning("payload archive not built ahead: %s", exc)
+        return
+    log.info("payload archive ready: %s (%d bytes)", path.name, path.stat().st_size)

@@ -130,3 +130,28 @@ def test_only_files_on_the_system_drive_become_members() -> None:
     for bad in ("D:\\k\\x.exe", "C:\\k\\..\\..\\x", "C:\\"):
         with pytest.raises(ValueError):
             archive.member_name(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{\n  "cniVersion": "0.2.0",\n  "name": "it\'s"\n}\n',
+        "VIPEndpoint\r\neth0",
+        "no newline at all",
+        "\n\nblank lines\n\n",
+    ],
+)
+async def test_small_text_is_written_inline_with_its_exact_bytes(
+    sink_host: WindowsHost, client: ssh.WindowsHost, text: str
+) -> None:
+    item = transfer.Content.of_bytes("C:\\var\\lib\\cni\\networks\\n\\10.1.0.2", text.encode(), "t")
+    stages = transfer.inline_stages((item,))
+    result = await client.run(batch.script(stages))
+    assert batch.failure(stages, result.exit_status, result.stdout, result.stderr) is None
+    assert sink_host.machine.disk.read_file(item.destination) == text.encode()
+
+
+def test_text_that_cannot_be_written_inline_is_refused() -> None:
+    for text in ("caf\u00e9\n", "mixed\r\nends\n", "bare\rcr", "nul\0"):
+        with pytest.raises(ValueError):
+            transfer.inline_stages((transfer.Content.of_bytes("C:\\k\\x", text.encode(), "x"),))

@@ -406,6 +406,7 @@ async def configure_network(
         progress=progress,
         observe=(services.KUBE_PROXY,),
         step=Step.KUBE_PROXY,
+        inline=True,  # no secret in them; after the blip, an upload would need a new session
     )
     tally.add(plan, changed, len(files))
     await progress(

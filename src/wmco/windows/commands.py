@@ -116,6 +116,35 @@ def make_directories(paths: Sequence[str]) -> str:
     )
 
 
+_PRINTABLE_ASCII: Final = frozenset(chr(code) for code in range(32, 127)) | {"\t"}
+
+
+def write_text(path: str, text: str) -> str:
+    r"""Write ``text`` to a file with exactly its bytes (ASCII; lines ended by LF or CRLF).
+
+    ``Set-Content -Encoding ascii -NoNewline`` of the lines joined with ``"`n"`` (or
+    ``"`r`n"``): every line is a quoted literal, the separator a fixed token, so no value is
+    ever expanded. Only for text that is no secret: a command line can end up in Windows' logs
+    (PowerShell script block logging), an SFTP upload cannot.
+
+    Raises:
+        quoting.UnsafeValueError: The text is not ASCII, mixes line ends, or a line cannot be
+            quoted; the path is unsafe.
+    """
+    if any(char not in _PRINTABLE_ASCII for char in text.replace("\r\n", "").replace("\n", "")):
+        raise quoting.UnsafeValueError("file text", "characters other than printable ASCII")
+    crlf = "\r\n" in text
+    lines = text.split("\r\n") if crlf else text.split("\n")
+    if crlf and any("\n" in line for line in lines):
+        raise quoting.UnsafeValueError("file text", "both LF and CRLF line ends")
+    separator = '"`r`n"' if crlf else '"`n"'
+    value = ",".join(quoting.ps_quote(line, what="file text") for line in lines)
+    return (
+        f"Set-Content -LiteralPath {_path(path)} -Value (@({value}) -join {separator}) "
+        "-Encoding ascii -NoNewline"
+    )
+
+
 def unpack_archive(archive: str, directory: str) -> str:
     r"""Unpack a ``.tar.gz`` with the host's ``tar.exe`` into ``directory``, then delete it.
 

@@ -128,6 +128,38 @@ ARCHIVE_NAMES: Final = ("wmco-payload.tar.gz", "wmco-files.tar.gz")
 """The staged archives' names in ``layout.STAGING_DIR``: payload files, then generated ones."""
 
 
+def inline_stages(items: Sequence[Content]) -> tuple[batch.Stage, ...]:
+    """Small generated text files written by the script itself (no upload), then checked.
+
+    For files that are no secret (``commands.write_text``): the network files of the
+    ``ovn-hybrid`` steps, which follow the connectivity blip of hybrid-overlay-node, so that
+    the host's one SFTP session serves the whole flow.
+
+    Raises:
+        ValueError: An item is not generated text (see ``commands.write_text``).
+    """
+    if not items:
+        return ()
+    statements = [
+        commands.make_directories(sorted({parent_directory(i.destination) for i in items}))
+    ]
+    for item in items:
+        if item.data is None:
+            raise ValueError(f"{item.destination}: only generated files can be written inline")
+        try:
+            text = item.data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError(f"{item.destination}: not ASCII text") from None
+        statements.append(commands.write_text(item.destination, text))
+    return (
+        batch.Stage(f"writing of {len(items)} files", tuple(statements)),
+        batch.Stage(
+            f"check of the {len(items)} files written",
+            tuple(batch.expect_hash(item.destination, item.sha256) for item in items),
+        ),
+    )
+
+
 async def stage(
     host: RemoteHost,
     items: Sequence[Content],

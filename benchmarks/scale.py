@@ -33,6 +33,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -191,12 +192,16 @@ async def run_one(
             )
             listed = {address: "username=Administrator" for address in addresses}
         cpu_before, requests_before = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
+        sampler = start_profile(args, pid, Path(args.out) / f"operator-{mode}-{hosts}.txt", hosts)
         started = time.monotonic()
         if mode == "listed":
             await sandbox.set_listed_entries(dict(listed))
         else:
             await sandbox.apply_machineset(hosts)
-        await wait_all_ready(sandbox, hosts, args.timeout)
+        try:
+            await wait_all_ready(sandbox, hosts, args.timeout)
+        finally:
+            stop_profile(sampler)
         seconds = time.monotonic() - started
         cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
         idle_from = cpu_seconds(pid)
@@ -340,6 +345,45 @@ async def main(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if plotted else ""))
 
 
+def start_profile(
+    args: argparse.Namespace, pid: int, path: Path, hosts: int
+) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the operator while the hosts join (``--py-spy-from N``), or nothing.
+
+    The samples are written as collapsed stacks (``--format raw``): one line per stack with its
+    count, which ``benchmarks/hotspots.py`` sums per function.
+    """
+    if not args.py_spy_from or hosts < args.py_spy_from:
+        return None
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--output",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profile(sampler: subprocess.Popen[bytes] | None) -> None:
+    """End the sampling; py-spy writes its file on SIGINT."""
+    if sampler is None:
+        return
+    sampler.send_signal(signal.SIGINT)
+    try:
+        sampler.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+
+
 def earlier(out: Path, *, append: bool) -> list[Record]:
     """Make ``out``; with ``append``, the records of an earlier invocation found there."""
     out.mkdir(parents=True, exist_ok=True)
@@ -378,6 +422,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     parser.add_argument("--payload", default="auto", choices=[c.value for c in payloads.Choice])
+    parser.add_argument(
+        "--py-spy-from",
+        type=int,
+        default=0,
+        help="sample the operator with py-spy in runs of at least this many hosts (0: never)",
+    )
     parser.add_argument(
         "--append",
         action="store_true",

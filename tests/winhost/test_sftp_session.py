@@ -32,7 +32,7 @@ async def operator_host(
         host.address, "Administrator", client_key, settings=config, pinned_host_key=pinned
     )
     await remote.connect()
-    assert (await remote.run(commands.make_directory("C:\\k"))).ok
+    assert (await remote.run(commands.make_directories(["C:\\k"]))).ok
     yield remote
     await remote.close()
 

@@ -77,12 +77,21 @@ class Record:
     profile: str
     payload: str
     commit: str = ""
+    fleet_cpu_s_per_host: float | None = None
+    machine_busy: float | None = None
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """Busy and total jiffies of every core since boot (``/proc/stat``'s ``cpu`` line)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -192,7 +201,10 @@ async def run_one(
             )
             listed = {address: "username=Administrator" for address in addresses}
         cpu_before, requests_before = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
-        sampler = start_profile(args, pid, Path(args.out) / f"operator-{mode}-{hosts}.txt", hosts)
+        fleet_before, busy_before = sum(cpu_seconds(p) for p in fleet.pids()), machine_jiffies()
+        sampler = start_profile(
+            args, pid, Path(args.out) / f"operator-{mode}-{hosts}-c{concurrency}.txt", hosts
+        )
         started = time.monotonic()
         if mode == "listed":
             await sandbox.set_listed_entries(dict(listed))
@@ -204,6 +216,7 @@ async def run_one(
             stop_profile(sampler)
         seconds = time.monotonic() - started
         cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
+        fleet_after, busy_after = sum(cpu_seconds(p) for p in fleet.pids()), machine_jiffies()
         idle_from = cpu_seconds(pid)
         await asyncio.sleep(args.idle_seconds)  # measuring idle CPU: nothing to wait for
         idle = (cpu_seconds(pid) - idle_from) / args.idle_seconds
@@ -227,6 +240,10 @@ async def run_one(
         api_requests_top=requests[1],
         profile=args.profile,
         payload=payload.reason,
+        fleet_cpu_s_per_host=round((fleet_after - fleet_before) / hosts, 3),
+        machine_busy=round(
+            (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1), 3
+        ),
     )
 
 

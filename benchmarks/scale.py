@@ -201,7 +201,7 @@ async def run_one(
             )
             listed = {address: "username=Administrator" for address in addresses}
         cpu_before, requests_before = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
-        fleet_before, busy_before = sum(cpu_seconds(p) for p in fleet.pids()), machine_jiffies()
+        fleet_before, busy_before = sum(cpu_seconds(p) for p in fleet.pids), machine_jiffies()
         sampler = start_profile(
             args, pid, Path(args.out) / f"operator-{mode}-{hosts}-c{concurrency}.txt", hosts
         )
@@ -216,7 +216,7 @@ async def run_one(
             stop_profile(sampler)
         seconds = time.monotonic() - started
         cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
-        fleet_after, busy_after = sum(cpu_seconds(p) for p in fleet.pids()), machine_jiffies()
+        fleet_after, busy_after = sum(cpu_seconds(p) for p in fleet.pids), machine_jiffies()
         idle_from = cpu_seconds(pid)
         await asyncio.sleep(args.idle_seconds)  # measuring idle CPU: nothing to wait for
         idle = (cpu_seconds(pid) - idle_from) / args.idle_seconds

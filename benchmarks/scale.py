@@ -273,25 +273,29 @@ def plot(records: list[Record], path: Path, default_concurrency: int, profile: s
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for mode in sorted({r.mode for r in records}):
+    drawn_reference = False
+    for mode, concurrency in sorted(
+        {(r.mode, r.concurrency) for r in records if r.concurrency > 1}
+    ):
         points = sorted(
-            (r.hosts, r.seconds)
-            for r in records
-            if r.mode == mode and r.concurrency == default_concurrency
+            (r.hosts, r.seconds) for r in records if r.mode == mode and r.concurrency == concurrency
         )
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=f"wmco, {mode}")
-        one = next((s for n, s in points if n == 1), None)
-        if one is not None:
-            most = max(n for n, _ in points)
+        style = "-" if concurrency == default_concurrency else "--"
+        axes.plot(*zip(*points, strict=True), marker="o", linestyle=style,
+                  label=f"wmco, {mode}, concurrency {concurrency}")  # fmt: skip
+        one = next((r.seconds for r in records if r.mode == mode and r.hosts == 1), None)
+        if one is not None and not drawn_reference:
+            drawn_reference = True
+            most = max(r.hosts for r in records)
             axes.plot([1, most], [one, one], linestyle="--", color="grey", label="ideal: T(1)")
             axes.plot(
-                [1, most], [one, one * most], linestyle=":", color="red", label="serial: N·T(1)"
-            )
+                [1, most], [one, one * most], linestyle=":", color="red",
+                label="one after another (the reference): N·T(1)",
+            )  # fmt: skip
     for record in records:
         if record.concurrency == 1 and record.hosts > 1:
             axes.scatter([record.hosts], [record.seconds], marker="x", color="red",
-                         label=f"measured serial, {record.mode}")  # fmt: skip
+                         label=f"wmco at concurrency 1, {record.mode}")  # fmt: skip
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("Windows hosts (N)")

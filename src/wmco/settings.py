@@ -125,7 +125,10 @@ class Settings:
         ssh_auth_grace: Seconds to keep retrying authentication failures (user data still running).
         ssh_retry_interval: Seconds between connection attempts.
         ssh_channels_per_host: Concurrent SSH channels (commands, SFTP) per host.
-        concurrency: Hosts configured in parallel.
+        concurrency: Hosts worked on at once (looks, scripts, waits for a place); a host that only
+            waits or is uploading holds no place (``nodeconfig/slots.py``).
+        upload_memory_mib: MiB the uploads to all hosts may hold in flight at once; each upload
+            holds its window of SFTP writes (4 MiB), so 40 MiB lets ten full uploads run.
         max_unavailable: Managed Windows nodes that may be unavailable at once during a roll-out
             (an upgrade or a reboot the operator needs): a number (``1``) or a percentage of the
             managed Windows nodes (``"25%"``, rounded down, at least 1); see
@@ -174,6 +177,7 @@ class Settings:
     ssh_retry_interval: float = 5.0
     ssh_channels_per_host: int = 4
     concurrency: int = 10
+    upload_memory_mib: int = 40
     max_unavailable: int | str = 1
     api_server_url: str | None = None
     log_format: LogFormat = LogFormat.TEXT
@@ -204,7 +208,7 @@ class Settings:
         if not 0 < self.ssh_port < 65536:
             raise SettingsError(f"ssh_port must be 1..65535, got {self.ssh_port}")
         _max_unavailable_parts(self.max_unavailable)
-        for name in ("concurrency", "ssh_channels_per_host"):
+        for name in ("concurrency", "upload_memory_mib", "ssh_channels_per_host"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (
@@ -376,6 +380,7 @@ _CONVERTERS: dict[str, Callable[[str], object]] = {
     "ssh_retry_interval": float,
     "ssh_channels_per_host": int,
     "concurrency": int,
+    "upload_memory_mib": int,
     "max_unavailable": _max_unavailable,
     "api_server_url": _optional_string,
     "log_format": _enum(LogFormat),

@@ -78,12 +78,7 @@ class World:
             done, _ = await asyncio.wait({self.manager_task}, timeout=30)
             if not done:
                 stuck = [
-                    f"{t.get_name()}: "
-                    + " <- ".join(
-                        f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_code.co_name}:"
-                        f"{frame.f_lineno}"
-                        for frame in t.get_stack(limit=4)
-                    )
+                    f"{t.get_name()}: {await_chain(t)}"
                     for t in asyncio.all_tasks()
                     if t is not asyncio.current_task() and not t.done()
                 ]
@@ -180,6 +175,35 @@ class World:
             async for e in self.kube.list(Event, namespace=self.settings.namespace)
             if e.reason == reason
         ]
+
+
+def await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: each coroutine it awaits, outermost first."""
+    parts = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_frame", "gi_frame", "ag_frame")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+        if frame is None:
+            break
+        parts.append(
+            f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}"
+        )
+        awaited = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_await", "gi_yieldfrom", "ag_await")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+    return " -> ".join(parts)
 
 
 @contextlib.asynccontextmanager

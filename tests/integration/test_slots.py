@@ -1,7 +1,9 @@
-"""Concurrency as a real bound: hosts that only wait (dead, booting) hold no place (issue 12 §7)."""
+"""Concurrency as a real bound: hosts that only wait (dead, booting, installing a feature) or upload
+hold no place (issue 12 §7)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,12 +14,17 @@ from lightkube import AsyncClient
 from test_operator import World, open_world
 
 from kube_helpers import eventually
+from wmco.windows import layout, transfer
 from wmco_sandbox.controlplane import ControlPlane
+from wmco_sandbox.winhost.core.profile import FAST
 from wmco_sandbox.winhost.host import allocate_address
 
 CONCURRENCY = 2
 DEAD = 10
 BOOT_DEADLINE = 180.0
+FEATURE_INSTALL = 300.0
+"""Seconds the slow host's Containers feature install takes: far longer than the other host's
+whole join, and within the command timeout, so only a released place lets the other host in."""
 
 
 @pytest.fixture
@@ -59,3 +66,62 @@ async def test_ten_dead_hosts_do_not_starve_a_live_one(
     assert time.monotonic() - started < BOOT_DEADLINE
     failed = [a for a in dead if f"instance {a}: step connect:" in caplog.text]
     assert failed == [], f"dead hosts gave up before the live host was done: {failed}"
+
+
+@pytest.fixture
+async def one_place(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
+) -> AsyncIterator[World]:
+    async with open_world(
+        control_plane, kube, tmp_path, concurrency=1, ssh_command_timeout=FEATURE_INSTALL + 60
+    ) as opened:
+        yield opened
+
+
+@pytest.mark.slow
+async def test_a_host_installing_its_feature_lets_another_host_join(one_place: World) -> None:
+    world = one_place
+    slow = await world.boot_host(
+        profile=dataclasses.replace(FAST, name="slow-feature", feature_install=FEATURE_INSTALL)
+    )
+    await world.list_instances({slow.address: "username=Administrator"})
+
+    def still_installing() -> bool:
+        return "containers" in slow.machine.installing
+
+    async def installing() -> bool:
+        return still_installing()
+
+    await eventually(installing, "the slow host's feature install to start", 60)
+    quick = await world.boot_host()
+    await world.list_instances(
+        {slow.address: "username=Administrator", quick.address: "username=Administrator"}
+    )
+    # One place, and the slow host's exec is still running: only a released place lets it in.
+    await world.wait_ready(quick, timeout=90)
+    assert still_installing(), "the slow host's install ended first: the test proved nothing"
+
+
+SLOW_UPLOAD_RATE = 100
+"""Bytes per second of the slow host's SFTP: its payload archive (some kilobytes) takes minutes."""
+
+
+@pytest.mark.slow
+async def test_a_host_uploading_its_payload_lets_another_host_join(one_place: World) -> None:
+    world = one_place
+    slow = await world.boot_host()
+    slow.faults.sftp_bandwidth = SLOW_UPLOAD_RATE
+    await world.list_instances({slow.address: "username=Administrator"})
+    staged = f"{layout.STAGING_DIR}\\{transfer.ARCHIVE_NAMES[0]}"
+
+    async def uploading() -> bool:
+        return slow.machine.disk.get(staged) is not None
+
+    await eventually(uploading, "the slow host's payload upload to start", 60)
+    quick = await world.boot_host()
+    await world.list_instances(
+        {slow.address: "username=Administrator", quick.address: "username=Administrator"}
+    )
+    # One place: the upload runs under the byte budget, not in the place.
+    await world.wait_ready(quick, timeout=90)
+    assert await uploading(), "the slow host's upload ended first: the test proved nothing"

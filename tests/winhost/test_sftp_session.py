@@ -166,3 +166,25 @@ async def test_a_session_the_host_ended_is_replaced_at_its_next_use(
     assert operator_host.connected
     assert host.traffic.sftp_sessions - before == 2
     assert host.machine.disk.read_file("C:\\k\\b.txt") == b"two"
+
+
+async def test_a_cancelled_upload_to_a_slow_host_ends_at_once(
+    host: WindowsHost, operator_host: ssh.WindowsHost, tmp_path: pathlib.Path
+) -> None:
+    # At 1 kB/s the file's writes take minutes to be answered; a stopping operator must not
+    # wait for them (asyncssh's own cancel still closes the remote file, which waits).
+    host.faults.sftp_bandwidth = 1_000
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(600_000))
+    before = host.traffic.sftp_bytes_written
+    upload = asyncio.create_task(operator_host.put_file(source, "C:\\k\\big.bin"))
+    # The host has a write in hand (counted as it arrives, answered at 1 kB/s).
+    await wait_for(lambda: host.traffic.sftp_bytes_written > before)
+    upload.cancel()
+    async with asyncio.timeout(10):
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+    assert not operator_host.connected
+    host.faults.sftp_bandwidth = 0
+    await operator_host.put_bytes(b"after", "C:\\k\\after.txt")  # the next use reconnects
+    assert host.machine.disk.read_file("C:\\k\\after.txt") == b"after"

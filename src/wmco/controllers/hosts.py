@@ -95,11 +95,13 @@ class Hosts:
     probed: dict[str, float] = dataclasses.field(default_factory=dict)
     """Host key to the monotonic time of its last drift probe or configuration."""
     slots: asyncio.Semaphore = dataclasses.field(init=False)
+    uploads: slots_mod.UploadBudget = dataclasses.field(init=False)
     gate: rollout.Gate = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         node_mod.index_nodes(self.nodes)
         self.slots = asyncio.Semaphore(self.settings.concurrency)
+        self.uploads = slots_mod.UploadBudget(self.settings.upload_memory_mib * MIB)
         self.gate = rollout.Gate(self.client, self.recorder, self.settings, self.nodes)
         self.sources = hostinputs.InputSources(
             client=self.client,
@@ -160,7 +162,7 @@ class Hosts:
         async def progress(step: instance_mod.Step, detail: str) -> None:
             log.info("instance %s: %s: %s", instance.address, step, detail)
 
-        async with slots_mod.Slot(self.slots) as slot:
+        async with slots_mod.Slot(self.slots, self.uploads) as slot:
             with node_mod.using_nodes(self.nodes):
                 return await configure.configure(
                     self.client, instance, inputs, progress=progress, slot=slot
@@ -320,6 +322,8 @@ class Hosts:
                     self.client, instance, inputs, delete_node=True, clean_host=clean_host
                 )
 
+
+MIB = 1024 * 1024
 
 MIN_HOST_WORKERS = 64
 """Reconciles of hosts running at once, at least: a host that only waits (for SSH to answer, a

@@ -22,6 +22,7 @@ how long each step took, measured from one assignment of :attr:`Runner.step` to 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -297,12 +298,13 @@ class Runner:
             )
         return result
 
-    async def _upload(self, upload: Callable[[], Awaitable[None]], what: str) -> None:
+    async def _upload(self, upload: Callable[[], Awaitable[None]], size: int, what: str) -> None:
         for _ in range(MAX_BLIPS + 1):
             if not self.host.connected:
                 await self.redial(what)
             try:
-                await upload()
+                async with self.slot.uploading(ssh.upload_window(size)):
+                    await upload()
                 return
             except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
                 raise self._refused(exc) from None
@@ -320,14 +322,17 @@ class Runner:
             ConfigurationError: The upload failed on a live connection (e.g. the file is held by
                 a running program), or the connection kept dropping.
         """
+        size = (await asyncio.to_thread(source.stat)).st_size
         await self._upload(
-            lambda: self.host.put_file(source, destination), f"upload to {destination}"
+            lambda: self.host.put_file(source, destination),
+            size,
+            f"upload to {destination}",
         )
 
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write bytes to a file, again after a dropped connection (see :meth:`put_file`)."""
         await self._upload(
-            lambda: self.host.put_bytes(data, destination, what=what), f"write of {what}"
+            lambda: self.host.put_bytes(data, destination, what=what), len(data), f"write of {what}"
         )
 
     async def close(self) -> None:

@@ -73,6 +73,12 @@ UPLOAD_REQUESTS: Final = 16
 """SFTP writes in flight per upload: at most 4 MiB of one file is held at a time, so an operator
 sending the ~330 MB payload to many hosts at once does not hold whole files in memory."""
 
+
+def upload_window(size: int) -> int:
+    """Bytes an upload of a ``size``-byte file holds in flight at most (its share of memory)."""
+    return min(size, UPLOAD_BLOCK * UPLOAD_REQUESTS)
+
+
 ENCRYPTION_ALGS: Final = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -681,7 +687,7 @@ class WindowsHost:
                 reused = False
                 try:
                     sftp, reused = await self._sftp_session()
-                    await send(sftp, self._write_len(sftp))
+                    await self._abandon_if_cancelled(send(sftp, self._write_len(sftp)))
                     return
                 except (asyncssh.Error, OSError) as exc:
                     gone = not isinstance(exc, asyncssh.SFTPError) or exc.code in _SESSION_GONE
@@ -693,6 +699,28 @@ class WindowsHost:
                     raise TransferError(
                         self.address, f"{message} failed: {type(exc).__name__}"
                     ) from None
+
+    async def _abandon_if_cancelled(self, upload: Awaitable[object]) -> None:
+        """Await ``upload``; if the caller is cancelled, drop the connection under it at once.
+
+        A cancelled asyncssh upload still closes its remote file, and that close waits for
+        every write in flight to be answered: minutes on a slow link, during which a stopping
+        operator would hang. Aborting the connection fails those waits at once; the half
+        written file is overwritten by the next pass (the digests are checked before use).
+        """
+        task = asyncio.ensure_future(upload)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            conn, self._conn = self._conn, None
+            self._connected = False
+            self._drop_sftp()
+            if conn is not None:
+                conn.abort()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
 
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.

@@ -140,6 +140,8 @@ class Machine:
         dns_ptr: PTR records the host's resolver answers: IPv4 -> host name.
         unpacked: Every archive ``tar -x`` unpacked: its path and the member names it wrote
             (what a test reads to see which files a pass sent).
+        installing: Features ``Install-WindowsFeature`` is installing right now (lower-case
+            names; what a test reads to see an install still under way).
     """
 
     facts: HostFacts
@@ -171,6 +173,7 @@ class Machine:
     dns_names: dict[str, list[str]] = field(default_factory=dict)
     dns_ptr: dict[str, str] = field(default_factory=dict)
     unpacked: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    installing: set[str] = field(default_factory=set)
     scm: ServiceControlManager = field(init=False)
 
     def __post_init__(self) -> None:

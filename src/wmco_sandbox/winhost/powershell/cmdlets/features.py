@@ -174,7 +174,12 @@ async def install_windows_feature(inv: Invocation) -> list[object]:
         ))  # fmt: skip
         return []
     if machine.profile.feature_install:
-        await asyncio.sleep(machine.profile.feature_install)  # the host profile's install time
+        installing = {n.lower() for n in requested} - machine.installing
+        machine.installing |= installing
+        try:
+            await asyncio.sleep(machine.profile.feature_install)  # the host profile's install time
+        finally:
+            machine.installing -= installing
     changed = []
     for n in requested:
         key = n.lower()

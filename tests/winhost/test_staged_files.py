@@ -144,14 +144,16 @@ def test_only_files_on_the_system_drive_become_members() -> None:
 async def test_small_text_is_written_inline_with_its_exact_bytes(
     sink_host: WindowsHost, client: ssh.WindowsHost, text: str
 ) -> None:
-    item = transfer.Content.of_bytes("C:\\var\\lib\\cni\\networks\\n\\10.1.0.2", text.encode(), "t")
-    stages = transfer.inline_stages((item,))
+    item = transfer.Content.of_text("C:\\var\\lib\\cni\\networks\\n\\10.1.0.2", text, "t")
+    before = sink_host.traffic.sftp_sessions
+    stages = await transfer.stage(client, (item,))
+    assert sink_host.traffic.sftp_sessions == before  # written by the script, not uploaded
     result = await client.run(batch.script(stages))
     assert batch.failure(stages, result.exit_status, result.stdout, result.stderr) is None
     assert sink_host.machine.disk.read_file(item.destination) == text.encode()
 
 
-def test_text_that_cannot_be_written_inline_is_refused() -> None:
+async def test_text_that_cannot_be_written_inline_is_refused(client: ssh.WindowsHost) -> None:
     for text in ("caf\u00e9\n", "mixed\r\nends\n", "bare\rcr", "nul\0"):
         with pytest.raises(ValueError):
-            transfer.inline_stages((transfer.Content.of_bytes("C:\\k\\x", text.encode(), "x"),))
+            await transfer.stage(client, (transfer.Content.of_text("C:\\k\\x", text, "x"),))

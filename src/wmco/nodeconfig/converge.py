@@ -90,7 +90,6 @@ async def converge_services(
     observe: tuple[str, ...] = services.ALL_MANAGED_SERVICES,
     directories: tuple[str, ...] = (),
     step: Step | None = None,
-    inline: bool = False,
 ) -> tuple[planner.ServicePlan, int]:
     """Compare with ``report``, stop what must stop, write what differs, create / change / start.
 
@@ -106,8 +105,6 @@ async def converge_services(
         directories: Directories the script makes before unpacking (when it runs at all).
         step: Report every stage as this step (default: changes, stop-services, files,
             services).
-        inline: The files are small text that is no secret: the script writes them itself
-            (:func:`wmco.windows.transfer.inline_stages`) instead of an upload.
 
     Returns:
         The plan that ran and how many files were written.
@@ -134,9 +131,7 @@ async def converge_services(
     await servicectl.apply(runner, plan.stop)
     runner.step = step or Step.FILES
     try:
-        staged = (
-            transfer.inline_stages(changed) if inline else await transfer.stage(runner, changed)
-        )
+        staged = await transfer.stage(runner, changed)
     except (ValueError, OSError) as exc:
         raise runner.fail(f"cannot stage the files: {exc}") from None
     runner.step = step or Step.SERVICES

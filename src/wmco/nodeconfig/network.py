@@ -130,7 +130,7 @@ def cni_content(network: answers.HnsNetwork, service_cidr: str) -> transfer.Cont
     text = configfiles.cni_config(
         configfiles.OverlayNetwork(network.address_prefix, network.management_ip), service_cidr
     )
-    return transfer.Content.of_bytes(layout.OVN_CNI_CONFIG, text.encode(), "CNI configuration")
+    return transfer.Content.of_text(layout.OVN_CNI_CONFIG, text, "CNI configuration")
 
 
 class VipAction(enum.StrEnum):
@@ -317,8 +317,8 @@ def ipam_reservation(endpoint: answers.HnsEndpoint) -> transfer.Content:
         raise ValueError(f"{names.VIP_ENDPOINT} has no IP address")
     directory = f"{layout.CNI_STATE_DIR}\\networks\\{names.HYBRID_OVERLAY_NETWORK}"
     path = f"{directory}\\{endpoint.ip_address}"
-    return transfer.Content.of_bytes(
-        path, f"{names.VIP_ENDPOINT}\r\neth0".encode(), "host-local reservation of the sourceVip"
+    return transfer.Content.of_text(
+        path, f"{names.VIP_ENDPOINT}\r\neth0", "host-local reservation of the sourceVip"
     )
 
 
@@ -340,9 +340,7 @@ def kube_proxy_content(
             debug=debug,
         )
     )
-    return transfer.Content.of_bytes(
-        layout.KUBE_PROXY_CONFIG, text.encode(), "kube-proxy configuration"
-    )
+    return transfer.Content.of_text(layout.KUBE_PROXY_CONFIG, text, "kube-proxy configuration")
 
 
 async def configure_network(
@@ -405,8 +403,7 @@ async def configure_network(
         report,
         progress=progress,
         observe=(services.KUBE_PROXY,),
-        step=Step.KUBE_PROXY,
-        inline=True,  # no secret in them; after the blip, an upload would need a new session
+        step=Step.KUBE_PROXY,  # the files are inline (Content.of_text): no upload after the blip
     )
     tally.add(plan, changed, len(files))
     await progress(

@@ -74,6 +74,8 @@ class Content:
         source: Local file with the content (payload files).
         data: The content itself (generated files); never shown in ``repr``, it may hold a token.
         what: A label for logs and errors (the content is never logged).
+        inline: Small text that is no secret: the script writes it itself
+            (``commands.write_text``) instead of an upload (:meth:`of_text`).
     """
 
     destination: str
@@ -81,11 +83,22 @@ class Content:
     source: pathlib.Path | None = None
     data: bytes | None = dataclasses.field(default=None, repr=False)
     what: str = "file"
+    inline: bool = False
 
     @classmethod
     def of_bytes(cls, destination: str, data: bytes, what: str) -> Content:
         """Generated content."""
         return cls(destination, hashlib.sha256(data).hexdigest(), data=data, what=what)
+
+    @classmethod
+    def of_text(cls, destination: str, text: str, what: str) -> Content:
+        """Generated text that is no secret, written by the script itself.
+
+        It must be ASCII with one kind of line end: :func:`wmco.windows.commands.write_text`
+        refuses anything else when the stage is built.
+        """
+        data = text.encode("utf-8")
+        return cls(destination, hashlib.sha256(data).hexdigest(), data=data, what=what, inline=True)
 
     @classmethod
     def of_file(cls, item: TransferItem) -> Content:
@@ -128,36 +141,27 @@ ARCHIVE_NAMES: Final = ("wmco-payload.tar.gz", "wmco-files.tar.gz")
 """The staged archives' names in ``layout.STAGING_DIR``: payload files, then generated ones."""
 
 
-def inline_stages(items: Sequence[Content]) -> tuple[batch.Stage, ...]:
-    """Small generated text files written by the script itself (no upload), then checked.
+def _written_inline(items: Sequence[Content]) -> batch.Stage:
+    """The stage that writes small text files itself, without an upload.
 
-    For files that are no secret (``commands.write_text``): the network files of the
-    ``ovn-hybrid`` steps, which follow the connectivity blip of hybrid-overlay-node, so that
-    the host's one SFTP session serves the whole flow.
+    These are the network files of the ``ovn-hybrid`` steps. They follow the connectivity blip
+    of hybrid-overlay-node, so writing them inline lets the host's one SFTP session serve the
+    whole flow.
 
     Raises:
-        ValueError: An item is not generated text (see ``commands.write_text``).
+        ValueError: An item is not text ``commands.write_text`` can write.
     """
-    if not items:
-        return ()
     statements = [
         commands.make_directories(sorted({parent_directory(i.destination) for i in items}))
     ]
     for item in items:
-        if item.data is None:
-            raise ValueError(f"{item.destination}: only generated files can be written inline")
+        assert item.data is not None, item.destination
         try:
             text = item.data.decode("ascii")
         except UnicodeDecodeError:
             raise ValueError(f"{item.destination}: not ASCII text") from None
         statements.append(commands.write_text(item.destination, text))
-    return (
-        batch.Stage(f"writing of {len(items)} files", tuple(statements)),
-        batch.Stage(
-            f"check of the {len(items)} files written",
-            tuple(batch.expect_hash(item.destination, item.sha256) for item in items),
-        ),
-    )
+    return batch.Stage(f"writing of {len(items)} files", tuple(statements))
 
 
 async def stage(
@@ -169,7 +173,8 @@ async def stage(
 
     Payload files (a local source) go in an archive the cache builds once per set of files;
     generated files (bytes) in a small one made for this host. Both go over the host's one SFTP
-    session to ``layout.STAGING_DIR``. Nothing on the host changes until the stages run: the
+    session to ``layout.STAGING_DIR``. Inline items (:meth:`Content.of_text`) are written by
+    the script itself. Nothing on the host changes until the stages run: the
     unpacking (:func:`wmco.windows.commands.unpack_archive`, after the services that hold the
     files have stopped), then the digest of every item (:func:`wmco.windows.batch.expect_hash`),
     so a truncated or wrong file stops the script before any service starts.
@@ -181,8 +186,9 @@ async def stage(
     if not items:
         return ()
     payload = [item for item in items if item.data is None]
-    generated = [item for item in items if item.data is not None]
-    stages: list[batch.Stage] = []
+    generated = [item for item in items if item.data is not None and not item.inline]
+    inline = [item for item in items if item.inline]
+    stages: list[batch.Stage] = [_written_inline(inline)] if inline else []
     for group, name in zip((payload, generated), ARCHIVE_NAMES, strict=True):
         if not group:
             continue

@@ -349,11 +349,16 @@ async def wait_for_ready(
         assert node is not None
         return node
     state = "not registered" if node is None else "registered but not Ready"
+    raise not_ready(
+        instance, Step.NODE_READY, node, f"node {node_name} {state} after {timeout:.0f}s", hint
+    )
+
+
+def not_ready(
+    instance: Instance, step: Step, node: Node | None, summary: str, hint: str = READY_HINT
+) -> ConfigurationError:
+    """The error of a wait for Ready that ran out: ``summary``, the node's own reason, ``hint``."""
     reason = ready_message(node)
-    raise ConfigurationError(
-        instance.address,
-        Step.NODE_READY,
-        f"node {node_name} {state} after {timeout:.0f}s"
-        + (f" ({reason})" if reason else "")
-        + f"; {hint}",
+    return ConfigurationError(
+        instance.address, step, summary + (f" ({reason})" if reason else "") + f"; {hint}"
     )

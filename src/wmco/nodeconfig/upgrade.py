@@ -123,13 +123,11 @@ async def wait_ready_since(
         client, node_name, lambda n: _heartbeat_since(n, moment), deadline
     )
     if not ready:
-        reason = node_mod.ready_message(current)
-        raise ConfigurationError(
-            instance.address,
+        raise node_mod.not_ready(
+            instance,
             Step.REBOOT,
-            f"node {node_name} did not report Ready within {timeout:.0f}s of the reboot"
-            + (f" ({reason})" if reason else "")
-            + f"; {node_mod.READY_HINT}",
+            current,
+            f"node {node_name} did not report Ready within {timeout:.0f}s of the reboot",
         )
 
 

@@ -230,13 +230,14 @@ class Gate:
     async def claim(self, node_name: str) -> Decision:
         """Decide for ``node_name`` and, on GO, count it in flight (one atomic step)."""
         async with self._lock:
-            present = {view.name for view in self.views()}
+            views = self.views()
+            present = {view.name for view in views}
             self.failed &= present  # a deleted node no longer halts anything
             for gone in set(self._said) - present:
                 del self._said[gone]
             decision = decide(
                 node_name,
-                self.views(),
+                views,
                 self.settings,
                 in_flight=self.in_flight,
                 failed=self.failed,

@@ -48,7 +48,7 @@ import tracemalloc
 import asyncssh
 
 from wmco import userdata
-from wmco.windows import commands, ssh
+from wmco.windows import commands, sftp, ssh
 from wmco_sandbox import fleetproc
 from wmco_sandbox.winhost.core import profile as host_profile
 from wmco_sandbox.winhost.host import WindowsHost
@@ -162,7 +162,7 @@ def _sftp_upload(
     target: _Target, key_file: pathlib.Path, source: pathlib.Path, dest: str, cipher: str | None
 ) -> Run:
     batch = key_file.parent / "batch"
-    batch.write_text(f'put "{source}" "{ssh.sftp_path(dest)}"\n')
+    batch.write_text(f'put "{source}" "{sftp.sftp_path(dest)}"\n')
     argv = [
         "sftp", "-q", "-b", str(batch), "-i", str(key_file), "-P", str(target.port),
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -282,7 +282,7 @@ async def _main(args: argparse.Namespace) -> int:
             line += f", host {summary[client]['host_cpu_s']}"
         print(line)
     print(
-        f"upload heap peak: {peak:.1f} MiB (in flight: {ssh.UPLOAD_REQUESTS} x {ssh.UPLOAD_BLOCK} B)"
+        f"upload heap peak: {peak:.1f} MiB (in flight: {sftp.UPLOAD_REQUESTS} x {sftp.UPLOAD_BLOCK} B)"
     )
     record = {
         "size_bytes": size,
@@ -290,8 +290,8 @@ async def _main(args: argparse.Namespace) -> int:
         "host": "in-process" if args.in_process else "worker process",
         "profile": "fast",
         "sink_threshold": SINK_THRESHOLD,
-        "upload_block": ssh.UPLOAD_BLOCK,
-        "upload_requests": ssh.UPLOAD_REQUESTS,
+        "upload_block": sftp.UPLOAD_BLOCK,
+        "upload_requests": sftp.UPLOAD_REQUESTS,
         **summary,
         "ratio": round(ratio, 3),
         "ratio_same_cipher": round(same_cipher, 3),

@@ -148,7 +148,7 @@ def preflight(
     from wmco import kube, names
     from wmco.tools import hostaccess
     from wmco.tools import preflight as preflight_mod
-    from wmco.windows import ssh
+    from wmco.windows import sshfailures
 
     key_pem = pathlib.Path(key_file).read_bytes() if key_file is not None else None
 
@@ -178,7 +178,7 @@ def preflight(
 
     try:
         code = asyncio.run(main_())
-    except (hostaccess.ToolError, kube.KubeError, ssh.SshError) as exc:
+    except (hostaccess.ToolError, kube.KubeError, sshfailures.SshError) as exc:
         raise click.ClickException(str(exc)) from exc
     raise SystemExit(code)
 

@@ -22,7 +22,7 @@ from wmco.nodeconfig.instance import Inputs, Step
 from wmco.nodeconfig.runner import Runner
 from wmco.payload import manifest as payload_manifest
 from wmco.settings import HyperVMode, Settings
-from wmco.windows import answers, commands, configfiles, quoting, ssh
+from wmco.windows import answers, commands, configfiles, quoting, ssh, sshkeys
 
 CA = clientca.ClientCa(source=clientca.KUBERNETES_SOURCE, pem=b"PEM\n", certificates=1)
 
@@ -242,7 +242,7 @@ class Answers:
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         raise AssertionError("the hyperv step writes no file")
 
-    async def reconnect(self, *, within: float | None = None) -> ssh.HostKey:
+    async def reconnect(self, *, within: float | None = None) -> sshkeys.HostKey:
         raise AssertionError("no reboot expected")
 
     async def close(self) -> None:

@@ -27,7 +27,7 @@ from wmco.nodeconfig import node as node_mod
 from wmco.nodeconfig.instance import Inputs, Instance, Origin, Step
 from wmco.payload import manifest as payload_manifest
 from wmco.settings import Settings
-from wmco.windows import answers, commands, kubelet, layout, ssh
+from wmco.windows import answers, commands, kubelet, layout, sshkeys
 
 CA = clientca.ClientCa(source=clientca.KUBERNETES_SOURCE, pem=b"PEM\n", certificates=1)
 
@@ -133,7 +133,7 @@ def test_node_ip_only_for_ipv4_addresses() -> None:
 
 
 def test_metadata_of_a_listed_host(inputs: Inputs) -> None:
-    key = ssh.HostKey(
+    key = sshkeys.HostKey(
         "ssh-ed25519", b"\x00\x00\x00\x0bssh-ed25519" + b"\x00\x00\x00\x20" + b"k" * 32
     )
     patch = node_mod.node_metadata_patch(instance(), inputs, key)

@@ -17,9 +17,9 @@ from wmco import names
 from wmco.nodeconfig import network
 from wmco.nodeconfig.instance import ConfigurationError, HostKeyChangedError, Step
 from wmco.nodeconfig.runner import MAX_BLIPS, Runner
-from wmco.windows import answers, commands, layout, ssh
+from wmco.windows import answers, commands, layout, ssh, sshfailures, sshkeys
 
-KEY = ssh.HostKey("ssh-ed25519", b"k")
+KEY = sshkeys.HostKey("ssh-ed25519", b"k")
 NETWORK_ID = "6A3E5C31-2B1F-4D8E-9F0A-1C2D3E4F5A6B"
 
 
@@ -34,9 +34,9 @@ class FakeConnection:
         self.sent: list[str] = []
         self.reconnects = 0
         self.connected = True
-        self.host_key: ssh.HostKey | None = KEY
-        self.reconnect_error: ssh.SshError | None = None
-        self.upload_error: ssh.SshError | None = None
+        self.host_key: sshkeys.HostKey | None = KEY
+        self.reconnect_error: sshfailures.SshError | None = None
+        self.upload_error: sshfailures.SshError | None = None
         self.uploads: list[str] = []
 
     async def run(
@@ -59,7 +59,7 @@ class FakeConnection:
             raise error
         self.uploads.append(destination)
 
-    async def reconnect(self, *, within: float | None = None) -> ssh.HostKey:
+    async def reconnect(self, *, within: float | None = None) -> sshkeys.HostKey:
         self.reconnects += 1
         if self.reconnect_error is not None:
             raise self.reconnect_error
@@ -110,7 +110,9 @@ async def test_too_many_drops_fail_the_step() -> None:
 async def test_a_changed_host_key_on_redial_is_refused() -> None:
     connection = FakeConnection(ok)
     connection.drops = [commands.hostname()]
-    connection.reconnect_error = ssh.HostKeyMismatchError("10.0.0.5", KEY, ssh.HostKey("x", b"y"))
+    connection.reconnect_error = sshfailures.HostKeyMismatchError(
+        "10.0.0.5", KEY, sshkeys.HostKey("x", b"y")
+    )
     with pytest.raises(HostKeyChangedError):
         await runner_for(connection).check(commands.hostname(), "hostname")
 
@@ -118,7 +120,7 @@ async def test_a_changed_host_key_on_redial_is_refused() -> None:
 async def test_a_host_that_does_not_come_back_fails_with_the_cause() -> None:
     connection = FakeConnection(ok)
     connection.drops = [commands.hostname()]
-    connection.reconnect_error = ssh.UnreachableError("10.0.0.5", "no SSH connection")
+    connection.reconnect_error = sshfailures.UnreachableError("10.0.0.5", "no SSH connection")
     with pytest.raises(ConfigurationError, match=r"not regained.*no SSH connection"):
         await runner_for(connection).check(commands.hostname(), "hostname")
 
@@ -136,11 +138,13 @@ async def test_exit_statuses_are_checked_with_the_last_error_line() -> None:
 async def test_an_upload_refused_on_a_live_connection_fails_and_a_dropped_one_retries() -> None:
     connection = FakeConnection(ok)
     runner = runner_for(connection)
-    connection.upload_error = ssh.TransferError("10.0.0.5", "upload failed: PermissionDenied")
+    connection.upload_error = sshfailures.TransferError(
+        "10.0.0.5", "upload failed: PermissionDenied"
+    )
     with pytest.raises(ConfigurationError, match="PermissionDenied"):
         await runner.put_bytes(b"x", "C:\\k\\kubelet.exe", what="kubelet")
 
-    connection.upload_error = ssh.TransferError("10.0.0.5", "upload failed: ConnectionLost")
+    connection.upload_error = sshfailures.TransferError("10.0.0.5", "upload failed: ConnectionLost")
     original = connection.put_bytes
 
     async def dropping(data: bytes, destination: str, *, what: str = "file") -> None:

@@ -14,15 +14,15 @@ import asyncssh
 import pytest
 
 from wmco import settings
-from wmco.windows import ssh
+from wmco.windows import sftp, ssh, sshfailures, sshkeys
 
 CLIENT_KEY = asyncssh.generate_private_key("ssh-ed25519")
 HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
 OTHER_HOST_KEY = asyncssh.generate_private_key("ecdsa-sha2-nistp256")
 
 
-def host_key(key: asyncssh.SSHKey) -> ssh.HostKey:
-    return ssh.HostKey.from_ssh_key(key)
+def host_key(key: asyncssh.SSHKey) -> sshkeys.HostKey:
+    return sshkeys.HostKey.from_ssh_key(key)
 
 
 # --- Pure pieces -------------------------------------------------------------------------------
@@ -30,54 +30,54 @@ def host_key(key: asyncssh.SSHKey) -> ssh.HostKey:
 
 def test_first_use_match_and_mismatch() -> None:
     seen = host_key(HOST_KEY)
-    assert ssh.check_host_key(None, seen) is ssh.HostKeyCheck.FIRST_USE
-    assert ssh.check_host_key(host_key(HOST_KEY), seen) is ssh.HostKeyCheck.MATCH
-    assert ssh.check_host_key(host_key(OTHER_HOST_KEY), seen) is ssh.HostKeyCheck.MISMATCH
+    assert sshkeys.check_host_key(None, seen) is sshkeys.HostKeyCheck.FIRST_USE
+    assert sshkeys.check_host_key(host_key(HOST_KEY), seen) is sshkeys.HostKeyCheck.MATCH
+    assert sshkeys.check_host_key(host_key(OTHER_HOST_KEY), seen) is sshkeys.HostKeyCheck.MISMATCH
 
 
 def test_host_key_round_trips_through_annotations() -> None:
     key = host_key(HOST_KEY)
     assert key.key_type == "ssh-ed25519"
-    assert ssh.HostKey.from_annotation(key.b64, key.key_type) == key
-    assert ssh.HostKey.from_annotation(key.b64, "") == key
+    assert sshkeys.HostKey.from_annotation(key.b64, key.key_type) == key
+    assert sshkeys.HostKey.from_annotation(key.b64, "") == key
     assert key.fingerprint == HOST_KEY.get_fingerprint("sha256")
 
 
 @pytest.mark.parametrize(("b64", "key_type"), [("%%%", "ssh-ed25519"), ("AAAA", "ssh-ed25519")])
 def test_bad_annotations_are_rejected(b64: str, key_type: str) -> None:
     with pytest.raises(ValueError, match="not a valid"):
-        ssh.HostKey.from_annotation(b64, key_type)
+        sshkeys.HostKey.from_annotation(b64, key_type)
 
 
 def test_annotation_type_must_match_the_key() -> None:
     with pytest.raises(ValueError, match="type annotation"):
-        ssh.HostKey.from_annotation(host_key(HOST_KEY).b64, "ssh-rsa")
+        sshkeys.HostKey.from_annotation(host_key(HOST_KEY).b64, "ssh-rsa")
 
 
 def test_mismatch_error_names_both_fingerprints_and_the_way_out() -> None:
     pinned, seen = host_key(HOST_KEY), host_key(OTHER_HOST_KEY)
-    error = ssh.HostKeyMismatchError("10.0.0.5", pinned, seen)
+    error = sshfailures.HostKeyMismatchError("10.0.0.5", pinned, seen)
     text = str(error)
     assert "10.0.0.5" in text and pinned.fingerprint in text and seen.fingerprint in text
     assert "ssh-host-key" not in text or "annotation" in text
 
 
 @pytest.mark.parametrize(
-    ("windows", "sftp"),
+    ("windows", "remote"),
     [
         ("C:\\k\\kubelet.exe", "/C:/k/kubelet.exe"),
         ("C:\\k\\cni\\config\\cni.conf", "/C:/k/cni/config/cni.conf"),
         ("d:\\x", "/d:/x"),
     ],
 )
-def test_sftp_path(windows: str, sftp: str) -> None:
-    assert ssh.sftp_path(windows) == sftp
+def test_sftp_path(windows: str, remote: str) -> None:
+    assert sftp.sftp_path(windows) == remote
 
 
 @pytest.mark.parametrize("bad", ["k\\x", "\\k\\x", "C:x", "\\\\server\\share\\x"])
 def test_sftp_path_needs_a_drive(bad: str) -> None:
     with pytest.raises(ValueError):
-        ssh.sftp_path(bad)
+        sftp.sftp_path(bad)
 
 
 def test_decode_output() -> None:
@@ -96,11 +96,11 @@ def test_result_ok() -> None:
 
 def test_load_ssh_key_errors_hide_the_key() -> None:
     secret = b"-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END"
-    with pytest.raises(ssh.SshKeyError) as info:
-        ssh.load_ssh_key(secret)
+    with pytest.raises(sshkeys.SshKeyError) as info:
+        sshkeys.load_ssh_key(secret)
     assert "c2VjcmV0" not in str(info.value)
     pem = CLIENT_KEY.export_private_key()
-    assert ssh.load_ssh_key(pem).public_data == CLIENT_KEY.public_data
+    assert sshkeys.load_ssh_key(pem).public_data == CLIENT_KEY.public_data
 
 
 # --- Loopback server ---------------------------------------------------------------------------
@@ -188,9 +188,9 @@ async def test_first_use_reports_the_key_and_commands_run(
     server: tuple[int, pathlib.Path],
 ) -> None:
     port, root = server
-    reported: list[ssh.HostKey] = []
+    reported: list[sshkeys.HostKey] = []
 
-    async def remember(key: ssh.HostKey) -> None:
+    async def remember(key: sshkeys.HostKey) -> None:
         reported.append(key)
 
     async with make_host(port, on_first_use=remember) as host:
@@ -211,9 +211,9 @@ async def test_pinned_key_is_accepted_without_first_use_report(
     server: tuple[int, pathlib.Path],
 ) -> None:
     port, _ = server
-    reported: list[ssh.HostKey] = []
+    reported: list[sshkeys.HostKey] = []
 
-    async def remember(key: ssh.HostKey) -> None:
+    async def remember(key: sshkeys.HostKey) -> None:
         reported.append(key)
 
     async with make_host(port, pinned_host_key=host_key(HOST_KEY), on_first_use=remember) as host:
@@ -225,9 +225,9 @@ async def test_first_use_is_reported_again_if_persisting_failed(
     server: tuple[int, pathlib.Path],
 ) -> None:
     port, _ = server
-    calls: list[ssh.HostKey] = []
+    calls: list[sshkeys.HostKey] = []
 
-    async def flaky(key: ssh.HostKey) -> None:
+    async def flaky(key: sshkeys.HostKey) -> None:
         calls.append(key)
         if len(calls) == 1:
             raise RuntimeError("API server unavailable")
@@ -244,7 +244,7 @@ async def test_first_use_is_reported_again_if_persisting_failed(
 async def test_other_key_is_refused_at_once(server: tuple[int, pathlib.Path]) -> None:
     port, _ = server
     host = make_host(port, pinned_host_key=host_key(OTHER_HOST_KEY))
-    with pytest.raises(ssh.HostKeyMismatchError) as info:
+    with pytest.raises(sshfailures.HostKeyMismatchError) as info:
         await host.connect()
     assert info.value.seen == host_key(HOST_KEY)
     assert not host.connected
@@ -253,7 +253,7 @@ async def test_other_key_is_refused_at_once(server: tuple[int, pathlib.Path]) ->
 async def test_timeout_drop_and_reconnect(server: tuple[int, pathlib.Path]) -> None:
     port, _ = server
     async with make_host(port) as host:
-        with pytest.raises(ssh.CommandTimeoutError, match="probe"):
+        with pytest.raises(sshfailures.CommandTimeoutError, match="probe"):
             await host.run("hang", timeout=0.2, what="probe")
         dropped = await host.run("drop")
         assert dropped.exit_status is None
@@ -267,7 +267,7 @@ async def test_refused_key_becomes_authentication_error_after_grace(
 ) -> None:
     port, _ = server
     host = make_host(port, private_key=asyncssh.generate_private_key("ssh-ed25519"))
-    with pytest.raises(ssh.AuthenticationError, match="Administrator"):
+    with pytest.raises(sshfailures.AuthenticationError, match="Administrator"):
         await host.connect()
 
 
@@ -279,5 +279,5 @@ async def test_closed_port_becomes_unreachable_after_deadline(
     probe.close()
     await probe.wait_closed()
     host = make_host(free_port)
-    with pytest.raises(ssh.UnreachableError, match="attempts"):
+    with pytest.raises(sshfailures.UnreachableError, match="attempts"):
         await host.connect()

@@ -8,7 +8,7 @@ import pytest
 
 from wmco.nodeconfig import hostfiles
 from wmco.payload import manifest
-from wmco.windows import commands, ssh, transfer
+from wmco.windows import commands, ssh, sshfailures, transfer
 
 
 class DroppedHost:
@@ -42,7 +42,7 @@ def test_missing_files_and_changed_files_differ_and_identical_ones_do_not(
 
 async def test_a_dropped_hash_is_not_mistaken_for_a_missing_file(tmp_path: pathlib.Path) -> None:
     host = DroppedHost()
-    with pytest.raises(ssh.TransferError, match="no answer"):
+    with pytest.raises(sshfailures.TransferError, match="no answer"):
         await transfer.remote_sha256(host, "C:\\k\\kubelet.exe")
     assert host.commands == [commands.file_hash("C:\\k\\kubelet.exe")]
 

@@ -12,7 +12,7 @@ import pytest
 from winhost_helpers import connect, public_line
 
 from wmco import settings as settings_mod
-from wmco.windows import commands, ssh
+from wmco.windows import commands, ssh, sshfailures
 from wmco_sandbox.winhost.core.disk import FileNode
 from wmco_sandbox.winhost.host import WindowsHost
 
@@ -118,5 +118,5 @@ async def test_the_client_offers_fallback_keys_in_one_exchange_and_says_which_wa
     assert (await rotating.run("hostname")).ok
     await rotating.close()
     only_new = ssh.WindowsHost(host.address, "Administrator", new, settings=config, port=host.port)
-    with pytest.raises(ssh.AuthenticationError, match="refused with the private key"):
+    with pytest.raises(sshfailures.AuthenticationError, match="refused with the private key"):
         await only_new.connect(within=0)

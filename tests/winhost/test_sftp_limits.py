@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncssh
 import pytest
 
-from wmco.windows import ssh
+from wmco.windows import sftp
 from wmco_sandbox.winhost.host import WindowsHost
 from wmco_sandbox.winhost.ssh.sftp import MAX_WRITE_DATA, SFTP_IO_LENGTH
 
@@ -41,4 +41,4 @@ async def test_a_longer_write_ends_the_session(
 
 
 def test_operator_writes_fit_in_one_message() -> None:
-    assert ssh.UPLOAD_BLOCK <= MAX_WRITE_DATA
+    assert sftp.UPLOAD_BLOCK <= MAX_WRITE_DATA

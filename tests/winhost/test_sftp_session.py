@@ -17,7 +17,7 @@ import pytest
 from winhost_helpers import wait_for
 
 from wmco import settings
-from wmco.windows import commands, ssh
+from wmco.windows import commands, ssh, sshfailures, sshkeys
 from wmco_sandbox.winhost.host import WindowsHost
 
 
@@ -27,7 +27,7 @@ async def operator_host(
 ) -> AsyncIterator[ssh.WindowsHost]:
     """The operator's connection to the booted host, with ``C:\\k`` created."""
     config = settings.Settings(ssh_port=host.port, ssh_boot_deadline=5, ssh_connect_timeout=5)
-    pinned = ssh.HostKey.from_ssh_key(host.host_public_key)
+    pinned = sshkeys.HostKey.from_ssh_key(host.host_public_key)
     remote = ssh.WindowsHost(
         host.address, "Administrator", client_key, settings=config, pinned_host_key=pinned
     )
@@ -103,7 +103,7 @@ async def test_a_refused_file_keeps_the_session_and_its_error(
     host: WindowsHost, operator_host: ssh.WindowsHost
 ) -> None:
     before = host.traffic.sftp_sessions
-    with pytest.raises(ssh.TransferError) as info:
+    with pytest.raises(sshfailures.TransferError) as info:
         await operator_host.put_bytes(b"x", "C:\\nodir\\x.txt", what="kubelet config")
     assert str(info.value) == (
         f"host {host.address}: upload of kubelet config to C:\\nodir\\x.txt failed: SFTPNoSuchFile"
@@ -120,7 +120,7 @@ async def test_a_connection_dropped_mid_upload_is_a_transfer_error_then_recovers
     source = tmp_path / "payload.bin"
     source.write_bytes(os.urandom(2_000_000))
     host.faults.drop_after_bytes = 500_000
-    with pytest.raises(ssh.TransferError) as info:
+    with pytest.raises(sshfailures.TransferError) as info:
         await operator_host.put_file(source, "C:\\k\\payload.bin")
     assert str(info.value).startswith(
         f"host {host.address}: upload of payload.bin to C:\\k\\payload.bin failed: "

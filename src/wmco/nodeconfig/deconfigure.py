@@ -26,7 +26,16 @@ from wmco.nodeconfig import bootstrap, drain, hostkeys, servicectl
 from wmco.nodeconfig import node as node_mod
 from wmco.nodeconfig import runner as runner_mod
 from wmco.nodeconfig.instance import ConfigurationError, Inputs, Instance, Step
-from wmco.windows import batch, commands, layout, planner, probeanswers, services, ssh
+from wmco.windows import (
+    batch,
+    commands,
+    layout,
+    planner,
+    probeanswers,
+    services,
+    sshfailures,
+    sshkeys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +160,7 @@ async def deconfigure(
         try:
             await _clean_host(client, instance, inputs, node)
             cleaned = True
-        except (ssh.SshError, ssh.SshKeyError, ConfigurationError) as exc:
+        except (sshfailures.SshError, sshkeys.SshKeyError, ConfigurationError) as exc:
             problem = str(exc)
             log.warning("instance %s: host not cleaned: %s", instance.address, problem)
     deleted = False

@@ -16,33 +16,33 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Node
 
 from wmco import kube, names
-from wmco.windows import ssh
+from wmco.windows import sshkeys
 
 log = logging.getLogger(__name__)
 
 
-def _entry(key: ssh.HostKey) -> str:
+def _entry(key: sshkeys.HostKey) -> str:
     return f"{key.key_type} {key.b64}"
 
 
-def _parse_entry(value: str) -> ssh.HostKey | None:
+def _parse_entry(value: str) -> sshkeys.HostKey | None:
     parts = value.split()
     if len(parts) != 2:
         return None
     try:
-        return ssh.HostKey.from_annotation(parts[1], parts[0])
+        return sshkeys.HostKey.from_annotation(parts[1], parts[0])
     except ValueError:
         return None
 
 
-def from_node(node: Node | None) -> ssh.HostKey | None:
+def from_node(node: Node | None) -> sshkeys.HostKey | None:
     """The key pinned on a Node's annotations, if any (an unreadable one counts as none)."""
     annotations = (node.metadata.annotations if node and node.metadata else None) or {}
     b64 = annotations.get(names.SSH_HOST_KEY_ANNOTATION)
     if not b64:
         return None
     try:
-        return ssh.HostKey.from_annotation(
+        return sshkeys.HostKey.from_annotation(
             b64, annotations.get(names.SSH_HOST_KEY_TYPE_ANNOTATION, "")
         )
     except ValueError:
@@ -51,7 +51,7 @@ def from_node(node: Node | None) -> ssh.HostKey | None:
         return None
 
 
-def node_annotations(key: ssh.HostKey) -> dict[str, str]:
+def node_annotations(key: sshkeys.HostKey) -> dict[str, str]:
     """The annotations that pin ``key`` on a Node."""
     return {
         names.SSH_HOST_KEY_ANNOTATION: key.b64,
@@ -61,7 +61,7 @@ def node_annotations(key: ssh.HostKey) -> dict[str, str]:
 
 async def pinned(
     client: kube.Client, namespace: str, address: str, node: Node | None
-) -> ssh.HostKey | None:
+) -> sshkeys.HostKey | None:
     """The key on record for the instance: the Node's, else the ConfigMap's."""
     on_node = from_node(node)
     if on_node is not None:
@@ -71,7 +71,7 @@ async def pinned(
     return _parse_entry(value) if value else None
 
 
-async def remember(client: kube.Client, namespace: str, address: str, key: ssh.HostKey) -> None:
+async def remember(client: kube.Client, namespace: str, address: str, key: sshkeys.HostKey) -> None:
     """Record a key trusted on first use in the ConfigMap (created on demand)."""
     patched = await kube.patch(
         client,

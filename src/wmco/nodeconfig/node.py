@@ -38,7 +38,7 @@ from wmco.nodeconfig.instance import (
     Step,
 )
 from wmco.runtime import informer as informer_mod
-from wmco.windows import ssh
+from wmco.windows import sshkeys
 
 NodeInformer = informer_mod.Informer[Node]
 """The operator's informer of the Windows Nodes (label ``kubernetes.io/os=windows``)."""
@@ -234,7 +234,7 @@ async def wait_for_node(
 def node_metadata_patch(
     instance: Instance,
     inputs: Inputs,
-    host_key: ssh.HostKey | None,
+    host_key: sshkeys.HostKey | None,
     *,
     exporter_cert: str | None = None,
     pub_key_hash: str | None = None,

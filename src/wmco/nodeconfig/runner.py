@@ -45,7 +45,7 @@ from wmco.nodeconfig.instance import (
     Instance,
     Step,
 )
-from wmco.windows import answers, batch, commands, ssh, ssherrors
+from wmco.windows import answers, batch, commands, sftp, ssh, ssherrors, sshfailures, sshkeys
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Connection(Protocol):
         ...
 
     @property
-    def host_key(self) -> ssh.HostKey | None:
+    def host_key(self) -> sshkeys.HostKey | None:
         """The pinned key."""
         ...
 
@@ -84,7 +84,7 @@ class Connection(Protocol):
         """Write bytes to one file."""
         ...
 
-    async def reconnect(self, *, within: float | None = None) -> ssh.HostKey:
+    async def reconnect(self, *, within: float | None = None) -> sshkeys.HostKey:
         """Close and connect again."""
         ...
 
@@ -181,10 +181,10 @@ class Runner:
         )
         try:
             await self.host.reconnect(within=self._reconnect_within)
-        except ssh.HostKeyMismatchError as exc:
+        except sshfailures.HostKeyMismatchError as exc:
             self._count(exc)
             raise HostKeyChangedError(self.address, self.step, str(exc)) from None
-        except ssh.SshError as exc:
+        except sshfailures.SshError as exc:
             self._count(exc)
             raise self.fail(f"connection lost during {what} and not regained: {exc}") from None
 
@@ -202,21 +202,21 @@ class Runner:
                 await self.redial(what)
             try:
                 result = await self.host.run(command, timeout=timeout, what=what)
-            except ssh.CommandTimeoutError as exc:
+            except sshfailures.CommandTimeoutError as exc:
                 self._count(exc)
                 raise self.fail(str(exc)) from None
-            except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
+            except (sshfailures.HostKeyMismatchError, sshfailures.AuthenticationError) as exc:
                 raise self._refused(exc) from None
-            except ssh.SshError:
+            except sshfailures.SshError:
                 result = ssh.Result(exit_status=None, stdout="", stderr="")
             if result.exit_status is not None:
                 return result
             await self.redial(what)
         raise self.fail(f"the connection dropped {MAX_BLIPS + 1} times during {what}")
 
-    def _refused(self, exc: ssh.SshError) -> ConfigurationError:
+    def _refused(self, exc: sshfailures.SshError) -> ConfigurationError:
         self._count(exc)
-        if isinstance(exc, ssh.HostKeyMismatchError):
+        if isinstance(exc, sshfailures.HostKeyMismatchError):
             return HostKeyChangedError(self.address, self.step, str(exc))
         return self.fail(str(exc))
 
@@ -232,12 +232,12 @@ class Runner:
             await self.redial(what)
         try:
             result = await self.host.run(command, what=what)
-        except ssh.CommandTimeoutError as exc:
+        except sshfailures.CommandTimeoutError as exc:
             self._count(exc)
             raise self.fail(str(exc)) from None
-        except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
+        except (sshfailures.HostKeyMismatchError, sshfailures.AuthenticationError) as exc:
             raise self._refused(exc) from None
-        except ssh.SshError:
+        except sshfailures.SshError:
             result = ssh.Result(exit_status=None, stdout="", stderr="")
         if result.exit_status is None:
             await self.redial(what)
@@ -303,12 +303,12 @@ class Runner:
             if not self.host.connected:
                 await self.redial(what)
             try:
-                async with self.slot.uploading(ssh.upload_window(size)):
+                async with self.slot.uploading(sftp.upload_window(size)):
                     await upload()
                 return
-            except (ssh.HostKeyMismatchError, ssh.AuthenticationError) as exc:
+            except (sshfailures.HostKeyMismatchError, sshfailures.AuthenticationError) as exc:
                 raise self._refused(exc) from None
-            except ssh.SshError as exc:
+            except sshfailures.SshError as exc:
                 if self.host.connected:
                     self._count(exc)
                     raise self.fail(str(exc)) from None
@@ -354,17 +354,17 @@ def login_keys(inputs: Inputs, node: Node | None) -> tuple[_LoginKey, ...]:
     Node yet, so every key is offered. An unusable previous key is left out.
 
     Raises:
-        ssh.SshKeyError: The current key cannot be used for SSH (no key material in it).
+        sshkeys.SshKeyError: The current key cannot be used for SSH (no key material in it).
     """
     trusted = node_annotation(node, names.PUB_KEY_HASH_ANNOTATION)
     found: list[_LoginKey] = []
     for index, pem in enumerate((inputs.private_key_pem, *inputs.previous_private_keys)):
         try:
-            key = ssh.load_ssh_key(pem)
+            key = sshkeys.load_ssh_key(pem)
             key_hash = userdata.pub_key_hash(userdata.load_private_key(pem))
-        except (ssh.SshKeyError, userdata.PrivateKeyError) as exc:
+        except (sshkeys.SshKeyError, userdata.PrivateKeyError) as exc:
             if index == 0:
-                raise ssh.SshKeyError(str(exc)) from None
+                raise sshkeys.SshKeyError(str(exc)) from None
             continue
         if all(known.pub_key_hash != key_hash for known in found):
             found.append(_LoginKey(key, key_hash))
@@ -409,7 +409,7 @@ async def connect(
     settings = inputs.settings
     pinned = await hostkeys.pinned(client, settings.namespace, instance.address, node)
 
-    async def on_first_use(key: ssh.HostKey) -> None:
+    async def on_first_use(key: sshkeys.HostKey) -> None:
         await hostkeys.remember(client, settings.namespace, instance.address, key)
 
     observer = inputs.observer
@@ -418,7 +418,7 @@ async def connect(
             dataclasses.replace(inputs, previous_private_keys=()) if current_key_only else inputs,
             node,
         )
-    except ssh.SshKeyError as exc:
+    except sshkeys.SshKeyError as exc:
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
     host = ssh.WindowsHost(
         instance.address,
@@ -432,7 +432,7 @@ async def connect(
     )
     try:
         await host.connect(within=settings.ssh_boot_deadline if within is None else within)
-    except ssh.HostKeyMismatchError as exc:
+    except sshfailures.HostKeyMismatchError as exc:
         observer.ssh_error(ssherrors.ErrorKind.HOST_KEY_MISMATCH)
         raise HostKeyChangedError(
             instance.address,
@@ -441,7 +441,7 @@ async def connect(
             f"{names.SSH_HOST_KEYS_CONFIGMAP} entry or the Node's {names.SSH_HOST_KEY_ANNOTATION} "
             "annotation)",
         ) from None
-    except ssh.SshError as exc:
+    except sshfailures.SshError as exc:
         observer.ssh_error(ssherrors.error_kind(exc))
         raise ConfigurationError(instance.address, Step.CONNECT, str(exc)) from None
     accepted = next(login for login in keys if login.key is host.key_in_use)
@@ -481,15 +481,15 @@ async def reboot(
     if before is not None:
         await before()
     # The connection drops while Restart-Computer runs; that is the expected answer.
-    with contextlib.suppress(ssh.SshError):
+    with contextlib.suppress(sshfailures.SshError):
         await runner.host.run(commands.reboot(), what="reboot", timeout=command_timeout)
     await runner.host.close()
     try:
         async with runner.slot.released():  # a rebooting host holds no place (slots.py)
             await runner.host.reconnect(within=boot_deadline)
-    except ssh.HostKeyMismatchError as exc:
+    except sshfailures.HostKeyMismatchError as exc:
         raise HostKeyChangedError(runner.address, runner.step, str(exc)) from None
-    except ssh.SshError as exc:
+    except sshfailures.SshError as exc:
         raise runner.fail(f"host did not come back after reboot: {exc}") from None
     runner.reboots += 1
 

@@ -30,7 +30,7 @@ from lightkube.resources.core_v1 import Event, Node
 
 from wmco import kube, names
 from wmco.tools import hostaccess, hostlogs
-from wmco.windows import ssh, toolcommands
+from wmco.windows import sshfailures, toolcommands
 
 DEFAULT_CONCURRENCY: Final = 5
 DEFAULT_TAIL: Final = 10000
@@ -141,7 +141,7 @@ async def _collect_node(
                 continue
             _write(folder, f"{service}.log", "\n".join(lines) + ("\n" if lines else ""))
             files.append(f"{service}.log")
-    except (hostaccess.ToolError, ssh.SshError) as exc:
+    except (hostaccess.ToolError, sshfailures.SshError) as exc:
         return NodeReport(name, Outcome.FAILED, tuple(files), (*problems, str(exc)))
     finally:
         await host.close()

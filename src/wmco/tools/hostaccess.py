@@ -21,7 +21,7 @@ from lightkube.resources.core_v1 import Node, Secret
 from wmco import kube, names
 from wmco import settings as settings_module
 from wmco.nodeconfig import hostkeys
-from wmco.windows import ssh
+from wmco.windows import ssh, sshfailures, sshkeys
 
 DEFAULT_CONNECT_TIMEOUT: Final = 15.0
 """Seconds to keep trying an SSH connection from the CLI before reporting the host unreachable."""
@@ -45,7 +45,7 @@ class NodeTarget:
     node: str
     address: str
     username: str
-    host_key: ssh.HostKey
+    host_key: sshkeys.HostKey
 
 
 def tool_settings(
@@ -93,8 +93,8 @@ def load_private_key(pem: bytes) -> asyncssh.SSHKey:
         ToolError: The key cannot be used (the message carries no key material).
     """
     try:
-        return ssh.load_ssh_key(pem)
-    except ssh.SshKeyError as exc:
+        return sshkeys.load_ssh_key(pem)
+    except sshkeys.SshKeyError as exc:
         raise ToolError(str(exc)) from None
 
 
@@ -123,7 +123,7 @@ async def cluster_private_key(client: kube.Client, namespace: str) -> asyncssh.S
     return load_private_key(pem)
 
 
-async def connect(host: ssh.WindowsHost, *, what: str) -> ssh.HostKey:
+async def connect(host: ssh.WindowsHost, *, what: str) -> sshkeys.HostKey:
     """Open ``host``'s connection, turning SSH failures into :class:`ToolError`.
 
     Args:
@@ -135,19 +135,19 @@ async def connect(host: ssh.WindowsHost, *, what: str) -> ssh.HostKey:
     """
     try:
         return await host.connect()
-    except ssh.HostKeyMismatchError as exc:
+    except sshfailures.HostKeyMismatchError as exc:
         raise ToolError(
             f"refusing {what}: its SSH host key is not the pinned one (pinned "
             f"{exc.pinned.key_type} {exc.pinned.fingerprint}, presented {exc.seen.key_type} "
             f"{exc.seen.fingerprint}); if the host was rebuilt on purpose, remove the Node's "
             f"{names.SSH_HOST_KEY_ANNOTATION} annotations so the operator re-pins it"
         ) from None
-    except ssh.AuthenticationError:
+    except sshfailures.AuthenticationError:
         raise ToolError(
             f"{what} refused the private key for user {host.username!r}: is its public key in "
             "C:\\ProgramData\\ssh\\administrators_authorized_keys?"
         ) from None
-    except ssh.UnreachableError as exc:
+    except sshfailures.UnreachableError as exc:
         raise ToolError(f"{what} is unreachable over SSH: {exc}") from None
 
 

@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import Node
 
 from wmco import kube
 from wmco.tools import hostaccess
-from wmco.windows import answers, layout, preflightanswers, services, ssh, toolcommands
+from wmco.windows import answers, layout, preflightanswers, services, ssh, sshfailures, toolcommands
 
 SERVICE_LOGS: Final[Mapping[str, str]] = {
     services.KUBELET: layout.KUBELET_LOG,
@@ -117,7 +117,7 @@ async def read_log(
 
     Raises:
         hostaccess.ToolError: Unknown service, no log file, or an unreadable answer.
-        ssh.SshError: The connection failed.
+        sshfailures.SshError: The connection failed.
     """
     path = SERVICE_LOGS.get(service)
     if path is None:
@@ -179,7 +179,7 @@ async def node_logs(
     try:
         await hostaccess.connect(host, what=f"node {node_name} ({target.address})")
         return await read_log(host, service, tail=tail, since=since)
-    except ssh.SshError as exc:
+    except sshfailures.SshError as exc:
         raise hostaccess.ToolError(str(exc)) from None
     finally:
         await host.close()

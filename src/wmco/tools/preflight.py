@@ -40,6 +40,7 @@ from wmco.windows import (
     preflightanswers,
     quoting,
     ssh,
+    sshfailures,
     toolcommands,
 )
 
@@ -157,7 +158,7 @@ async def run(target: Target, server_clock: ServerClockReader | None = None) -> 
     )
     try:
         seen = await host.connect()
-    except ssh.AuthenticationError:
+    except sshfailures.AuthenticationError:
         return [
             Row("SSH login", Status.FAIL,
                 f"{target.address}:{target.port} refused the key for user {target.username!r}",
@@ -166,7 +167,7 @@ async def run(target: Target, server_clock: ServerClockReader | None = None) -> 
                 + _ACL_FIX),
             *_skipped(CHECKS[1:], "not checked: no SSH session"),
         ]  # fmt: skip
-    except ssh.UnreachableError as exc:
+    except sshfailures.UnreachableError as exc:
         return [
             Row("SSH login", Status.FAIL, str(exc),
                 f"install and start OpenSSH Server (sshd) and allow TCP {target.port} inbound"),

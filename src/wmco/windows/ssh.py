@@ -1,35 +1,39 @@
-r"""One SSH connection to one Windows host: key auth, host-key pinning, retries, timeouts, SFTP.
+"""One SSH connection to one Windows host: key auth, host-key pinning, retries, timeouts, commands.
 
 :class:`WindowsHost` wraps an asyncssh client connection:
 
 - **Connect with a deadline.** A new VM answers only after its user data has installed sshd, so
   :meth:`WindowsHost.connect` retries refused/timed-out connections until ``boot_deadline`` and
   authentication failures until ``auth_grace`` (the key may not be authorised yet), then raises
-  :class:`UnreachableError` / :class:`AuthenticationError`.
+  :class:`~wmco.windows.sshfailures.UnreachableError` /
+  :class:`~wmco.windows.sshfailures.AuthenticationError`.
 - **Host-key pinning.** With a pinned key (from the Node's ``ssh-host-key`` annotation or the
-  ``windows-ssh-host-keys`` ConfigMap) any other key is refused with :class:`HostKeyMismatchError`
-  and never retried. Without one, the first key seen is trusted, kept for every reconnect of this
-  object, and reported through ``on_first_use`` so the caller can persist it. The decision itself is
-  the pure :func:`check_host_key`.
+  ``windows-ssh-host-keys`` ConfigMap) any other key is refused with
+  :class:`~wmco.windows.sshfailures.HostKeyMismatchError` and never retried. Without one, the
+  first key seen is trusted, kept for every reconnect of this object, and reported through
+  ``on_first_use`` so the caller can persist it. The decision itself is the pure
+  :func:`wmco.windows.sshkeys.check_host_key`.
 - **Commands.** :meth:`WindowsHost.run` runs one command with a timeout and returns
   :class:`Result` (exit status, stdout, stderr; CRLF turned into LF). A connection that dropped
   before the command started is re-opened and the command sent once more; a connection that drops
   while the command runs (a reboot) gives ``exit_status=None``.
-- **Files.** :meth:`WindowsHost.put_file` / :meth:`WindowsHost.put_bytes` upload over SFTP;
-  :func:`sftp_path` turns ``C:\k\x`` into ``/C:/k/x``. One SFTP session per connection: the
-  first upload opens it, later uploads (concurrent ones too) share it; :meth:`WindowsHost.close`
-  ends it, and a new connection (a reconnect, a drop) gets a new one at its first upload. The
-  open session is one session channel on the host beyond the ``ssh_channels_per_host`` commands
-  and uploads in flight (sshd allows 10 per connection).
+- **Files.** :meth:`WindowsHost.put_file` / :meth:`WindowsHost.put_bytes` upload over SFTP
+  through the connection's :class:`wmco.windows.sftp.Uploads` (one SFTP session per connection;
+  :meth:`WindowsHost.close` ends it).
 - **Throughput.** AES-GCM is preferred (with the ``cryptography`` package it costs a fraction of
   ChaCha20-Poly1305 per packet, and Win32-OpenSSH offers both), compression is off (it costs CPU
   on both ends and a ``.tar.gz`` does not shrink), and the connection does not precede every
   packet with an empty ``SSH_MSG_IGNORE`` (:func:`_tune_for_bulk`); see
   ``benchmarks/sftp_throughput.py``.
-- **Fairness.** A semaphore bounds the channels open at once on one host.
+- **Fairness.** A semaphore bounds the channels open at once on one host (commands and uploads).
 - **Key rotation.** ``fallback_keys`` are offered, in order, in the same authentication exchange
   when the host refuses the first key (a host that still trusts a previous key); the accepted
   one is :attr:`WindowsHost.key_in_use`.
+
+The rest of the SSH layer: :mod:`wmco.windows.sshkeys` (the :class:`~wmco.windows.sshkeys.HostKey`
+pinned, the private key loaded), :mod:`wmco.windows.sftp` (uploads: paths, the session, memory
+bounds), :mod:`wmco.windows.sshfailures` (the errors) and :mod:`wmco.windows.ssherrors` (their
+kinds for the metric).
 
 Commands may carry secrets (a bootstrap token in a kubeconfig): no error message or log line of
 this module contains a command's text or output; callers pass a short ``what`` label instead.
@@ -38,12 +42,8 @@ this module contains a command's text or output; callers pass a short ``what`` l
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
-import enum
-import hashlib
 import logging
 import pathlib
 import time
@@ -51,33 +51,13 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import asyncssh
-from asyncssh.constants import (
-    FX_BAD_MESSAGE,
-    FX_CONNECTION_LOST,
-    FX_NO_CONNECTION,
-    MSG_IGNORE,
-)
+from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import SSHPacket, SSHPacketLogger
 
 from wmco import settings as settings_module
+from wmco.windows import sftp, sshfailures, sshkeys
 
 LOG: Final = logging.getLogger(__name__)
-
-UPLOAD_BLOCK: Final = 256 * 1024 - 1024
-"""Largest SFTP write of an upload: what OpenSSH's sftp-server accepts and advertises
-(``SFTP_MAX_MSG_LENGTH`` 256 KiB for the whole message, headers included, less 1 KiB), and what
-bounds memory: asyncssh would otherwise use any larger length a server advertises. Win32-OpenSSH
-before 8.6 (Server 2019, 2022) advertises no limits (asyncssh then assumes 16 KiB) but accepts
-these writes; a smaller limit a server does advertise is honoured."""
-UPLOAD_REQUESTS: Final = 16
-"""SFTP writes in flight per upload: at most 4 MiB of one file is held at a time, so an operator
-sending the ~330 MB payload to many hosts at once does not hold whole files in memory."""
-
-
-def upload_window(size: int) -> int:
-    """Bytes an upload of a ``size``-byte file holds in flight at most (its share of memory)."""
-    return min(size, UPLOAD_BLOCK * UPLOAD_REQUESTS)
-
 
 ENCRYPTION_ALGS: Final = (
     "aes128-gcm@openssh.com",
@@ -130,10 +110,6 @@ def _tune_for_bulk(conn: asyncssh.SSHClientConnection) -> None:
     conn.send_packet = send_packet  # type: ignore[method-assign]
 
 
-_SESSION_GONE: Final = frozenset({FX_BAD_MESSAGE, FX_NO_CONNECTION, FX_CONNECTION_LOST})
-"""SFTP status codes after which the session is not used again (the others answer one request)."""
-
-
 # asyncssh trusts keys listed here before asking the client object; empty lists make every key
 # go through validate_host_public_key, where pinning is decided.
 _NO_TRUSTED_KEYS: Final[
@@ -143,157 +119,6 @@ _NO_TRUSTED_KEYS: Final[
     [],
     [],
 )
-
-
-class SshError(Exception):
-    """Base of the SSH layer's errors; ``address`` names the host.
-
-    Attributes:
-        address: The host's address.
-    """
-
-    def __init__(self, address: str, message: str) -> None:
-        super().__init__(f"host {address}: {message}")
-        self.address = address
-
-
-class HostKeyMismatchError(SshError):
-    """The host presented a key different from the pinned one. Never retried.
-
-    Attributes:
-        pinned: The pinned key.
-        seen: The key the host presented.
-    """
-
-    def __init__(self, address: str, pinned: HostKey, seen: HostKey) -> None:
-        super().__init__(
-            address,
-            f"SSH host key changed: pinned {pinned.key_type} {pinned.fingerprint}, host presented "
-            f"{seen.key_type} {seen.fingerprint}. If the host was rebuilt on purpose, remove the "
-            "pinned key (Node annotation or windows-ssh-host-keys entry) to trust the new one.",
-        )
-        self.pinned = pinned
-        self.seen = seen
-
-
-class AuthenticationError(SshError):
-    """The host kept refusing the private key after the grace period."""
-
-
-class UnreachableError(SshError):
-    """No SSH connection could be made before the deadline."""
-
-
-class CommandTimeoutError(SshError):
-    """A command did not finish within its timeout."""
-
-
-class TransferError(SshError):
-    """An SFTP upload failed."""
-
-
-class SshKeyError(ValueError):
-    """The private key cannot be used for SSH. The message never contains key material."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HostKey:
-    """An SSH host public key.
-
-    Attributes:
-        key_type: The algorithm, e.g. ``ssh-ed25519`` (annotation ``ssh-host-key-type``).
-        data: The SSH wire format of the key (annotation ``ssh-host-key``, base64).
-    """
-
-    key_type: str
-    data: bytes
-
-    @property
-    def b64(self) -> str:
-        """Base64 of :attr:`data`, the ``ssh-host-key`` annotation value."""
-        return base64.b64encode(self.data).decode("ascii")
-
-    @property
-    def fingerprint(self) -> str:
-        """``SHA256:<base64>`` as OpenSSH prints it."""
-        digest = base64.b64encode(hashlib.sha256(self.data).digest()).decode("ascii")
-        return "SHA256:" + digest.rstrip("=")
-
-    @classmethod
-    def from_annotation(cls, b64: str, key_type: str) -> HostKey:
-        """Rebuild a key from its annotations.
-
-        Raises:
-            ValueError: The value is not base64 of an SSH public key of that type.
-        """
-        try:
-            data = base64.b64decode(b64.strip(), validate=True)
-            # The wire format starts with the algorithm name as an SSH string.
-            length = int.from_bytes(data[:4], "big")
-            algorithm = data[4 : 4 + length].decode("ascii")
-            key = asyncssh.import_public_key(f"{algorithm} {b64.strip()}")
-        except (binascii.Error, ValueError, asyncssh.KeyImportError):
-            raise ValueError("the pinned SSH host key is not a valid base64 public key") from None
-        if key_type and key.get_algorithm() != key_type:
-            raise ValueError(
-                f"the pinned SSH host key is {key.get_algorithm()}, its type annotation says "
-                f"{key_type}"
-            )
-        return cls(key_type=key.get_algorithm(), data=data)
-
-    @classmethod
-    def from_ssh_key(cls, key: asyncssh.SSHKey) -> HostKey:
-        """The :class:`HostKey` of an asyncssh key."""
-        return cls(key_type=key.get_algorithm(), data=bytes(key.public_data))
-
-
-class HostKeyCheck(enum.StrEnum):
-    """Outcome of comparing a presented host key with the pinned one."""
-
-    FIRST_USE = "first-use"
-    MATCH = "match"
-    MISMATCH = "mismatch"
-
-
-def check_host_key(pinned: HostKey | None, seen: HostKey) -> HostKeyCheck:
-    """Decide whether to trust a presented host key (trust on first use, then pin).
-
-    Args:
-        pinned: The key on record, if any.
-        seen: The key the host presented.
-
-    Returns:
-        ``FIRST_USE`` (nothing pinned: trust and report it), ``MATCH`` or ``MISMATCH``.
-    """
-    if pinned is None:
-        return HostKeyCheck.FIRST_USE
-    if pinned.data == seen.data and pinned.key_type == seen.key_type:
-        return HostKeyCheck.MATCH
-    return HostKeyCheck.MISMATCH
-
-
-def sftp_path(windows_path: str) -> str:
-    r"""Map an absolute Windows path to the SFTP form Win32-OpenSSH accepts: ``C:\k\x`` -> ``/C:/k/x``.
-
-    Raises:
-        ValueError: The path has no drive letter.
-    """
-    path = pathlib.PureWindowsPath(windows_path)
-    if not path.drive or not path.root or len(path.drive) != 2:
-        raise ValueError("SFTP destinations must be absolute Windows paths like C:\\k\\file")
-    return "/" + path.as_posix()
-
-
-def load_ssh_key(private_key_pem: bytes | str) -> asyncssh.SSHKey:
-    """Load the private key for SSH authentication.
-
-    Raises:
-        SshKeyError: The key cannot be imported (message without key material).
-    """
-    try:
-        return asyncssh.import_private_key(private_key_pem)
-    except (asyncssh.KeyImportError, ValueError, TypeError):
-        raise SshKeyError("the private key cannot be used for SSH authentication") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -333,10 +158,10 @@ def decode_output(data: bytes | str | None) -> str:
 
 @dataclasses.dataclass(slots=True)
 class _HandshakeState:
-    pinned: HostKey | None
+    pinned: sshkeys.HostKey | None
     fallback_keys: tuple[asyncssh.SSHKey, ...] = ()
-    seen: HostKey | None = None
-    check: HostKeyCheck | None = None
+    seen: sshkeys.HostKey | None = None
+    check: sshkeys.HostKeyCheck | None = None
     key_index: int = 0
 
 
@@ -360,17 +185,17 @@ class _PinningClient(asyncssh.SSHClient):
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        seen = HostKey.from_ssh_key(key)
-        check = check_host_key(self._state.pinned, seen)
+        seen = sshkeys.HostKey.from_ssh_key(key)
+        check = sshkeys.check_host_key(self._state.pinned, seen)
         self._state.seen = seen
         self._state.check = check
-        return check is not HostKeyCheck.MISMATCH
+        return check is not sshkeys.HostKeyCheck.MISMATCH
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_lost()
 
 
-HostKeyCallback = Callable[["HostKey"], Awaitable[None]]
+HostKeyCallback = Callable[[sshkeys.HostKey], Awaitable[None]]
 
 
 class WindowsHost:
@@ -386,7 +211,7 @@ class WindowsHost:
         private_key: asyncssh.SSHKey,
         *,
         settings: settings_module.Settings | None = None,
-        pinned_host_key: HostKey | None = None,
+        pinned_host_key: sshkeys.HostKey | None = None,
         on_first_use: HostKeyCallback | None = None,
         port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -398,7 +223,7 @@ class WindowsHost:
         Args:
             address: IP address or DNS name.
             username: SSH user.
-            private_key: From :func:`load_ssh_key`.
+            private_key: From :func:`wmco.windows.sshkeys.load_ssh_key`.
             settings: Timeouts, port and channel limit; defaults when omitted.
             pinned_host_key: The key on record; ``None`` trusts the first key seen.
             on_first_use: Awaited with the key when it was trusted on first use (persist it).
@@ -425,12 +250,16 @@ class WindowsHost:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(config.ssh_channels_per_host)
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._sftp_conn: asyncssh.SSHClientConnection | None = None
-        self._sftp_lock = asyncio.Lock()
+        self._uploads = sftp.Uploads(
+            address,
+            channels=self._channels,
+            connection=self._connection,
+            connected=lambda: self.connected,
+            abandon=self._abandon,
+        )
 
     @property
-    def host_key(self) -> HostKey | None:
+    def host_key(self) -> sshkeys.HostKey | None:
         """The pinned key (given, or trusted on first use); ``None`` before the first connect."""
         return self._pinned
 
@@ -451,7 +280,7 @@ class WindowsHost:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def connect(self, *, within: float | None = None) -> HostKey:
+    async def connect(self, *, within: float | None = None) -> sshkeys.HostKey:
         """Open the connection, retrying while the host boots.
 
         Args:
@@ -472,7 +301,7 @@ class WindowsHost:
                 return self._pinned
             return await self._connect_with_retries(within)
 
-    async def _connect_with_retries(self, within: float | None) -> HostKey:
+    async def _connect_with_retries(self, within: float | None) -> sshkeys.HostKey:
         limit = self._settings.ssh_boot_deadline if within is None else within
         started = self._clock()
         attempt = 0
@@ -482,9 +311,11 @@ class WindowsHost:
             try:
                 self._conn = await self._open(state)
             except (TimeoutError, OSError, asyncssh.Error) as exc:
-                if state.check is HostKeyCheck.MISMATCH:
+                if state.check is sshkeys.HostKeyCheck.MISMATCH:
                     assert self._pinned is not None and state.seen is not None
-                    raise HostKeyMismatchError(self.address, self._pinned, state.seen) from None
+                    raise sshfailures.HostKeyMismatchError(
+                        self.address, self._pinned, state.seen
+                    ) from None
                 elapsed = self._clock() - started
                 if isinstance(exc, asyncssh.PermissionDenied):
                     if elapsed >= min(self._settings.ssh_auth_grace, limit):
@@ -493,13 +324,13 @@ class WindowsHost:
                             if self._fallback_keys
                             else "the private key"
                         )
-                        raise AuthenticationError(
+                        raise sshfailures.AuthenticationError(
                             self.address,
                             f"user {self.username!r} was refused with {which} for "
                             f"{elapsed:.0f}s; is its public key in administrators_authorized_keys?",
                         ) from None
                 elif elapsed >= limit:
-                    raise UnreachableError(
+                    raise sshfailures.UnreachableError(
                         self.address,
                         f"no SSH connection on port {self.port} after {elapsed:.0f}s "
                         f"({attempt} attempts; last error: {type(exc).__name__})",
@@ -518,7 +349,7 @@ class WindowsHost:
                 self._fallback_keys[state.key_index - 1] if state.key_index else self._key
             )
             assert state.seen is not None
-            first_use = state.check is HostKeyCheck.FIRST_USE
+            first_use = state.check is sshkeys.HostKeyCheck.FIRST_USE
             self._pinned = state.seen
             if first_use:
                 LOG.info(
@@ -566,14 +397,14 @@ class WindowsHost:
         """Close the connection (the pinned key is kept for a later :meth:`connect`)."""
         conn, self._conn = self._conn, None
         self._connected = False
-        self._drop_sftp()
+        self._uploads.drop()
         if conn is not None:
             conn.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
                 async with asyncio.timeout(5):
                     await conn.wait_closed()
 
-    async def reconnect(self, *, within: float | None = None) -> HostKey:
+    async def reconnect(self, *, within: float | None = None) -> sshkeys.HostKey:
         """Close and connect again (after a reboot or a network reset)."""
         await self.close()
         return await self.connect(within=within)
@@ -611,7 +442,7 @@ class WindowsHost:
                     # The command never started: safe to reconnect and send it once more.
                     self._connected = False
                     if attempt == 2:
-                        raise UnreachableError(
+                        raise sshfailures.UnreachableError(
                             self.address, f"cannot open a channel for {what}: {type(exc).__name__}"
                         ) from None
                     LOG.info("host %s: connection lost before %s; reconnecting", self.address, what)
@@ -625,7 +456,7 @@ class WindowsHost:
                         completed = await process.wait(check=False)
                 except TimeoutError:
                     process.close()
-                    raise CommandTimeoutError(
+                    raise sshfailures.CommandTimeoutError(
                         self.address, f"{what} did not finish within {limit:.0f}s"
                     ) from None
                 except (asyncssh.DisconnectError, OSError):
@@ -640,87 +471,16 @@ class WindowsHost:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drop_sftp(self, which: asyncssh.SFTPClient | None = None) -> None:
-        """Forget the SFTP session (only if it is ``which``), ending it if its connection runs."""
-        sftp = self._sftp
-        if sftp is None or (which is not None and sftp is not which):
-            return
-        self._sftp = self._sftp_conn = None
-        with contextlib.suppress(asyncssh.Error, OSError):
-            sftp.exit()
+    def _abandon(self) -> None:
+        """Drop the connection at once, without waiting (an upload was cancelled).
 
-    async def _sftp_session(self) -> tuple[asyncssh.SFTPClient, bool]:
-        """The connection's SFTP session and whether it served an upload before.
-
-        The first upload on a connection opens it.
+        See :meth:`wmco.windows.sftp.Uploads._abandon_if_cancelled`.
         """
-        conn = await self._connection()
-        async with self._sftp_lock:
-            if self._sftp is not None and self._sftp_conn is conn:
-                return self._sftp, True
-            self._drop_sftp()
-            self._sftp = await conn.start_sftp_client()
-            self._sftp_conn = conn
-            return self._sftp, False
-
-    @staticmethod
-    def _write_len(sftp: asyncssh.SFTPClient) -> int:
-        """:data:`UPLOAD_BLOCK`, or less if the server advertises a smaller write limit."""
-        if sftp._handler._supports_limits and sftp.limits.max_write_len:
-            return min(sftp.limits.max_write_len, UPLOAD_BLOCK)
-        return UPLOAD_BLOCK
-
-    async def _upload(
-        self, send: Callable[[asyncssh.SFTPClient, int], Awaitable[object]], message: str
-    ) -> None:
-        """Run ``send(session, write_len)`` on the connection's SFTP session.
-
-        A session that ended while the connection lives on (found at its next use) is replaced
-        once; a failure for this one file (no such directory, the file in use) keeps the session.
-
-        Raises:
-            TransferError: The upload failed (``message`` says which).
-        """
-        async with self._channels:
-            for attempt in (1, 2):
-                sftp: asyncssh.SFTPClient | None = None
-                reused = False
-                try:
-                    sftp, reused = await self._sftp_session()
-                    await self._abandon_if_cancelled(send(sftp, self._write_len(sftp)))
-                    return
-                except (asyncssh.Error, OSError) as exc:
-                    gone = not isinstance(exc, asyncssh.SFTPError) or exc.code in _SESSION_GONE
-                    if gone:
-                        self._drop_sftp(sftp)
-                    if gone and reused and attempt == 1 and self.connected:
-                        LOG.info("host %s: SFTP session ended; opening another one", self.address)
-                        continue
-                    raise TransferError(
-                        self.address, f"{message} failed: {type(exc).__name__}"
-                    ) from None
-
-    async def _abandon_if_cancelled(self, upload: Awaitable[object]) -> None:
-        """Await ``upload``; if the caller is cancelled, drop the connection under it at once.
-
-        A cancelled asyncssh upload still closes its remote file, and that close waits for
-        every write in flight to be answered: minutes on a slow link, during which a stopping
-        operator would hang. Aborting the connection fails those waits at once; the half
-        written file is overwritten by the next pass (the digests are checked before use).
-        """
-        task = asyncio.ensure_future(upload)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            conn, self._conn = self._conn, None
-            self._connected = False
-            self._drop_sftp()
-            if conn is not None:
-                conn.abort()
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise
+        conn, self._conn = self._conn, None
+        self._connected = False
+        self._uploads.drop()
+        if conn is not None:
+            conn.abort()
 
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.
@@ -730,27 +490,15 @@ class WindowsHost:
         Raises:
             TransferError: The upload failed.
         """
-        remote = sftp_path(destination)
-
-        async def send(sftp: asyncssh.SFTPClient, block: int) -> None:
-            async with sftp.open(
-                remote, "wb", block_size=block, max_requests=UPLOAD_REQUESTS
-            ) as handle:
-                await handle.write(data)
-
-        await self._upload(send, f"upload of {what} to {destination}")
+        await self._uploads.put_bytes(data, destination, what=what)
 
     async def put_file(self, source: pathlib.Path, destination: str) -> None:
         """Upload a local file to ``destination`` (absolute Windows path) over SFTP.
 
-        At most :data:`UPLOAD_REQUESTS` writes of :data:`UPLOAD_BLOCK` bytes are in flight.
+        At most :data:`wmco.windows.sftp.UPLOAD_REQUESTS` writes of
+        :data:`wmco.windows.sftp.UPLOAD_BLOCK` bytes are in flight.
 
         Raises:
             TransferError: The upload failed.
         """
-        remote = sftp_path(destination)
-
-        async def send(sftp: asyncssh.SFTPClient, block: int) -> None:
-            await sftp.put(str(source), remote, block_size=block, max_requests=UPLOAD_REQUESTS)
-
-        await self._upload(send, f"upload of {source.name} to {destination}")
+        await self._uploads.put_file(source, destination)

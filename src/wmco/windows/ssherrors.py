@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from wmco.windows import ssh
+from wmco.windows import sshfailures
 
 
 class ErrorKind(enum.StrEnum):
@@ -25,13 +25,13 @@ class ErrorKind(enum.StrEnum):
 
 
 def error_kind(exc: BaseException) -> ErrorKind:
-    """The :class:`ErrorKind` of an exception of :mod:`wmco.windows.ssh`."""
+    """The :class:`ErrorKind` of an exception of :mod:`wmco.windows.sshfailures`."""
     for kind, cls in (
-        (ErrorKind.HOST_KEY_MISMATCH, ssh.HostKeyMismatchError),
-        (ErrorKind.AUTHENTICATION, ssh.AuthenticationError),
-        (ErrorKind.UNREACHABLE, ssh.UnreachableError),
-        (ErrorKind.COMMAND_TIMEOUT, ssh.CommandTimeoutError),
-        (ErrorKind.TRANSFER, ssh.TransferError),
+        (ErrorKind.HOST_KEY_MISMATCH, sshfailures.HostKeyMismatchError),
+        (ErrorKind.AUTHENTICATION, sshfailures.AuthenticationError),
+        (ErrorKind.UNREACHABLE, sshfailures.UnreachableError),
+        (ErrorKind.COMMAND_TIMEOUT, sshfailures.CommandTimeoutError),
+        (ErrorKind.TRANSFER, sshfailures.TransferError),
     ):
         if isinstance(exc, cls):
             return kind

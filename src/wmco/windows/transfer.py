@@ -22,7 +22,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
-from wmco.windows import answers, archive, batch, commands, layout, ssh
+from wmco.windows import answers, archive, batch, commands, layout, ssh, sshfailures
 
 
 class RemoteHost(Protocol):
@@ -115,12 +115,12 @@ async def remote_sha256(host: RemoteHost, destination: str) -> str | None:
     """The lower-case SHA-256 of a file on the host, or ``None`` if it is absent.
 
     Raises:
-        ssh.TransferError: The connection dropped before an answer came (not the same as absent).
+        sshfailures.TransferError: The connection dropped before an answer came (not the same as absent).
         answers.CommandOutputError: The host answered something that is not a digest.
     """
     result = await host.run(commands.file_hash(destination), what=f"hash of {destination}")
     if result.exit_status is None:
-        raise ssh.TransferError(host.address, f"no answer to the hash of {destination}")
+        raise sshfailures.TransferError(host.address, f"no answer to the hash of {destination}")
     if not result.ok:
         return None
     return answers.parse_file_hash(result.stdout)
@@ -181,7 +181,7 @@ async def stage(
 
     Raises:
         ValueError: A destination is not a file on ``C:``.
-        ssh.SshError: An upload failed.
+        sshfailures.SshError: An upload failed.
     """
     if not items:
         return ()

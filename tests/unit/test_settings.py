@@ -14,7 +14,7 @@ def test_defaults_are_reference_compatible() -> None:
     assert s.namespace == names.OPERATOR_NAMESPACE
     assert s.machine_api_namespace == "openshift-machine-api"
     assert s.ssh_port == 22
-    assert s.concurrency == 10
+    assert s.concurrency == 50 and s.upload_memory_mib == 40
     assert s.cluster_dns_address == "172.30.0.10"
     assert s.network_profile is settings.NetworkProfile.AUTO
     assert s.kubelet_ca_configmap is None and s.pause_image is None
@@ -68,6 +68,7 @@ def test_cluster_dns_override() -> None:
         ({"WMCO_SSH_PORT": "ssh"}, "WMCO_SSH_PORT"),
         ({"WMCO_SSH_PORT": "70000"}, "ssh_port"),
         ({"WMCO_CONCURRENCY": "0"}, "concurrency"),
+        ({"WMCO_UPLOAD_MEMORY_MIB": "0"}, "upload_memory_mib"),
         ({"WMCO_DEBUG": "maybe"}, "WMCO_DEBUG"),
         ({"WMCO_NETWORK_PROFILE": "calico"}, "WMCO_NETWORK_PROFILE"),
         ({"WMCO_NETWORK_PROFILE": "hybrid-overlay"}, "WMCO_NETWORK_PROFILE"),

@@ -101,7 +101,7 @@ class Hosts:
     def __post_init__(self) -> None:
         node_mod.index_nodes(self.nodes)
         self.slots = asyncio.Semaphore(self.settings.concurrency)
-        self.uploads = slots_mod.UploadBudget(self.settings.upload_memory_mib * MIB)
+        self.uploads = slots_mod.UploadBudget.of_mib(self.settings.upload_memory_mib)
         self.gate = rollout.Gate(self.client, self.recorder, self.settings, self.nodes)
         self.sources = hostinputs.InputSources(
             client=self.client,
@@ -322,8 +322,6 @@ class Hosts:
                     self.client, instance, inputs, delete_node=True, clean_host=clean_host
                 )
 
-
-MIB = 1024 * 1024
 
 MIN_HOST_WORKERS = 64
 """Reconciles of hosts running at once, at least: a host that only waits (for SSH to answer, a

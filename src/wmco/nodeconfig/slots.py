@@ -40,6 +40,11 @@ class UploadBudget:
         self._free = capacity
         self._queue: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
+    @classmethod
+    def of_mib(cls, mib: int) -> UploadBudget:
+        """A budget of ``mib`` MiB (``settings.upload_memory_mib``)."""
+        return cls(mib * 1024 * 1024)
+
     @property
     def in_use(self) -> int:
         """Bytes granted right now."""

@@ -14,6 +14,7 @@ from lightkube import AsyncClient
 from test_operator import World, open_world
 
 from kube_helpers import eventually
+from wmco.settings import NetworkProfile
 from wmco.windows import layout, transfer
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost.core.profile import FAST
@@ -125,3 +126,35 @@ async def test_a_host_uploading_its_payload_lets_another_host_join(one_place: Wo
     # One place: the upload runs under the byte budget, not in the place.
     await world.wait_ready(quick, timeout=90)
     assert await uploading(), "the slow host's upload ended first: the test proved nothing"
+
+
+@pytest.fixture
+async def no_cni(
+    control_plane: ControlPlane, kube: AsyncClient, tmp_path: Path
+) -> AsyncIterator[World]:
+    # hostprocess with no CNI DaemonSet: the node registers and stays NotReady.
+    async with open_world(
+        control_plane, kube, tmp_path, network_profile=NetworkProfile.HOSTPROCESS
+    ) as opened:
+        yield opened
+
+
+@pytest.mark.slow
+async def test_a_host_waiting_for_ready_holds_no_connection(
+    no_cni: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wmco")
+    host = await no_cni.boot_host()
+    await no_cni.list_instances({host.address: "username=Administrator"})
+
+    async def waiting_for_ready() -> bool:
+        return f"instance {host.address}: node-ready: node " in caplog.text
+
+    await eventually(waiting_for_ready, "the flow to wait for Ready", 60)
+
+    async def disconnected() -> bool:
+        return not host.connections
+
+    await eventually(disconnected, "the operator's connection to close", 10)
+    assert "registered; waiting for Ready" in caplog.text  # still waiting, not given up
+    assert f"instance {host.address}: step node-ready" not in caplog.text

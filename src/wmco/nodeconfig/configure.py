@@ -310,6 +310,9 @@ async def configure(
             await network.configure_network(
                 client, runner, instance, inputs, host.node_name, desired, progress, tally
             )
+        # Nothing more goes to the host: the wait for Ready (minutes, at scale) holds neither a
+        # place nor a connection (the host key stays known for the Node's annotations).
+        await runner.close()
         async with slot.released():
             await wait_until_ready(client, runner, instance, inputs, host, progress)
         await guard.restore()

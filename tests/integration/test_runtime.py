@@ -177,6 +177,23 @@ async def test_informer_sees_add_update_delete_in_order_and_its_store_matches_th
         assert source.relists == 1
 
 
+async def test_the_cache_holds_no_managed_fields_the_server_keeps(
+    kube: kapi.Client, namespace: str
+) -> None:
+    await kapi.create(kube, cm("listed", namespace, v="0"))
+    source = informer.Informer(kube, ConfigMap, namespace=namespace, labels=LABELS)
+    async with running(source.run()):
+        assert await source.wait_synced(DEADLINE)
+        await kapi.create(kube, cm("watched", namespace, v="0"))
+        await eventually(lambda: source.store.get_by_name("watched", namespace) is not None)
+        for name in ("listed", "watched"):  # one from the list, one from the watch
+            cached = source.store.get_by_name(name, namespace)
+            assert cached is not None and cached.metadata is not None
+            assert cached.metadata.managedFields is None
+            served = await kapi.get(kube, ConfigMap, name, namespace=namespace)
+            assert served.metadata is not None and served.metadata.managedFields
+
+
 async def test_a_dropped_watch_stream_resumes_without_losing_or_repeating_events(
     kube: kapi.Client, namespace: str
 ) -> None:

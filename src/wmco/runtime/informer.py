@@ -214,6 +214,21 @@ class Store(Generic[T]):
         return events
 
 
+def slim(obj: Any) -> Any:
+    """Drop what no controller reads before an object is cached: ``metadata.managedFields``.
+
+    Server-side apply's field ownership takes several kilobytes per object (one entry per field
+    manager: the kubelet, the controller-manager, the operator...), for every Node, CSR and
+    Secret the operator caches; controller-runtime's caches strip it the same way
+    (``cache.TransformStripManagedFields``). Nothing here writes a cached object back whole, and
+    an update without managedFields leaves the server's as they are.
+    """
+    metadata = getattr(obj, "metadata", None)
+    if metadata is not None and getattr(metadata, "managedFields", None) is not None:
+        metadata.managedFields = None
+    return obj
+
+
 class Informer(Generic[ResourceT]):
     """List + watch one kind (optionally one namespace / label selection) into a :class:`Store`."""
 
@@ -398,7 +413,7 @@ class Informer(Generic[ResourceT]):
             labels=self.labels,
             fields=self.fields,
         )
-        events = self.store.replace(result.items)
+        events = self.store.replace([slim(item) for item in result.items])
         self.resource_version = result.resource_version
         self.relists += 1
         if self._metrics is not None:
@@ -450,7 +465,7 @@ class Informer(Generic[ResourceT]):
                 self.resource_version = change.resource_version
 
     def _apply(self, change: kube.WatchEvent[ResourceT]) -> None:
-        obj = change.object
+        obj = slim(change.object)
         if change.type is kube.WatchEventType.DELETED:
             old = self.store.remove(obj)
             self._dispatch(Event(EventType.DELETED, obj, old))

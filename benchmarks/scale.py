@@ -128,7 +128,7 @@ def api_requests(kubeconfig: Path) -> Counter[str]:
         what = labels.get("resource", "") + (
             f"/{labels['subresource']}" if labels.get("subresource") else ""
         )
-        counts[f"{labels.get('verb', '?')} {what or '-'}"] += float(value)
+        counts[f"{labels.get('verb', '?')} {what or '-'}"] += int(float(value))
     return counts
 
 

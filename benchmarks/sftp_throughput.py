@@ -237,7 +237,7 @@ async def _main(args: argparse.Namespace) -> int:
         await target.start(userdata.user_data_for_keys(pem, ssh_port=port))
         try:
             async with ssh.WindowsHost(target.address, USER, key, port=port) as admin:
-                await admin.run(commands.make_directory(REMOTE_DIR), what="mkdir")
+                await admin.run(commands.make_directories([REMOTE_DIR]), what="mkdir")
                 runs: dict[str, list[Run]] = {client: [] for client in CLIENTS}
                 before = await target.sftp_sessions()
                 for i in range(args.runs):

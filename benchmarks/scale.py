@@ -223,7 +223,13 @@ async def run_one(
         cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
         fleet_after, busy_after = sum(cpu_seconds(p) for p in fleet.pids), machine_jiffies()
         idle_from = cpu_seconds(pid)
-        await asyncio.sleep(args.idle_seconds)  # measuring idle CPU: nothing to wait for
+        idle_sampler = start_profile(
+            args, pid, Path(args.out) / f"operator-{mode}-{hosts}-c{concurrency}-idle.txt", hosts
+        )
+        try:
+            await asyncio.sleep(args.idle_seconds)  # measuring idle CPU: nothing to wait for
+        finally:
+            stop_profile(idle_sampler)
         idle = (cpu_seconds(pid) - idle_from) / args.idle_seconds
         traffic = await fleet.traffic()
         rss = peak_rss_mb(pid)
@@ -375,7 +381,9 @@ async def main(args: argparse.Namespace) -> None:
 def start_profile(
     args: argparse.Namespace, pid: int, path: Path, hosts: int
 ) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the operator while the hosts join (``--py-spy-from N``), or nothing.
+    """py-spy sampling the operator (``--py-spy-from N``), or nothing.
+
+    Two samplings per run: while the hosts join, and over the idle window after.
 
     The samples are written as collapsed stacks (``--format raw``): one line per stack with its
     count, which ``benchmarks/hotspots.py`` sums per function.

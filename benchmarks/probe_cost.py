@@ -1,4 +1,4 @@
-"""Benchmark: the operator's CPU for one drift probe of a configured host, and what it makes idle.
+"""Benchmark: the operator's CPU per drift probe, and its memory per open SSH connection.
 
 At steady state the operator's only regular work per host is the drift probe (issue 12 §3): one
 fresh SSH connection (key exchange, host-key check, public-key login), the one-exec probe
@@ -11,18 +11,23 @@ This boots ONE simulated Windows host (``fast`` profile) in a worker process of 
 ``--probes`` probes (each a fresh :class:`wmco.windows.ssh.WindowsHost`: connect, probe, close),
 measuring this process's CPU (``time.process_time``) and wall time per probe. It prints the
 median and what ``--hosts`` hosts probed every ``--interval`` seconds cost as a share of one core.
+Then it opens ``--connections`` connections to the host at once and reports what each adds to
+this process's heap (``tracemalloc``) and RSS: what a host costs while its connection is open.
 
-Run: ``.venv/bin/python benchmarks/probe_cost.py [--probes 50] [--hosts 500] [--interval 600]``
+Run: ``.venv/bin/python benchmarks/probe_cost.py [--hosts 500] [--interval 600] [--out DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import pathlib
 import socket
 import statistics
 import time
+import tracemalloc
 
 import asyncssh
 
@@ -67,6 +72,7 @@ async def _main(args: argparse.Namespace) -> dict[str, float]:
             cpu.append(time.process_time() - started_cpu)
             if result.exit_status is None:
                 raise SystemExit("the probe got no answer")
+        heap, rss = await _connection_memory(address, port, key, args.connections)
     cpu, wall = cpu[1:], wall[1:]  # the first one warms imports and caches up
     per_probe = statistics.median(cpu)
     return {
@@ -77,7 +83,37 @@ async def _main(args: argparse.Namespace) -> dict[str, float]:
         "hosts": args.hosts,
         "interval_s": args.interval,
         "idle_core_share": round(per_probe * args.hosts / args.interval, 4),
+        "connections": args.connections,
+        "heap_kib_per_connection": round(heap / 1024, 1),
+        "rss_kib_per_connection": round(rss / 1024, 1),
     }
+
+
+def _rss() -> int:
+    """This process's resident set size in bytes (``VmRSS``)."""
+    status = pathlib.Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
+async def _connection_memory(
+    address: str, port: int, key: asyncssh.SSHKey, count: int
+) -> tuple[float, float]:
+    """Heap and RSS bytes each of ``count`` open connections (after one command) adds."""
+    gc.collect()
+    tracemalloc.start()
+    rss_before = _rss()
+    hosts = [ssh.WindowsHost(address, USER, key, port=port) for _ in range(count)]
+    try:
+        for host in hosts:
+            await host.connect()
+            await host.run("hostname", what="hostname")
+        gc.collect()
+        heap, _ = tracemalloc.get_traced_memory()
+        return heap / count, (_rss() - rss_before) / count
+    finally:
+        tracemalloc.stop()
+        for host in hosts:
+            await host.close()
 
 
 def main() -> None:
@@ -86,11 +122,20 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=FILES, help="files the probe hashes")
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--interval", type=float, default=600.0)
-    report = asyncio.run(_main(parser.parse_args()))
+    parser.add_argument("--connections", type=int, default=50, help="opened at once")
+    parser.add_argument("--out", help="write OUT/probe.json")
+    args = parser.parse_args()
+    report = asyncio.run(_main(args))
     print(json.dumps(report, indent=2))
+    if args.out:
+        (pathlib.Path(args.out) / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"{report['cpu_ms_per_probe']} ms of CPU per probe: {report['hosts']} hosts every "
         f"{report['interval_s']:.0f} s keep {report['idle_core_share'] * 100:.2f} % of a core busy"
+    )
+    print(
+        f"an open connection: {report['heap_kib_per_connection']} KiB of heap, "
+        f"{report['rss_kib_per_connection']} KiB of RSS"
     )
 
 

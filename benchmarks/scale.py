@@ -10,7 +10,8 @@ operator's process is measured alone. It records:
 * ``seconds``: from listing the hosts (or scaling the MachineSet) until every Node is Ready and
   carries the operator's version annotation; ``ratio`` = T(N)/T(1) of the same mode;
 * the operator's CPU seconds per host configured, its peak RSS, and its idle CPU (share of one
-  core) over ``--idle-seconds`` once everything is Ready;
+  core) over ``--idle-seconds``, ``--settle-seconds`` after everything is Ready (the last hosts'
+  own follow-up work and the cluster's reaction to 500 new Nodes are not the steady state);
 * per host: SSH execs, SFTP sessions and SFTP bytes (counted by the simulated hosts) and API
   requests: the growth of the API server's own ``apiserver_request_total`` over the run (from the
   list of the hosts to the last Ready), over N. That counter has no user label, so it holds
@@ -83,6 +84,7 @@ class Record:
     fleet_cpu_s_per_host: float | None = None
     machine_busy: float | None = None
     upload_memory_mib: int | None = None
+    idle_settle_s: float | None = None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -222,6 +224,7 @@ async def run_one(
         seconds = time.monotonic() - started
         cpu_after, requests_after = cpu_seconds(pid), api_requests(sandbox.kubeconfig)
         fleet_after, busy_after = sum(cpu_seconds(p) for p in fleet.pids), machine_jiffies()
+        await asyncio.sleep(args.settle_seconds)  # a measurement window, not a synchronisation
         idle_from = cpu_seconds(pid)
         idle_sampler = start_profile(
             args, pid, Path(args.out) / f"operator-{mode}-{hosts}-c{concurrency}-idle.txt", hosts
@@ -256,6 +259,7 @@ async def run_one(
             (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1), 3
         ),
         upload_memory_mib=args.upload_memory,
+        idle_settle_s=args.settle_seconds,
     )
 
 
@@ -463,6 +467,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="host worker processes")
     parser.add_argument("--network", type=int, default=77, help="hosts listen on 127.NETWORK.x.y")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--settle-seconds", type=float, default=60.0, help="wait after all Ready before idle"
+    )
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     parser.add_argument("--payload", default="auto", choices=[c.value for c in payloads.Choice])
     parser.add_argument(

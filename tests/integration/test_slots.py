@@ -21,7 +21,8 @@ from wmco_sandbox.winhost.core.profile import FAST
 from wmco_sandbox.winhost.host import allocate_address
 
 CONCURRENCY = 2
-DEAD = 10
+DEAD = 80
+"""More dead hosts than the concurrency, and than 64 workers: every one of them is tried at once."""
 BOOT_DEADLINE = 180.0
 FEATURE_INSTALL = 300.0
 """Seconds the slow host's Containers feature install takes: far longer than the other host's
@@ -45,7 +46,7 @@ async def world(
 
 
 @pytest.mark.slow
-async def test_ten_dead_hosts_do_not_starve_a_live_one(
+async def test_eighty_dead_hosts_are_all_tried_and_do_not_starve_a_live_one(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="wmco")

@@ -44,7 +44,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import logging
+import os
 import pathlib
 import time
 from collections.abc import Awaitable, Callable
@@ -70,6 +72,32 @@ ENCRYPTION_ALGS: Final = (
 from three ``cryptography`` calls per packet; AES-GCM is one (AES-NI), and uploads ran about
 twice as fast with it (``benchmarks/sftp_throughput.py``). No CBC mode is offered (see
 :func:`_tune_for_bulk`)."""
+
+
+LOCAL_USER_VARIABLES: Final = ("LOGNAME", "USER", "LNAME", "USERNAME")
+"""Where :func:`getpass.getuser` looks, in order, before the password database."""
+FALLBACK_LOCAL_USER: Final = "wmco"
+"""The local user name asyncssh is given when the process's user id has no name."""
+
+
+def ensure_local_username() -> str:
+    """Make :func:`getpass.getuser` answer, and answer at once; return what it answers.
+
+    asyncssh asks for the local user name whenever it builds a connection's options, although
+    the operator always names the remote user. Without ``LOGNAME``/``USER`` in the environment
+    (a container's usual case) every call reads the password database, which took 10 % of the
+    operator's CPU while 500 hosts joined. A user id the database does not know, which is how
+    OpenShift runs pods ("the image runs as any user id"), makes it raise, and asyncssh then
+    refuses every connection ("Unknown local username"). So the name is looked up once and put
+    in ``LOGNAME``; an unknown id gets :data:`FALLBACK_LOCAL_USER`.
+    """
+    if not any(os.environ.get(name) for name in LOCAL_USER_VARIABLES):
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = FALLBACK_LOCAL_USER
+        os.environ["LOGNAME"] = name
+    return getpass.getuser()
 
 
 def _process_full_exit_status(self: asyncssh.SSHClientChannel[bytes], packet: SSHPacket) -> bool:
@@ -235,6 +263,7 @@ class WindowsHost:
                 trust); :attr:`key_in_use` says which one was accepted.
         """
         config = settings or settings_module.Settings()
+        ensure_local_username()
         self.address = address
         self.username = username
         self.port = port if port is not None else config.ssh_port

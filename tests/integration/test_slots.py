@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from wmco.settings import NetworkProfile
 from wmco.windows import layout, transfer
 from wmco_sandbox.controlplane import ControlPlane
 from wmco_sandbox.winhost.core.profile import FAST
-from wmco_sandbox.winhost.host import allocate_address
+from wmco_sandbox.winhost.host import WindowsHost, allocate_address
 
 CONCURRENCY = 2
 DEAD = 80
@@ -80,28 +80,34 @@ async def one_place(
         yield opened
 
 
-@pytest.mark.slow
-async def test_a_host_installing_its_feature_lets_another_host_join(one_place: World) -> None:
-    world = one_place
-    slow = await world.boot_host(
-        profile=dataclasses.replace(FAST, name="slow-feature", feature_install=FEATURE_INSTALL)
-    )
+async def another_host_joins_while(
+    world: World, slow: WindowsHost, busy: Callable[[], bool]
+) -> None:
+    """List ``slow``; once ``busy()``, list a second host: it must be Ready while still ``busy()``.
+
+    The world has one place, so the second host joins only if ``slow`` let its place go.
+    """
     await world.list_instances({slow.address: "username=Administrator"})
 
-    def still_installing() -> bool:
-        return "containers" in slow.machine.installing
+    async def started() -> bool:
+        return busy()
 
-    async def installing() -> bool:
-        return still_installing()
-
-    await eventually(installing, "the slow host's feature install to start", 60)
+    await eventually(started, "the slow host's long step to start", 60)
     quick = await world.boot_host()
     await world.list_instances(
         {slow.address: "username=Administrator", quick.address: "username=Administrator"}
     )
-    # One place, and the slow host's exec is still running: only a released place lets it in.
     await world.wait_ready(quick, timeout=90)
-    assert still_installing(), "the slow host's install ended first: the test proved nothing"
+    assert busy(), "the slow host's step ended first: the test proved nothing"
+
+
+@pytest.mark.slow
+async def test_a_host_installing_its_feature_lets_another_host_join(one_place: World) -> None:
+    slow = await one_place.boot_host(
+        profile=dataclasses.replace(FAST, name="slow-feature", feature_install=FEATURE_INSTALL)
+    )
+    # Its Install-WindowsFeature exec is still running: the wait holds no place.
+    await another_host_joins_while(one_place, slow, lambda: "containers" in slow.machine.installing)
 
 
 SLOW_UPLOAD_RATE = 100
@@ -110,23 +116,13 @@ SLOW_UPLOAD_RATE = 100
 
 @pytest.mark.slow
 async def test_a_host_uploading_its_payload_lets_another_host_join(one_place: World) -> None:
-    world = one_place
-    slow = await world.boot_host()
+    slow = await one_place.boot_host()
     slow.faults.sftp_bandwidth = SLOW_UPLOAD_RATE
-    await world.list_instances({slow.address: "username=Administrator"})
     staged = f"{layout.STAGING_DIR}\\{transfer.ARCHIVE_NAMES[0]}"
-
-    async def uploading() -> bool:
-        return slow.machine.disk.get(staged) is not None
-
-    await eventually(uploading, "the slow host's payload upload to start", 60)
-    quick = await world.boot_host()
-    await world.list_instances(
-        {slow.address: "username=Administrator", quick.address: "username=Administrator"}
+    # The upload runs under the byte budget, not in the place.
+    await another_host_joins_while(
+        one_place, slow, lambda: slow.machine.disk.get(staged) is not None
     )
-    # One place: the upload runs under the byte budget, not in the place.
-    await world.wait_ready(quick, timeout=90)
-    assert await uploading(), "the slow host's upload ended first: the test proved nothing"
 
 
 @pytest.fixture

@@ -119,3 +119,16 @@ async def test_a_cancelled_wait_gives_nothing_away_and_lets_the_next_one_in() ->
     release.set()
     await asyncio.wait_for(asyncio.gather(holder, later), 5)
     assert small_done.is_set() and budget.in_use == 0 and budget.waiting == 0
+
+
+async def test_a_wait_cancelled_after_a_release_passed_it_by_stays_a_cancellation() -> None:
+    budget = slots.UploadBudget(100)
+    holder = budget.taken(100)
+    await holder.__aenter__()
+    waiter = asyncio.create_task(budget.taken(50).__aenter__())
+    await queued(budget, 1)
+    waiter.cancel()  # done at once; its task has not run its handler yet
+    await holder.__aexit__(None, None, None)  # the release drops the cancelled entry first
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.in_use == 0 and budget.waiting == 0

@@ -82,7 +82,8 @@ class UploadBudget:
             if future.done() and not future.cancelled():
                 self._release(amount)  # granted as the wait was cancelled: give it back
             else:
-                self._queue.remove(entry)
+                with contextlib.suppress(ValueError):  # a grant may have dropped it already
+                    self._queue.remove(entry)
                 self._grant()  # whoever queued behind it may fit now
             raise
 

@@ -514,7 +514,7 @@ class WindowsHost:
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.
 
-        The parent directory must exist (``commands.make_directory``).
+        The parent directory must exist (``commands.make_directories``).
 
         Raises:
             TransferError: The upload failed.

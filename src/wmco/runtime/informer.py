@@ -220,8 +220,9 @@ def slim(obj: Any) -> Any:
     Server-side apply's field ownership takes several kilobytes per object (one entry per field
     manager: the kubelet, the controller-manager, the operator...), for every Node, CSR and
     Secret the operator caches; controller-runtime's caches strip it the same way
-    (``cache.TransformStripManagedFields``). Nothing here writes a cached object back whole, and
-    an update without managedFields leaves the server's as they are.
+    (``cache.TransformStripManagedFields``). No controller reads them, and a cached object
+    written back by an update (``kube.replace``) carries none: the API server then keeps its
+    own, as it does for any update that omits them.
     """
     metadata = getattr(obj, "metadata", None)
     if metadata is not None and getattr(metadata, "managedFields", None) is not None:

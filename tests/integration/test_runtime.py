@@ -192,6 +192,14 @@ async def test_the_cache_holds_no_managed_fields_the_server_keeps(
             assert cached.metadata.managedFields is None
             served = await kapi.get(kube, ConfigMap, name, namespace=namespace)
             assert served.metadata is not None and served.metadata.managedFields
+        # An update of a cached object (no managedFields in it) leaves the server's in place.
+        cached = source.store.get_by_name("listed", namespace)
+        assert cached is not None
+        cached.data = {"v": "1"}
+        await kapi.replace(kube, cached)
+        served = await kapi.get(kube, ConfigMap, "listed", namespace=namespace)
+        assert served.metadata is not None and served.metadata.managedFields
+        assert served.data == {"v": "1"}
 
 
 async def test_a_dropped_watch_stream_resumes_without_losing_or_repeating_events(

@@ -24,7 +24,6 @@ import asyncio
 import gc
 import json
 import pathlib
-import socket
 import statistics
 import time
 import tracemalloc
@@ -33,17 +32,11 @@ import asyncssh
 
 from wmco import userdata
 from wmco.windows import commands, layout, services, ssh
-from wmco_sandbox import fleetproc
+from wmco_sandbox import controlplane, fleetproc
 
 USER = "Administrator"
 FILES = 23
 """Files a configured host's probe hashes (the payload and generated files of ``ovn-hybrid``)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def probe_command(files: list[str]) -> str:
@@ -54,7 +47,7 @@ def probe_command(files: list[str]) -> str:
 async def _main(args: argparse.Namespace) -> dict[str, float]:
     key = asyncssh.generate_private_key("ssh-ed25519", comment="wmco")
     pem = key.export_private_key("openssh")
-    port = _free_port()
+    port = controlplane.free_port()
     files = [f"{layout.K_DIR}\\file-{i}.exe" for i in range(args.files)]
     command = probe_command(files)
     options = fleetproc.WorkerOptions(ssh_port=port, profile="fast")

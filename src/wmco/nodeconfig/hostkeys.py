@@ -122,15 +122,19 @@ class _Writer:
                         waiter.set_result(None)
         await done
 
-    async def _send(self, batch: dict[str, str | None]) -> None:
+    async def _patch(self, batch: dict[str, str | None]) -> ConfigMap | None:
+        """One merge PATCH of the entries (``None`` removes one); ``None`` if there is no map."""
         self.patches += 1
-        patched = await kube.patch(
+        return await kube.patch(
             self._client,
             ConfigMap,
             names.SSH_HOST_KEYS_CONFIGMAP,
             {"data": batch},
             namespace=self._namespace,
         )
+
+    async def _send(self, batch: dict[str, str | None]) -> None:
+        patched = await self._patch(batch)
         added = {address: entry for address, entry in batch.items() if entry is not None}
         if patched is not None or not added:
             return  # stored; or only removals from a ConfigMap that does not exist
@@ -148,14 +152,7 @@ class _Writer:
                 ),
             )
         except kube.AlreadyExists:
-            self.patches += 1
-            await kube.patch(
-                self._client,
-                ConfigMap,
-                names.SSH_HOST_KEYS_CONFIGMAP,
-                {"data": batch},
-                namespace=self._namespace,
-            )
+            await self._patch(batch)  # another writer created it meanwhile
 
 
 _WRITERS: weakref.WeakKeyDictionary[kube.Client, dict[str, _Writer]] = weakref.WeakKeyDictionary()

@@ -424,9 +424,7 @@ class WindowsHost:
 
     async def close(self) -> None:
         """Close the connection (the pinned key is kept for a later :meth:`connect`)."""
-        conn, self._conn = self._conn, None
-        self._connected = False
-        self._uploads.drop()
+        conn = self._detach()
         if conn is not None:
             conn.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
@@ -505,11 +503,16 @@ class WindowsHost:
 
         See :meth:`wmco.windows.sftp.Uploads._abandon_if_cancelled`.
         """
+        conn = self._detach()
+        if conn is not None:
+            conn.abort()
+
+    def _detach(self) -> asyncssh.SSHClientConnection | None:
+        """Forget the connection and its SFTP session; answer the connection to end."""
         conn, self._conn = self._conn, None
         self._connected = False
         self._uploads.drop()
-        if conn is not None:
-            conn.abort()
+        return conn
 
     async def put_bytes(self, data: bytes, destination: str, *, what: str = "file") -> None:
         """Write ``data`` to ``destination`` (absolute Windows path) over SFTP.
